@@ -1,0 +1,123 @@
+"""Settings: defaults, then `agentheal.toml`, then `AGENTHEAL_*` environment variables (highest).
+
+Everything agentheal writes lives under one home folder (`AGENTHEAL_HOME`, default
+`./.agentheal`); deleting it resets agentheal.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from agentheal.models import Risk
+
+
+def _toml_file() -> Path:
+    return Path(os.environ.get("AGENTHEAL_CONFIG", "agentheal.toml"))
+
+
+class Settings(BaseSettings):
+    """agentheal's settings. Each field reads `AGENTHEAL_<FIELD>` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTHEAL_", extra="forbid", validate_default=True)
+
+    home: Path = Field(default=Path(".agentheal"), description="Folder for all runtime state.")
+
+    # The LLM: any OpenAI-compatible endpoint. Unset base URL means no LLM is used.
+    llm_base_url: str | None = Field(default=None, description="e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1")
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0, le=10)
+    llm_json_schema: bool = Field(
+        default=True, description="Ask for JSON-schema output; false for servers without response_format."
+    )
+    llm_max_tool_iterations: int = Field(default=6, ge=1, le=50)
+    llm_tool_output_chars: int = Field(default=3000, ge=200, description="Budget per observation tool output.")
+
+    # Memory: an OpenAI-compatible embeddings endpoint is optional; the default runs offline.
+    embed_base_url: str | None = None
+    embed_model: str = "text-embedding-3-small"
+    embed_api_key: SecretStr | None = None
+    playbook_after: int = Field(default=2, ge=1, description="Successful heals by one plan before it is a playbook.")
+    recall_k: int = Field(default=5, ge=1, le=50)
+
+    # Personas and routing.
+    personas_dir: Path | None = Field(default=None, description="Extra persona folder loaded after the built-ins.")
+    match_threshold: float = Field(default=0.30, ge=0, le=1)
+    max_handoffs: int = Field(default=2, ge=0, le=10)
+
+    # Policy and healing.
+    policy_file: Path | None = None
+    max_auto_risk: Risk = Risk.medium
+    dry_run: bool = False
+    heal_attempts: int = Field(default=2, ge=1, le=5, description="Plans tried before a gap is escalated.")
+
+    @field_validator("llm_base_url", "embed_base_url")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v.strip().rstrip("/") or None if v else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_toml_file()))
+
+    @property
+    def llm_configured(self) -> bool:
+        return self.llm_base_url is not None
+
+    @cached_property
+    def home_dir(self) -> Path:
+        """The home folder, absolute and created."""
+        home = self.home.expanduser().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    @property
+    def events_url(self) -> str:
+        return f"sqlite:///{self.home_dir / 'events.sqlite'}"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.home_dir / "checkpoints.sqlite"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.home_dir / "memory"
+
+    @property
+    def generated_personas_dir(self) -> Path:
+        return self.home_dir / "personas"
+
+    @property
+    def estates_dir(self) -> Path:
+        return self.home_dir / "estates"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.home_dir / "audit.log"
+
+
+def package_data(name: str) -> Path:
+    """A data folder shipped with agentheal (`personas`, `prompts`): in the wheel, or in a source checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / name
+    if installed.is_dir():
+        return installed
+    return here.parent.parent / name

