@@ -259,3 +259,24 @@ class MemoryHit(BaseModel):
     plan: Plan | None = None
     healed_count: int = 0
     failed_count: int = 0
+
+
+class DiagnosisReply(BaseModel):
+    """What an LLM answers after observing: never trusted beyond these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hypothesis: str = Field(description="The most likely root cause, one or two sentences.")
+    root_component: str = Field(description="The component where the root cause lies.")
+    facts: list[str] = Field(default_factory=list, description="Short findings that support the hypothesis.")
+
+
+class PlanReply(BaseModel):
+    """A plan as an LLM answers it; steps are checked against the catalogue and policy afterwards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hypothesis: str
+    steps: list[Step]
+    rollback: list[Step] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
