@@ -1,5 +1,306 @@
-"""`agentheal …` (placeholder while the spine is built)."""
+"""`agentheal …`: the command line.
+
+`main(argv)` returns an exit code so tests call it directly. Exit codes: 0 healed (or the
+command did what it said), 1 not healed (escalated, failed, rejected, awaiting approval) or an
+unhealthy status, 2 a usage error (bad flag, bad gap, bad file). Heavy libraries are imported
+inside the commands that need them, so `agentheal --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from agentheal import __version__
+
+app = typer.Typer(
+    name="agentheal",
+    help="Keeps software systems healthy: detect gaps, heal them with typed, policy-checked actions, learn.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+estate_app = typer.Typer(help="Start, stop and inspect an estate of real processes.", no_args_is_help=True)
+memory_app = typer.Typer(help="Resolution memory: import incident history, search it.", no_args_is_help=True)
+runs_app = typer.Typer(help="Heal runs recorded in the event store.", invoke_without_command=True)
+graphs_app = typer.Typer(help="Diagrams of the compiled graphs.", no_args_is_help=True)
+personas_app = typer.Typer(help="The specialist personas.", no_args_is_help=True)
+app.add_typer(estate_app, name="estate")
+app.add_typer(memory_app, name="memory")
+app.add_typer(runs_app, name="runs")
+app.add_typer(graphs_app, name="graphs")
+app.add_typer(personas_app, name="personas")
+
+EXIT_OK, EXIT_NOT_HEALED, EXIT_USAGE = 0, 1, 2
 
 
-def main() -> int:
-    return 0
+class UsageProblem(Exception):
+    """Bad input from the user: printed as `error: …`, exit 2."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise UsageProblem(message)
+
+
+def _err(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(message, markup=False)
+
+
+def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from agentheal.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        _fail("settings: " + _pydantic_problems(exc))
+
+
+def _pydantic_problems(exc: Any) -> str:
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _load_estate(path: Path) -> Any:
+    from agentheal.estate.model import EstateError, load_estate
+
+    try:
+        return load_estate(path)
+    except EstateError as exc:
+        _fail(str(exc))
+
+
+# ---------------------------------------------------------------- heal, approve, reject
+
+
+def _read_gap(
+    text: str | None, gap_file: str | None, component: str | None, kind: str | None, severity: str | None
+) -> Any:
+    from pydantic import ValidationError
+
+    from agentheal.models import Gap
+
+    if (text is None) == (gap_file is None):
+        _fail("give the gap as --gap TEXT or --gap-file FILE (or - for standard input), not both or neither")
+    data: dict[str, Any]
+    if gap_file is not None:
+        where = "standard input" if gap_file == "-" else gap_file
+        try:
+            raw = sys.stdin.read() if gap_file == "-" else Path(gap_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            _fail(f"gap file {where}: {exc.strerror or exc}")
+        try:
+            loaded = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            _fail(f"gap file {where}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        if not isinstance(loaded, dict):
+            _fail(f'gap file {where}: expected a JSON object like {{"text": "...", "component": "..."}}')
+        data = loaded
+        if "gap" in data and "text" not in data:  # the memory import spelling
+            data["text"] = data.pop("gap")
+    else:
+        data = {"text": text}
+    for key, value in (("component", component), ("kind", kind), ("severity", severity)):
+        if value is not None:
+            data[key] = value
+    try:
+        return Gap.model_validate(data)
+    except ValidationError as exc:
+        _fail("gap: " + _pydantic_problems(exc))
+
+
+def _progress_printer(quiet: bool) -> Any:
+    if quiet:
+        return None
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False)
+
+    def show(node: str, detail: str, data: dict[str, Any]) -> None:
+        console.print(f"[bold cyan]{node:>9}[/]  {escape(detail)}", soft_wrap=True)
+
+    return show
+
+
+def _show_result(result: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        _print_json(result)
+    else:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        colour = {"healed": "green", "dry_run": "yellow", "awaiting_approval": "yellow"}.get(
+            result["status"], "red"
+        )
+        console.print(f"[bold {colour}]{result['status']}[/]  run {result['run_id']}")
+        if result.get("reason"):
+            console.print(f"  reason: {result['reason']}", markup=False)
+        if result["status"] == "awaiting_approval":
+            console.print(
+                f"  approve: agentheal approve {result['run_id'][:12]}   reject: agentheal reject …"
+            )
+        llm = result["llm"]
+        console.print(
+            f"  persona {result.get('persona')}, plan from {result['source']}, "
+            f"{len(result['actions'])} action(s), LLM calls {llm['calls']} "
+            f"({llm['prompt_tokens']}+{llm['completion_tokens']} tokens)",
+            markup=False,
+        )
+    return EXIT_OK if result["status"] in ("healed", "dry_run") else EXIT_NOT_HEALED
+
+
+def _context(estate: Path | None, policy: Path | None, quiet: bool) -> Any:
+    from agentheal.graphs.context import HealContext
+
+    settings = _settings()
+    if estate is not None:
+        _load_estate(estate)  # a broken or missing estate file is a usage error, before any run starts
+    if policy is not None or settings.policy_file is not None:
+        from agentheal.policy import PolicyError, load_policy
+
+        try:
+            load_policy(policy or settings.policy_file, settings)
+        except PolicyError as exc:
+            _fail(str(exc))
+    return HealContext(
+        settings=settings,
+        estate_path=estate.resolve() if estate else None,
+        policy_path=policy,
+        progress=_progress_printer(quiet),
+    )
+
+
+@app.command()
+def heal(
+    gap: Annotated[str | None, typer.Option("--gap", help="What is wrong, in words.")] = None,
+    gap_file: Annotated[str | None, typer.Option(help="A JSON gap file, or - for standard input.")] = None,
+    component: Annotated[str | None, typer.Option(help="The component the gap is about.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="incident, recurring, weakness, predicted, capability.")
+    ] = None,
+    severity: Annotated[str | None, typer.Option(help="low, medium, high, critical.")] = None,
+    estate: Annotated[Path | None, typer.Option(help="The estate file.", envvar="AGENTHEAL_ESTATE")] = None,
+    policy: Annotated[Path | None, typer.Option(help="A policy file (default: built-in policy).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and check policy; change nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on standard output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress on standard error.")] = False,
+) -> None:
+    """Heal one gap: triage, recall, route, diagnose, plan, guard, execute, validate, learn."""
+    from agentheal.graphs.runner import Healer, HealError
+
+    the_gap = _read_gap(gap, gap_file, component, kind, severity)
+    ctx = _context(estate, policy, quiet)
+    try:
+        with Healer(ctx) as healer:
+            result = healer.heal(the_gap, dry_run=dry_run)
+    except HealError as exc:
+        _fail(str(exc))
+    raise typer.Exit(_show_result(result, as_json))
+
+
+def _answer(run: str, approved: bool, by: str | None, note: str, estate: Path | None, as_json: bool) -> None:
+    import getpass
+
+    from agentheal.graphs.runner import Healer, HealError
+
+    ctx = _context(None, None, as_json)
+    detail = ctx.events.run(run)
+    if detail is None:
+        _fail(f"no run {run!r}; `agentheal runs` lists them")
+    estate_path = estate or _estate_of(ctx, detail.row.run_id)
+    ctx = _context(estate_path, None, as_json)
+    try:
+        with Healer(ctx) as healer:
+            result = healer.resume(
+                detail.row.run_id, {"approved": approved, "by": by or getpass.getuser(), "note": note}
+            )
+    except HealError as exc:
+        _fail(str(exc))
+    raise typer.Exit(_show_result(result, as_json))
+
+
+def _estate_of(ctx: Any, run_id: str) -> Path | None:
+    from agentheal.graphs.runner import Healer
+
+    with Healer(ctx) as healer:
+        values = healer.graph.get_state({"configurable": {"thread_id": run_id}}).values
+    path = values.get("estate_path") if values else None
+    return Path(path) if path else None
+
+
+@app.command()
+def approve(
+    run: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    by: Annotated[str | None, typer.Option(help="Who approves (default: your user name).")] = None,
+    note: Annotated[str, typer.Option(help="Why.")] = "",
+    estate: Annotated[
+        Path | None, typer.Option(help="Estate file, if it moved since the run started.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Approve a run waiting for approval; it carries on from its checkpoint."""
+    _answer(run, True, by, note, estate, as_json)
+
+
+@app.command()
+def reject(
+    run: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    by: Annotated[str | None, typer.Option(help="Who rejects (default: your user name).")] = None,
+    note: Annotated[str, typer.Option(help="Why.")] = "",
+    estate: Annotated[
+        Path | None, typer.Option(help="Estate file, if it moved since the run started.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Reject a run waiting for approval; nothing of its plan runs."""
+    _answer(run, False, by, note, estate, as_json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting."""
+    from agentheal import cli_admin  # noqa: F401  (registers the remaining commands)
+
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="agentheal")
+    except UsageProblem as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except typer.Exit as exc:
+        return int(getattr(exc, "exit_code", 0))
+    except (typer.Abort, KeyboardInterrupt):
+        _err("interrupted")
+        return 130
+    except typer.TyperException as exc:  # click's usage errors: bad flag, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            _err(f"error: {exc}")
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
+    return code if isinstance(code, int) else EXIT_OK
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        sys.stdout.write(f"agentheal {__version__}\n")
+        raise typer.Exit(0)

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".agentheal"), description="Folder for all runtime state.")
 
     # The LLM: any OpenAI-compatible endpoint. Unset base URL means no LLM is used.
-    llm_base_url: str | None = Field(default=None, description="e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1")
+    llm_base_url: str | None = Field(
+        default=None, description="e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1"
+    )
     llm_model: str = "gpt-4o-mini"
     llm_api_key: SecretStr | None = None
     llm_timeout_s: float = Field(default=60.0, gt=0)
@@ -42,17 +44,23 @@ class Settings(BaseSettings):
         default=True, description="Ask for JSON-schema output; false for servers without response_format."
     )
     llm_max_tool_iterations: int = Field(default=6, ge=1, le=50)
-    llm_tool_output_chars: int = Field(default=3000, ge=200, description="Budget per observation tool output.")
+    llm_tool_output_chars: int = Field(
+        default=3000, ge=200, description="Budget per observation tool output."
+    )
 
     # Memory: an OpenAI-compatible embeddings endpoint is optional; the default runs offline.
     embed_base_url: str | None = None
     embed_model: str = "text-embedding-3-small"
     embed_api_key: SecretStr | None = None
-    playbook_after: int = Field(default=2, ge=1, description="Successful heals by one plan before it is a playbook.")
+    playbook_after: int = Field(
+        default=2, ge=1, description="Successful heals by one plan before it is a playbook."
+    )
     recall_k: int = Field(default=5, ge=1, le=50)
 
     # Personas and routing.
-    personas_dir: Path | None = Field(default=None, description="Extra persona folder loaded after the built-ins.")
+    personas_dir: Path | None = Field(
+        default=None, description="Extra persona folder loaded after the built-ins."
+    )
     match_threshold: float = Field(default=0.30, ge=0, le=1)
     max_handoffs: int = Field(default=2, ge=0, le=10)
 

@@ -57,6 +57,7 @@ class RunStatus(StrEnum):
     failed = "failed"
     awaiting_approval = "awaiting_approval"
     rejected = "rejected"
+    dry_run = "dry_run"
 
 
 PlanSource = Literal["playbook", "memory", "persona", "llm", "none"]
@@ -179,7 +180,9 @@ class Diagnosis(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    facts: list[str] = Field(default_factory=list, description="Machine-readable findings, e.g. process_down.")
+    facts: list[str] = Field(
+        default_factory=list, description="Machine-readable findings, e.g. process_down."
+    )
     evidence: list[str] = Field(default_factory=list, description="Observation excerpts, redacted and cut.")
     hypothesis: str = ""
     component: str | None = None

@@ -1,0 +1,272 @@
+"""The action catalogue: every action agentheal may take on an estate, its risk and its arguments.
+
+An LLM or a persona playbook only ever names an action from here with arguments; `validate_step`
+checks the name, the component and the arguments (paths must stay inside the folders the estate
+file declares for that component) before policy is even asked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentheal.estate.model import Estate, describe_validation_error
+from agentheal.models import Risk, Step
+
+
+class ActionError(Exception):
+    """A step that cannot run: unknown action or component, bad arguments, a path out of bounds."""
+
+
+class NoArgs(BaseModel):
+    """No arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TailLogsArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: int = Field(default=50, ge=1, le=500, description="Lines from the end of each log.")
+    path: str | None = Field(default=None, description="One of the component's log files; default all.")
+
+
+class ConfigArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(default=None, description="One of the component's config files; default all.")
+
+
+class RotateLogsArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(default=None, description="One of the component's log files; default all.")
+    keep: int = Field(default=3, ge=1, le=20, description="Rotated generations kept (log.1 ... log.N).")
+
+
+class CleanDirArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="A folder inside one of the component's data folders or log folders.")
+    older_than_s: float = Field(default=0, ge=0, description="Only files older than this; 0 = all files.")
+
+
+class ActionSpec(BaseModel):
+    """One action of the catalogue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    risk: Risk
+    reversible: bool
+    read_only: bool
+    description: str
+    args_model: type[BaseModel]
+
+    def describe(self) -> dict[str, Any]:
+        """The action for a prompt: name, risk, reversibility, description and its arguments' schema."""
+        return {
+            "name": self.name,
+            "risk": self.risk.value,
+            "reversible": self.reversible,
+            "read_only": self.read_only,
+            "description": self.description,
+            "args": _args_schema(self.args_model),
+        }
+
+
+def _spec(
+    name: str, risk: Risk, reversible: bool, description: str, args: type[BaseModel] = NoArgs
+) -> ActionSpec:
+    return ActionSpec(
+        name=name,
+        risk=risk,
+        reversible=reversible,
+        read_only=risk is Risk.none,
+        description=description,
+        args_model=args,
+    )
+
+
+CATALOGUE: dict[str, ActionSpec] = {
+    s.name: s
+    for s in (
+        _spec(
+            "start",
+            Risk.low,
+            True,
+            "Start the component's process if it is not running, then wait for its probes.",
+        ),
+        _spec(
+            "restart",
+            Risk.low,
+            True,
+            "Stop the component's process group and start it again, then wait for its probes.",
+        ),
+        _spec(
+            "stop", Risk.high, True, "Stop the component's process group (SIGTERM, then SIGKILL after 5 s)."
+        ),
+        _spec(
+            "restore_config",
+            Risk.medium,
+            True,
+            "Put back the last known good copy of a config file (the replaced file is kept as .bad). "
+            "Does not restart: follow with restart.",
+            ConfigArgs,
+        ),
+        _spec(
+            "rotate_logs",
+            Risk.low,
+            False,
+            "Move a log file to .1 (older generations shift up) and empty it; the process keeps writing.",
+            RotateLogsArgs,
+        ),
+        _spec(
+            "clean_dir",
+            Risk.medium,
+            False,
+            "Delete files in a folder inside the component's data or log folders "
+            "(current logs and configs are kept).",
+            CleanDirArgs,
+        ),
+        _spec("probe", Risk.none, True, "Run the component's probes now: status, latency, errors."),
+        _spec("tail_logs", Risk.none, True, "The last lines of the component's log files.", TailLogsArgs),
+        _spec(
+            "process_stats",
+            Risk.none,
+            True,
+            "The component's process: pid, status, memory, CPU, open files, threads, uptime.",
+        ),
+        _spec(
+            "read_config",
+            Risk.none,
+            True,
+            "The content of the component's config files (8 KB each at most).",
+            ConfigArgs,
+        ),
+        _spec("dependencies", Risk.none, True, "The components this one depends on, each with its health."),
+    )
+}
+
+REMEDIATIONS = [n for n, s in CATALOGUE.items() if not s.read_only]
+OBSERVATIONS = [n for n, s in CATALOGUE.items() if s.read_only]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _declared(estate: Estate, declared: list[str], wanted: str, what: str) -> str | None:
+    """A problem when `wanted` is not one of the declared files (compared as resolved paths)."""
+    target = estate.path(wanted)
+    if any(estate.path(d) == target for d in declared):
+        return None
+    listed = ", ".join(declared) or "none"
+    return f"args.path: {wanted!r} is not one of the component's {what} files (declared: {listed})"
+
+
+def clean_dir_problem(estate: Estate, component: str, wanted: str) -> str | None:
+    """Why `clean_dir` may not act on `wanted`, or None when it lies inside a declared folder.
+
+    The path is resolved with symlinks followed, so a link pointing out of the folders is refused.
+    """
+    comp = estate.component(component)
+    target = estate.path(wanted)
+    data = [estate.path(d.path) for d in comp.data_dirs]
+    log_folders = [estate.path(log).parent for log in comp.logs]
+    if _inside(estate.root, target):
+        return f"args.path: {wanted!r} is the estate's own folder or contains it; refusing to clean it"
+    if any(_inside(target, d) for d in data):
+        return None
+    workdirs = [estate.path(c.workdir) for c in estate.components.values()]
+    if any(_inside(target, f) for f in log_folders):
+        if any(_inside(w, target) for w in workdirs):
+            return f"args.path: {wanted!r} holds a component's workdir; refusing to clean it"
+        return None
+    allowed = [d.path for d in comp.data_dirs] + sorted({str(Path(log).parent) for log in comp.logs})
+    return (
+        f"args.path: {wanted!r} resolves to {target}, outside the data and log folders of {component} "
+        f"(allowed: {', '.join(allowed) or 'none declared'})"
+    )
+
+
+def validate_step(step: Step, estate: Estate) -> list[str]:
+    """Check a step against the catalogue and the estate.
+
+    Args:
+        step: The step (action, component, args).
+        estate: The estate it would act on.
+
+    Returns:
+        The problems, each naming what is wrong; an empty list when the step may run.
+    """
+    spec = CATALOGUE.get(step.action)
+    problems = []
+    if spec is None:
+        problems.append(f"unknown action {step.action!r} (known: {', '.join(CATALOGUE)})")
+    if step.component not in estate.components:
+        problems.append(
+            f"unknown component {step.component!r} (known: {', '.join(sorted(estate.components))})"
+        )
+    if problems or spec is None:
+        return problems
+    try:
+        args = spec.args_model.model_validate(step.args)
+    except ValidationError as e:
+        return [f"{step.action}: args.{line}" for line in describe_validation_error(e)]
+    comp = estate.component(step.component)
+    path = getattr(args, "path", None)
+    if path is None:
+        return []
+    problem: str | None = None
+    if step.action in ("restore_config", "read_config"):
+        problem = _declared(estate, comp.configs, path, "config")
+    elif step.action in ("rotate_logs", "tail_logs"):
+        problem = _declared(estate, comp.logs, path, "log")
+    elif step.action == "clean_dir":
+        problem = clean_dir_problem(estate, step.component, path)
+    return [f"{step.action} on {step.component}: {problem}"] if problem else []
+
+
+def _args_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    properties = {
+        k: {kk: vv for kk, vv in v.items() if kk != "title"} for k, v in schema.get("properties", {}).items()
+    }
+    result: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if schema.get("required"):
+        result["required"] = schema["required"]
+    return result
+
+
+def tool_schemas(estate: Estate) -> list[dict[str, Any]]:
+    """OpenAI "tools" JSON for the read-only observations, `component` limited to the estate's names."""
+    tools = []
+    for name in OBSERVATIONS:
+        spec = CATALOGUE[name]
+        params = _args_schema(spec.args_model)
+        params["properties"] = {
+            "component": {
+                "type": "string",
+                "enum": sorted(estate.components),
+                "description": "Component to observe.",
+            },
+            **params["properties"],
+        }
+        params["required"] = ["component", *params.get("required", [])]
+        tools.append(
+            {
+                "type": "function",
+                "function": {"name": name, "description": spec.description, "parameters": params},
+            }
+        )
+    return tools
+
+
+def describe_actions(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The catalogue (or the named actions) as dicts for prompts; unknown names are left out."""
+    return [
+        CATALOGUE[n].describe() for n in (names if names is not None else list(CATALOGUE)) if n in CATALOGUE
+    ]

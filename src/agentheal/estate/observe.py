@@ -1,0 +1,98 @@
+"""Read-only observations of a component, as text for a diagnosing agent (the caller cuts it)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import psutil
+
+from agentheal.estate import files
+from agentheal.estate.process import find_process, read_record
+
+if TYPE_CHECKING:
+    from agentheal.estate.local import LocalBackend
+
+
+def probe(backend: LocalBackend, component: str) -> str:
+    health = backend.health(component)
+    if not health.probes:
+        return f"{component} declares no probes; process: {health.detail}"
+    return "\n".join(p.line() for p in health.probes)
+
+
+def tail_logs(backend: LocalBackend, component: str, lines: int = 50, path: str | None = None) -> str:
+    comp = backend.estate.component(component)
+    logs = [path] if path is not None else comp.logs
+    if not logs:
+        return f"{component} declares no log files"
+    parts = []
+    for log in logs:
+        file = backend.estate.path(log)
+        if not file.is_file():
+            parts.append(f"== {log}: no such file yet")
+            continue
+        tail = files.tail_lines(file, lines)
+        parts.append(f"== {log} (last {len(tail)} lines of {file.stat().st_size} bytes)")
+        parts.extend(tail)
+    return "\n".join(parts)
+
+
+def process_stats(backend: LocalBackend, component: str) -> str:
+    record = read_record(backend.state_dir, component)
+    proc = find_process(record)
+    if proc is None:
+        return f"{component}: no running process ({backend.health(component).detail})"
+    try:
+        with proc.oneshot():
+            mem = proc.memory_info().rss / (1024 * 1024)
+            children = proc.children(recursive=True)
+            try:
+                open_files: int | str = len(proc.open_files())
+            except psutil.AccessDenied:
+                open_files = "unknown (access denied)"
+            rows = [
+                f"pid: {proc.pid}",
+                f"status: {proc.status()}",
+                f"command: {' '.join(proc.cmdline())}",
+                f"rss: {mem:.1f} MB",
+                f"threads: {proc.num_threads()}",
+                f"open files: {open_files}",
+                f"children: {len(children)}",
+                f"uptime: {time.time() - proc.create_time():.0f} s",
+            ]
+        # cpu_percent needs two samples; 0.1 s keeps an observation quick.
+        rows.insert(4, f"cpu: {proc.cpu_percent(interval=0.1):.1f} %")
+    except psutil.NoSuchProcess:
+        return f"{component}: pid {proc.pid} exited while being observed"
+    return "\n".join(rows)
+
+
+def read_config(backend: LocalBackend, component: str, path: str | None = None) -> str:
+    comp = backend.estate.component(component)
+    configs = [path] if path is not None else comp.configs
+    if not configs:
+        return f"{component} declares no config files"
+    parts = []
+    for config in configs:
+        file = backend.estate.path(config)
+        if not file.is_file():
+            parts.append(f"== {config}: missing")
+            continue
+        parts.append(f"== {config}")
+        parts.append(files.read_limited(file))
+    return "\n".join(parts)
+
+
+def dependencies(backend: LocalBackend, component: str) -> str:
+    comp = backend.estate.component(component)
+    if not comp.depends_on:
+        dependents = backend.estate.dependents(component)
+        return f"{component} depends on nothing" + (
+            f"; depended on by {', '.join(dependents)}" if dependents else ""
+        )
+    rows = []
+    for dep in comp.depends_on:
+        h = backend.health(dep)
+        rows.append(f"{dep}: {'healthy' if h.healthy else 'UNHEALTHY'}: {h.detail}")
+    return "\n".join(rows)

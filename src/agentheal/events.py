@@ -1,0 +1,513 @@
+"""The event store: gaps, heal runs, node transitions, actions and LLM calls, as they happen.
+
+Every figure agentheal reports is computed from these rows, so a write commits at once: a
+process killed in the middle of a run loses nothing it already recorded. SQLAlchemy Core keeps
+the SQL portable; SQLite (the default) gets WAL and a busy timeout on connect so a heal and a
+`runs` listing can share the file, and Postgres can follow with the same tables.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+
+from agentheal.models import ActionResult, Gap, LLMUsage, RunStatus, Step, utcnow
+
+# How long a writer waits for another process's write lock before it gives up.
+BUSY_TIMEOUT_S = 30.0
+# Run ids are uuid4 hex; shorter prefixes than this match too many runs to be meant.
+MIN_PREFIX = 4
+_OPEN = (RunStatus.running.value, RunStatus.awaiting_approval.value)
+
+
+class EventStoreError(Exception):
+    """The event store was asked something it cannot do (unknown run, bad prefix, broken URL)."""
+
+
+class RunLookupError(EventStoreError, LookupError):
+    """A run id or prefix does not name one run unambiguously."""
+
+
+class AmbiguousRun(RunLookupError):
+    """A run id prefix matches more than one run."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        self.prefix = prefix
+        self.matches = matches
+        shown = ", ".join(m[:12] for m in matches[:5])
+        super().__init__(
+            f"run id prefix {prefix!r} matches {len(matches)} runs ({shown}); give more characters"
+        )
+
+
+class RunRow(BaseModel):
+    """One heal run, as `agentheal runs` lists it."""
+
+    run_id: str
+    fingerprint: str
+    component: str | None
+    gap_text: str
+    status: RunStatus
+    persona: str | None = None
+    source: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    reason: str | None = None
+
+
+class NodeEvent(BaseModel):
+    """A node transition of a run."""
+
+    at: datetime
+    node: str
+    detail: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActionRow(BaseModel):
+    """An action a run executed (or dry-ran), with its outcome."""
+
+    at: datetime
+    step: Step
+    result: ActionResult
+
+
+class LLMCallRow(BaseModel):
+    """One call to the LLM endpoint, with its token counts."""
+
+    at: datetime
+    model: str
+    purpose: str
+    prompt_tokens: int
+    completion_tokens: int
+    duration_s: float
+    ok: bool
+
+
+class RunTotals(BaseModel):
+    """Sums over a run's recorded events."""
+
+    duration_s: float | None = Field(description="Finished minus started; None while the run is open.")
+    nodes: int
+    actions: int
+    actions_failed: int
+    llm: LLMUsage
+    llm_duration_s: float
+
+
+class RunDetail(BaseModel):
+    """A run with everything recorded about it: `agentheal runs show`."""
+
+    row: RunRow
+    gap: Gap | None
+    timeline: list[NodeEvent]
+    actions: list[ActionRow]
+    llm_calls: list[LLMCallRow]
+    totals: RunTotals
+    result: dict[str, Any] | None = None
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the types a result dict carries besides plain JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, sort_keys=True)
+
+
+class _UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Stored as naive UTC (portable across databases), read back timezone-aware in UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # a time with no zone (e.g. from a gap file) is taken as UTC
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _req(name: str, type_: Any, *args: Any, **kw: Any) -> sa.Column[Any]:
+    return sa.Column(name, type_, *args, nullable=False, **kw)
+
+
+def _run_ref() -> sa.Column[Any]:
+    return _req("run_id", sa.String(64), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+
+
+_md = sa.MetaData()
+_gaps = sa.Table(
+    "gaps",
+    _md,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _req("fingerprint", sa.String(64), index=True),
+    _req("kind", sa.String(32)),
+    sa.Column("component", sa.String(200)),
+    _req("severity", sa.String(16)),
+    _req("text", sa.Text),
+    _req("gap", sa.JSON),
+    _req("created_at", _UTCDateTime),
+    _req("recorded_at", _UTCDateTime, index=True),
+)
+_runs = sa.Table(
+    "runs",
+    _md,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    _req("fingerprint", sa.String(64), index=True),
+    sa.Column("component", sa.String(200)),
+    _req("gap_text", sa.Text),
+    _req("gap", sa.JSON),
+    _req("status", sa.String(32), index=True),
+    sa.Column("persona", sa.String(200)),
+    sa.Column("source", sa.String(32)),
+    sa.Column("reason", sa.Text),
+    sa.Column("result", sa.JSON),
+    _req("started_at", _UTCDateTime, index=True),
+    sa.Column("finished_at", _UTCDateTime),
+)
+_node_events = sa.Table(
+    "node_events",
+    _md,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_ref(),
+    _req("node", sa.String(100)),
+    _req("detail", sa.Text),
+    _req("data", sa.JSON),
+    _req("at", _UTCDateTime),
+)
+_actions = sa.Table(
+    "actions",
+    _md,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_ref(),
+    # what count_actions filters on as columns; the step and its result whole, as JSON
+    _req("action", sa.String(100)),
+    _req("component", sa.String(200)),
+    _req("dry_run", sa.Boolean),
+    _req("outcome", sa.String(16)),
+    _req("step", sa.JSON),
+    _req("result", sa.JSON),
+    _req("at", _UTCDateTime),
+    sa.Index("ix_actions_component_action_at", "component", "action", "at"),
+)
+_llm_calls = sa.Table(
+    "llm_calls",
+    _md,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_ref(),
+    _req("model", sa.String(200)),
+    _req("purpose", sa.String(100)),
+    _req("prompt_tokens", sa.Integer),
+    _req("completion_tokens", sa.Integer),
+    _req("duration_s", sa.Float),
+    _req("ok", sa.Boolean),
+    _req("at", _UTCDateTime),
+)
+_TABLES = {t.name: t for t in (_gaps, _runs, _node_events, _actions, _llm_calls)}
+
+
+class EventStore:
+    """Append-mostly store of what happened, on any SQLAlchemy URL (SQLite by default)."""
+
+    def __init__(self, url: str) -> None:
+        """Open (and create, if new) the store at `url`, e.g. `sqlite:////abs/path/events.sqlite`."""
+        from sqlalchemy import event
+
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise EventStoreError(f"bad event store URL {url!r}: {exc}") from exc
+        self.url = url
+        sqlite = parsed.get_backend_name() == "sqlite"
+        connect_args: dict[str, Any] = {}
+        if sqlite:
+            # `timeout` is the driver's busy timeout: wait for another process's write lock.
+            connect_args = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self._engine = sa.create_engine(url, connect_args=connect_args, json_serializer=_dumps)
+        if sqlite:
+
+            @event.listens_for(self._engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                # WAL: readers never block the writer, and a commit is durable once it returns.
+                cursor.execute("PRAGMA journal_mode=WAL")
+                # SQLite ignores foreign keys unless asked; Postgres always checks them.
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+
+        try:
+            _md.create_all(self._engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise EventStoreError(f"cannot open the event store at {url}: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the connections."""
+        self._engine.dispose()
+
+    # -- writes: each one its own transaction, committed before it returns --
+
+    def _write(self, stmt: Any, what: str) -> int:
+        try:
+            with self._engine.begin() as conn:
+                return int(conn.execute(stmt).rowcount)
+        except sa.exc.IntegrityError as exc:
+            raise EventStoreError(f"cannot record {what}: {exc.orig}") from exc
+
+    def _insert(self, table: str, what: str, **values: Any) -> None:
+        self._write(_TABLES[table].insert().values(at=utcnow(), **values), what)
+
+    def _update_run(self, run_id: str, what: str, **values: Any) -> None:
+        if self._write(_runs.update().where(_runs.c.run_id == run_id).values(**values), what) == 0:
+            raise EventStoreError(f"no run {run_id!r} to record {what} for; start_run was not called")
+
+    def record_gap(self, gap: Gap) -> None:
+        """Record a gap as it was reported (every report, also repeats of one fingerprint)."""
+        stmt = _gaps.insert().values(
+            fingerprint=gap.fingerprint,
+            kind=gap.kind.value,
+            component=gap.component,
+            severity=gap.severity.value,
+            text=gap.text,
+            gap=gap.model_dump(mode="json"),
+            created_at=gap.created_at,
+            recorded_at=utcnow(),
+        )
+        self._write(stmt, f"gap {gap.fingerprint}")
+
+    def start_run(self, run_id: str, gap: Gap) -> None:
+        """Open a run for a gap, status `running`. Starting a run id again only marks it running."""
+        stmt = _runs.insert().values(
+            run_id=run_id,
+            fingerprint=gap.fingerprint,
+            component=gap.component,
+            gap_text=gap.text,
+            gap=gap.model_dump(mode="json"),
+            status=RunStatus.running.value,
+            started_at=utcnow(),
+        )
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(stmt)
+        except sa.exc.IntegrityError:
+            # A resumed run calls this again: keep its history, mark it running.
+            self.set_status(run_id, RunStatus.running)
+
+    def node(self, run_id: str, node: str, detail: str = "", data: dict[str, Any] | None = None) -> None:
+        """Record a node transition of a run, timestamped now."""
+        what = f"node {node!r} of run {run_id!r} (is the run started?)"
+        self._insert("node_events", what, run_id=run_id, node=node, detail=detail, data=data or {})
+
+    def action(self, run_id: str, step: Step, result: ActionResult) -> None:
+        """Record an action a run executed, dry-ran or skipped, with its outcome."""
+        self._insert(
+            "actions",
+            f"action {step.action} of run {run_id!r} (is the run started?)",
+            run_id=run_id,
+            action=step.action,
+            component=step.component,
+            dry_run=result.dry_run or result.outcome == "dry_run",
+            outcome=result.outcome,
+            step=step.model_dump(mode="json"),
+            result=result.model_dump(mode="json"),
+        )
+
+    def llm_call(
+        self,
+        run_id: str,
+        model: str,
+        purpose: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        duration_s: float,
+        ok: bool,
+    ) -> None:
+        """Record one call to the LLM endpoint."""
+        self._insert(
+            "llm_calls",
+            f"LLM call of run {run_id!r} (is the run started?)",
+            run_id=run_id,
+            model=model,
+            purpose=purpose,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            duration_s=duration_s,
+            ok=ok,
+        )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        persona: str | None,
+        source: str,
+        reason: str | None,
+        result: dict[str, Any],
+    ) -> None:
+        """Close a run with its final status and keep its whole result as JSON."""
+        self._update_run(
+            run_id,
+            "the end of the run",
+            status=RunStatus(status).value,
+            persona=persona,
+            source=source,
+            reason=reason,
+            result=result,
+            finished_at=utcnow(),
+        )
+
+    def set_status(self, run_id: str, status: RunStatus, reason: str | None = None) -> None:
+        """Change a run's status (e.g. awaiting approval); a final status also stamps finished_at."""
+        status = RunStatus(status)
+        values: dict[str, Any] = {"status": status.value}
+        if reason is not None:
+            values["reason"] = reason
+        values["finished_at"] = None if status.value in _OPEN else utcnow()
+        self._update_run(run_id, "a status", **values)
+
+    # -- reads --
+
+    def open_run(self, fingerprint: str) -> str | None:
+        """The newest run of this fingerprint that is running or awaiting approval, if any."""
+        stmt = (
+            _runs.select()
+            .with_only_columns(_runs.c.run_id)
+            .where(_runs.c.fingerprint == fingerprint, _runs.c.status.in_(_OPEN))
+            .order_by(_runs.c.started_at.desc())
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            found = conn.execute(stmt).scalar()
+        return str(found) if found is not None else None
+
+    def runs(self, limit: int = 50, status: str | None = None) -> list[RunRow]:
+        """Runs, newest first, optionally only those with one status."""
+        stmt = _runs.select().order_by(_runs.c.started_at.desc(), _runs.c.run_id.desc()).limit(limit)
+        if status is not None:
+            if status not in RunStatus.__members__:
+                known = ", ".join(RunStatus.__members__)
+                raise EventStoreError(f"unknown run status {status!r}: one of {known}")
+            stmt = stmt.where(_runs.c.status == status)
+        with self._engine.connect() as conn:
+            return [RunRow.model_validate(dict(r._mapping)) for r in conn.execute(stmt)]
+
+    def gaps(self, fingerprint: str | None = None, limit: int = 100) -> list[Gap]:
+        """Recorded gap reports, newest first, optionally of one fingerprint."""
+        stmt = _gaps.select().order_by(_gaps.c.recorded_at.desc(), _gaps.c.id.desc()).limit(limit)
+        if fingerprint is not None:
+            stmt = stmt.where(_gaps.c.fingerprint == fingerprint)
+        with self._engine.connect() as conn:
+            return [Gap.model_validate(r.gap) for r in conn.execute(stmt)]
+
+    def run(self, run_id_or_prefix: str) -> RunDetail | None:
+        """A run with its timeline, actions, LLM calls, totals and result, by id or a unique prefix.
+
+        Raises:
+            AmbiguousRun: the prefix matches several runs.
+            RunLookupError: the prefix is shorter than 4 characters and no run has exactly that id.
+        """
+        key = run_id_or_prefix.strip()
+        with self._engine.connect() as conn:
+            found = conn.execute(_runs.select().where(_runs.c.run_id == key)).first()
+            if found is None:
+                if len(key) < MIN_PREFIX:
+                    raise RunLookupError(
+                        f"run id prefix {key!r} is too short: give {MIN_PREFIX} characters or more"
+                    )
+                prefixed = _runs.select().where(_runs.c.run_id.startswith(key, autoescape=True)).limit(6)
+                matches = conn.execute(prefixed).all()
+                if not matches:
+                    return None
+                if len(matches) > 1:
+                    raise AmbiguousRun(key, [m.run_id for m in matches])
+                found = matches[0]
+            return self._detail(conn, dict(found._mapping))
+
+    def _detail(self, conn: sa.Connection, run: dict[str, Any]) -> RunDetail:
+        def rows(table: str) -> list[dict[str, Any]]:
+            t = _TABLES[table]
+            return [
+                dict(r._mapping)
+                for r in conn.execute(t.select().where(t.c.run_id == run["run_id"]).order_by(t.c.id))
+            ]
+
+        row = RunRow.model_validate(run)
+        timeline = [NodeEvent.model_validate(r) for r in rows("node_events")]
+        actions = [ActionRow.model_validate(r) for r in rows("actions")]
+        calls = [LLMCallRow.model_validate(r) for r in rows("llm_calls")]
+        totals = RunTotals(
+            duration_s=(row.finished_at - row.started_at).total_seconds() if row.finished_at else None,
+            nodes=len(timeline),
+            actions=len(actions),
+            actions_failed=sum(1 for a in actions if a.result.outcome == "failed"),
+            llm=LLMUsage(
+                calls=len(calls),
+                prompt_tokens=sum(c.prompt_tokens for c in calls),
+                completion_tokens=sum(c.completion_tokens for c in calls),
+            ),
+            llm_duration_s=sum(c.duration_s for c in calls),
+        )
+        gap = Gap.model_validate(run["gap"]) if run["gap"] else None
+        return RunDetail(
+            row=row,
+            gap=gap,
+            timeline=timeline,
+            actions=actions,
+            llm_calls=calls,
+            totals=totals,
+            result=run["result"],
+        )
+
+    def count_actions(self, component: str, action: str, window_s: float) -> int:
+        """How often `action` really ran on `component` (not dry-run; ok or failed) in the last window."""
+        since = utcnow() - timedelta(seconds=window_s)
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(_actions)
+            .where(
+                _actions.c.component == component,
+                _actions.c.action == action,
+                _actions.c.dry_run.is_(False),
+                _actions.c.outcome.in_(("ok", "failed")),
+                _actions.c.at >= since,
+            )
+        )
+        with self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def llm_usage(self, run_id: str) -> LLMUsage:
+        """Calls and tokens a run spent on the LLM, summed from its recorded calls."""
+        stmt = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(_llm_calls.c.prompt_tokens), 0),
+            sa.func.coalesce(sa.func.sum(_llm_calls.c.completion_tokens), 0),
+        ).where(_llm_calls.c.run_id == run_id)
+        with self._engine.connect() as conn:
+            n, prompt, completion = conn.execute(stmt).one()
+        return LLMUsage(calls=int(n), prompt_tokens=int(prompt), completion_tokens=int(completion))

@@ -1,0 +1,110 @@
+"""What the heal graph's nodes act through: estate backend, events, memory, personas, policy, LLM.
+
+Each part is opened on first use, so a run that replays a playbook never loads the LLM client,
+and drawing the graph loads nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentheal.models import utcnow
+
+if TYPE_CHECKING:
+    from agentheal.config import Settings
+    from agentheal.estate.local import LocalBackend
+    from agentheal.estate.model import Estate
+    from agentheal.events import EventStore
+    from agentheal.llm import LLM
+    from agentheal.memory import Memory
+    from agentheal.personas import Registry
+    from agentheal.policy import Policy
+
+ProgressFn = Any  # Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass
+class HealContext:
+    """The edges of a heal: one per process, shared by the runs it drives."""
+
+    settings: Settings
+    estate_path: Path | None = None
+    policy_path: Path | None = None
+    progress: ProgressFn | None = None
+    _llms: dict[str, LLM] = field(default_factory=dict)
+
+    @cached_property
+    def estate(self) -> Estate | None:
+        if self.estate_path is None:
+            return None
+        from agentheal.estate.model import load_estate
+
+        return load_estate(self.estate_path)
+
+    @cached_property
+    def backend(self) -> LocalBackend | None:
+        if self.estate is None:
+            return None
+        from agentheal.estate.local import LocalBackend
+
+        return LocalBackend(self.estate, self.settings.estates_dir / self.estate.name)
+
+    @cached_property
+    def events(self) -> EventStore:
+        from agentheal.events import EventStore
+
+        return EventStore(self.settings.events_url)
+
+    @cached_property
+    def memory(self) -> Memory:
+        from agentheal.memory import Memory
+
+        return Memory(self.settings)
+
+    @cached_property
+    def registry(self) -> Registry:
+        from agentheal.personas import Registry
+
+        return Registry.load(self.settings)
+
+    @cached_property
+    def policy(self) -> Policy:
+        from agentheal.policy import load_policy
+
+        return load_policy(self.policy_path or self.settings.policy_file, self.settings)
+
+    def llm(self, run_id: str) -> LLM:
+        """The LLM door for one run; raises LLMNotConfigured when no endpoint is set."""
+        if run_id not in self._llms:
+            from agentheal.llm import LLM
+
+            def record(call: Any) -> None:
+                self.events.llm_call(
+                    run_id,
+                    call.model,
+                    call.purpose,
+                    call.prompt_tokens,
+                    call.completion_tokens,
+                    call.duration_s,
+                    call.ok,
+                )
+
+            self._llms[run_id] = LLM(self.settings, on_call=record)
+        return self._llms[run_id]
+
+    def say(self, run_id: str, node: str, detail: str, data: dict[str, Any] | None = None) -> None:
+        """Record a node transition and show it to whoever watches."""
+        self.events.node(run_id, node, detail, data or {})
+        if self.progress is not None:
+            self.progress(node, detail, data or {})
+
+    def audit(self, record: dict[str, Any]) -> None:
+        """Append one line to the append-only audit log: every action that ran, by whom, when."""
+        line = {"at": utcnow().isoformat(), "pid": os.getpid(), **record}
+        with self.settings.audit_log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line, default=str) + "\n")

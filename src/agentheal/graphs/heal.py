@@ -1,0 +1,107 @@
+"""The heal graph: triage, recall, route, diagnose, plan, guard, approval, execute, validate, learn.
+
+Nodes are small functions over the run's state; the side effects sit behind `HealContext`
+(estate backend, event store, memory, personas, policy, LLM). State holds only JSON-able data,
+so the SQLite checkpoint can carry a run across a crash or a wait for approval.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+
+from agentheal.graphs import nodes
+from agentheal.graphs.context import HealContext
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+
+def _add_usage(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    keys = ("calls", "prompt_tokens", "completion_tokens")
+    return {k: int((a or {}).get(k, 0)) + int((b or {}).get(k, 0)) for k in keys}
+
+
+class HealState(TypedDict, total=False):
+    run_id: str
+    gap: dict[str, Any]
+    estate_path: str | None
+    dry_run: bool
+    triage: dict[str, Any]
+    facts: list[dict[str, str]]
+    memory: list[dict[str, Any]]
+    persona: str | None
+    route: dict[str, Any]
+    handoffs: int
+    diagnosis: dict[str, Any]
+    plan: dict[str, Any] | None
+    decision: dict[str, Any]
+    approval: dict[str, Any] | None
+    actions: Annotated[list[dict[str, Any]], operator.add]
+    validation: dict[str, Any] | None
+    attempts: int
+    failed_plans: list[str]
+    status: str
+    reason: str | None
+    next: str
+    llm: Annotated[dict[str, int], _add_usage]
+
+
+NODE_NAMES = (
+    "triage",
+    "recall",
+    "route",
+    "diagnose",
+    "plan",
+    "guard",
+    "approval",
+    "execute",
+    "validate",
+    "learn",
+    "escalate",
+)
+
+
+def _goto(state: HealState) -> str:
+    return state.get("next", "escalate")
+
+
+def build_heal_graph(ctx: HealContext | None) -> Any:
+    """The uncompiled heal `StateGraph`; `ctx` is None only to draw it."""
+    from langgraph.graph import END, START, StateGraph
+
+    graph: Any = StateGraph(HealState)
+    for name in NODE_NAMES:
+        fn: Callable[..., dict[str, Any]] = getattr(nodes, name)
+        graph.add_node(name, nodes.bind(fn, ctx, name))
+
+    def edges(src: str, *targets: str) -> None:
+        graph.add_conditional_edges(src, _goto, {t: t for t in targets})
+
+    graph.add_edge(START, "triage")
+    edges("triage", "recall", "escalate")
+    graph.add_edge("recall", "route")
+    edges("route", "diagnose", "escalate")
+    edges("diagnose", "plan", "escalate")
+    edges("plan", "guard", "escalate")
+    edges("guard", "approval", "execute", "escalate")
+    edges("approval", "execute", END)
+    edges("execute", "validate", "learn")
+    graph.add_edge("validate", "learn")
+    edges("learn", "plan", "escalate", END)
+    graph.add_edge("escalate", END)
+    return graph
+
+
+def compile_heal_graph(
+    ctx: HealContext | None, checkpointer: Any = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The compiled heal graph, with a checkpointer when a run must survive a crash or an approval."""
+    compiled: CompiledStateGraph[Any, Any, Any, Any] = build_heal_graph(ctx).compile(
+        checkpointer=checkpointer, name="heal"
+    )
+    return compiled
+
+
+Durability = Literal["sync", "async", "exit"]

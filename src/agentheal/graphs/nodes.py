@@ -1,0 +1,576 @@
+"""The heal graph's nodes: each a small function of (state, context) returning a state update.
+
+Every node records its transition in the event store through `ctx.say`. Nothing an LLM or a
+log line says is trusted: plans are checked by policy in `guard`, whatever produced them.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agentheal.graphs.context import HealContext
+from agentheal.models import (
+    Check,
+    Diagnosis,
+    Gap,
+    LLMUsage,
+    Plan,
+    Resolution,
+    RunStatus,
+    Severity,
+    Validation,
+)
+
+Node = Callable[[dict[str, Any], HealContext], dict[str, Any]]
+
+_FACT_SENTENCES = {
+    "process_down": "its process is not running",
+    "crash_loop": "it crashes again soon after each start",
+    "config_changed": "a config file differs from the last known good copy",
+    "config_missing": "a config file is missing",
+    "dependency_down": "a component it depends on is down",
+    "disk_over_budget": "a data folder is over its budget",
+    "logs_large": "a log file is over its budget",
+    "memory_high": "its memory use is over budget",
+    "slow_response": "it answers slower than its latency budget",
+    "probe_failed": "its probes fail",
+    "log_errors": "its recent logs show errors",
+}
+_EVIDENCE_CHARS = 1500
+
+
+def bind(fn: Node, ctx: HealContext | None, name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Wrap a node so that an unexpected error ends the run as `failed` with the error named."""
+
+    @functools.wraps(fn)
+    def run(state: dict[str, Any]) -> dict[str, Any]:
+        from langgraph.errors import GraphBubbleUp
+
+        assert ctx is not None, "the heal graph was built without a context; it can only be drawn"
+        try:
+            return fn(state, ctx)
+        except GraphBubbleUp:
+            raise
+        except Exception as exc:  # a bug or a broken edge must not lose the run's story
+            reason = f"{name} failed: {type(exc).__name__}: {exc}"
+            ctx.say(state["run_id"], name, reason, {"error": True})
+            return {"status": RunStatus.failed.value, "reason": reason, "next": "escalate"}
+
+    return run
+
+
+def _gap(state: dict[str, Any]) -> Gap:
+    return Gap.model_validate(state["gap"])
+
+
+def _facts(state: dict[str, Any]) -> list[Any]:
+    from agentheal.estate.local import Fact
+
+    return [Fact.model_validate(f) for f in state.get("facts", [])]
+
+
+def _fact_names(state: dict[str, Any]) -> list[str]:
+    return sorted({f["name"] for f in state.get("facts", [])})
+
+
+def _cut(text: str, budget: int = _EVIDENCE_CHARS) -> str:
+    from agentheal.llm import redact
+
+    text = redact(text)
+    if len(text) <= budget:
+        return text
+    half = budget // 2
+    return f"{text[:half]}\n[… {len(text) - budget} chars cut …]\n{text[-half:]}"
+
+
+def triage(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """Confirm the gap against the estate: what the component's health says, and how much depends on it."""
+    gap = _gap(state)
+    run_id = state["run_id"]
+    if ctx.estate is None or ctx.backend is None:
+        reason = "no estate given (--estate FILE): nothing to observe or act on"
+        ctx.say(run_id, "triage", reason)
+        return {"next": "escalate", "reason": reason}
+    if gap.component is None:
+        reason = f"the gap names no component; pass --component (one of: {', '.join(ctx.estate.components)})"
+        ctx.say(run_id, "triage", reason)
+        return {"next": "escalate", "reason": reason}
+    facts = [f.model_dump(mode="json") for f in ctx.backend.facts(gap.component)]
+    dependents = sorted(n for n, c in ctx.estate.components.items() if gap.component in c.depends_on)
+    severity = gap.severity
+    if dependents and severity in (Severity.low, Severity.medium):
+        severity = Severity.high
+    names = sorted({f["name"] for f in facts})
+    detail = f"{gap.component}: {', '.join(names) or 'no findings'}; severity {severity.value}"
+    if dependents:
+        detail += f"; {len(dependents)} dependent(s): {', '.join(dependents)}"
+    ctx.say(run_id, "triage", detail, {"facts": names, "dependents": dependents})
+    triaged = {"severity": severity.value, "dependents": dependents, "needs_action_now": bool(names)}
+    return {"facts": facts, "triage": triaged, "next": "recall"}
+
+
+def recall(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """The most similar past resolutions, with their outcomes."""
+    hits = ctx.memory.recall(_gap(state), k=ctx.settings.recall_k)
+    shown = [f"{h.similarity:.2f} {h.outcome}: {h.gap[:60]}" for h in hits[:3]]
+    ctx.say(state["run_id"], "recall", f"{len(hits)} similar past resolution(s)", {"top": shown})
+    return {"memory": [h.model_dump(mode="json") for h in hits]}
+
+
+def route(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """The best-matching specialist; below the threshold the gap is a capability gap."""
+    gap = _gap(state)
+    assert ctx.estate is not None and gap.component is not None
+    tags = list(ctx.estate.components[gap.component].tags)
+    threshold = ctx.settings.match_threshold
+    persona, score, candidates = ctx.registry.route(gap, _facts(state), tags, threshold)
+    top = [(n, round(s, 3)) for n, s in candidates[:3]]
+    if persona is None:
+        best = f"{top[0][0]} at {top[0][1]:.2f}" if top else "none"
+        reason = (
+            f"no persona fits this gap (best: {best}, threshold {threshold:.2f}): a capability gap; "
+            "the agent factory that writes new specialists is not built yet"
+        )
+        ctx.say(state["run_id"], "route", reason, {"candidates": top})
+        return {"next": "escalate", "reason": reason, "route": {"score": score, "candidates": top}}
+    ctx.say(state["run_id"], "route", f"{persona.name} ({score:.2f})", {"candidates": top})
+    return {
+        "persona": persona.name,
+        "route": {"score": score, "candidates": top},
+        "handoffs": 0,
+        "next": "diagnose",
+    }
+
+
+def _offline_evidence(ctx: HealContext, component: str) -> list[str]:
+    assert ctx.backend is not None
+    evidence = []
+    for name, args in (("process_stats", {}), ("tail_logs", {"lines": 20})):
+        try:
+            evidence.append(f"{name}({component}):\n" + _cut(ctx.backend.observe(name, component, **args)))
+        except Exception as exc:  # an unreadable log is evidence too, not a reason to stop
+            evidence.append(f"{name}({component}) failed: {exc}")
+    return evidence
+
+
+def _known_plan(state: dict[str, Any], ctx: HealContext, persona_name: str) -> bool:
+    gap, facts = _gap(state), _facts(state)
+    names = _fact_names(state)
+    if ctx.memory.playbook(gap.fingerprint, names) or ctx.memory.remembered_plan(gap.fingerprint, names):
+        return True
+    return ctx.registry.get(persona_name).plan_for(gap, facts, gap.component or "") is not None
+
+
+def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """Evidence from read-only observations, then a root-cause hypothesis; hand-offs between specialists."""
+    from agentheal.llm import LLMError, LLMNotConfigured, ToolLoopExhausted
+
+    gap, facts = _gap(state), _facts(state)
+    run_id, persona_name = state["run_id"], state["persona"]
+    assert ctx.estate is not None and gap.component is not None
+    handoffs = state.get("handoffs", 0)
+    persona = ctx.registry.get(persona_name)
+    update: dict[str, Any] = {}
+    if persona.plan_for(gap, facts, gap.component) is None and handoffs < ctx.settings.max_handoffs:
+        other = ctx.registry.handoff(persona, gap, facts)
+        if other is not None:
+            ctx.say(
+                run_id, "handoff", f"{persona.name} → {other.name}", {"from": persona.name, "to": other.name}
+            )
+            persona_name, handoffs = other.name, handoffs + 1
+            update.update(persona=persona_name, handoffs=handoffs)
+    root = next((f.component for f in facts if f.name == "dependency_down"), gap.component)
+    names = _fact_names(state)
+    sentences = [_FACT_SENTENCES[n] for n in names if n in _FACT_SENTENCES]
+    hypothesis = f"{root}: " + ("; ".join(sentences) if sentences else "no finding explains the gap yet")
+    evidence = [f"{f.name} ({f.component}): {_cut(f.detail, 300)}" for f in facts]
+    evidence += _offline_evidence(ctx, root)
+    diagnosis = Diagnosis(facts=names, evidence=evidence, hypothesis=hypothesis, component=root)
+    if not _known_plan(state, ctx, persona_name):
+        try:
+            diagnosis, usage = _llm_diagnosis(state, ctx, persona_name, diagnosis)
+            update["llm"] = usage
+        except LLMNotConfigured:
+            ctx.say(run_id, "diagnose", "no LLM configured: diagnosis from observations only")
+        except ToolLoopExhausted as exc:
+            found = [_cut(f, 300) for f in exc.findings]
+            reason = f"diagnosis hit the observation-tool cap: {exc}"
+            ctx.say(run_id, "diagnose", reason, {"findings": found})
+            diagnosis.evidence += found
+            return {
+                **update,
+                "diagnosis": diagnosis.model_dump(mode="json"),
+                "reason": reason,
+                "next": "escalate",
+            }
+        except LLMError as exc:
+            ctx.say(run_id, "diagnose", f"LLM diagnosis failed, kept the offline one: {exc}")
+    ctx.say(run_id, "diagnose", diagnosis.hypothesis, {"facts": names, "component": diagnosis.component})
+    return {**update, "diagnosis": diagnosis.model_dump(mode="json"), "next": "plan"}
+
+
+def _usage_delta(before: LLMUsage, after: LLMUsage) -> dict[str, int]:
+    return {
+        "calls": after.calls - before.calls,
+        "prompt_tokens": after.prompt_tokens - before.prompt_tokens,
+        "completion_tokens": after.completion_tokens - before.completion_tokens,
+    }
+
+
+def _llm_diagnosis(
+    state: dict[str, Any], ctx: HealContext, persona_name: str, offline: Diagnosis
+) -> tuple[Diagnosis, dict[str, int]]:
+    from agentheal.estate.actions import tool_schemas
+    from agentheal.models import DiagnosisReply, MemoryHit
+    from agentheal.prompts import render
+
+    assert ctx.estate is not None and ctx.backend is not None
+    llm = ctx.llm(state["run_id"])
+    before = llm.usage.model_copy()
+    gap = _gap(state)
+    persona = ctx.registry.get(persona_name)
+    memory = [MemoryHit.model_validate(h) for h in state.get("memory", [])]
+    system = render("diagnose_system.j2", persona=persona, estate_name=ctx.estate.name)
+    user = render(
+        "diagnose_user.j2",
+        gap=gap,
+        component=gap.component,
+        facts=offline.facts,
+        evidence=offline.evidence,
+        memory=memory,
+    )
+    backend = ctx.backend
+
+    def call_tool(name: str, args: dict[str, Any]) -> str:
+        args = dict(args)
+        component = str(args.pop("component", gap.component))
+        return backend.observe(name, component, **args)
+
+    try:
+        reply = llm.tool_loop("diagnose", system, user, tool_schemas(ctx.estate), call_tool, DiagnosisReply)
+    finally:
+        usage = _usage_delta(before, llm.usage)
+    root = reply.root_component if reply.root_component in ctx.estate.components else offline.component
+    evidence = offline.evidence + [f"llm finding (unverified): {_cut(f, 300)}" for f in reply.facts]
+    diagnosis = Diagnosis(facts=offline.facts, evidence=evidence, hypothesis=reply.hypothesis, component=root)
+    return diagnosis, usage
+
+
+def _llm_plan(state: dict[str, Any], ctx: HealContext) -> tuple[Plan, dict[str, int]]:
+    from agentheal.estate.actions import CATALOGUE
+    from agentheal.models import MemoryHit, PlanReply
+    from agentheal.prompts import render
+
+    assert ctx.estate is not None
+    llm = ctx.llm(state["run_id"])
+    before = llm.usage.model_copy()
+    persona = ctx.registry.get(state["persona"])
+    actions = [
+        {
+            "name": spec.name,
+            "risk": spec.risk.value,
+            "reversible": spec.reversible,
+            "description": spec.description,
+            "args": spec.args_model.model_json_schema(),
+        }
+        for name, spec in CATALOGUE.items()
+        if name in persona.actions and not spec.read_only
+    ]
+    system = render("plan_system.j2", persona=persona, actions=actions)
+    user = render(
+        "plan_user.j2",
+        gap=_gap(state),
+        diagnosis=Diagnosis.model_validate(state["diagnosis"]),
+        memory=[MemoryHit.model_validate(h) for h in state.get("memory", [])],
+        avoid=list(state.get("failed_plans", [])),
+        components=list(ctx.estate.components),
+    )
+    try:
+        reply = llm.structured("plan", system, user, PlanReply)
+    finally:
+        usage = _usage_delta(before, llm.usage)
+    plan = Plan(
+        hypothesis=reply.hypothesis,
+        steps=reply.steps,
+        rollback=reply.rollback,
+        checks=reply.checks,
+        source="llm",
+    )
+    return plan, usage
+
+
+def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """Replay a playbook when one fits; else a remembered plan, the persona's playbook, or the LLM."""
+    from agentheal.llm import LLMError, LLMNotConfigured
+
+    gap, facts, names = _gap(state), _facts(state), _fact_names(state)
+    diagnosis = Diagnosis.model_validate(state["diagnosis"])
+    failed = set(state.get("failed_plans", []))
+    run_id = state["run_id"]
+    persona = ctx.registry.get(state["persona"])
+    offers: list[Callable[[], Plan | None]] = [
+        lambda: ctx.memory.playbook(gap.fingerprint, names),
+        lambda: ctx.memory.remembered_plan(gap.fingerprint, names),
+        lambda: persona.plan_for(gap, facts, gap.component or ""),
+    ]
+    for offer in offers:
+        chosen = offer()
+        if chosen is not None and chosen.signature() not in failed and chosen.steps:
+            return _planned(ctx, run_id, chosen, diagnosis)
+    try:
+        chosen, usage = _llm_plan(state, ctx)
+    except LLMNotConfigured:
+        reason = (
+            f"no playbook of {persona.name} or memory fits the findings ({', '.join(names) or 'none'}); "
+            "designing a new plan needs an LLM (set AGENTHEAL_LLM_BASE_URL)"
+        )
+        ctx.say(run_id, "plan", reason)
+        return {"next": "escalate", "reason": reason, "plan": None}
+    except LLMError as exc:
+        reason = f"the LLM gave no usable plan: {exc}"
+        ctx.say(run_id, "plan", reason)
+        return {"next": "escalate", "reason": reason, "plan": None}
+    if chosen.signature() in failed:
+        reason = f"the LLM proposed a plan that already failed in this run: {chosen.signature()}"
+        ctx.say(run_id, "plan", reason)
+        return {"next": "escalate", "reason": reason, "llm": usage}
+    return {**_planned(ctx, run_id, chosen, diagnosis), "llm": usage}
+
+
+def _planned(ctx: HealContext, run_id: str, chosen: Plan, diagnosis: Diagnosis) -> dict[str, Any]:
+    if not chosen.checks:
+        targets = dict.fromkeys(s.component for s in chosen.steps)
+        chosen.checks = [Check(component=c) for c in targets]
+    detail = f"[{chosen.source}] {chosen.signature()}"
+    ctx.say(
+        run_id, "plan", detail, {"plan": chosen.model_dump(mode="json"), "hypothesis": diagnosis.hypothesis}
+    )
+    return {"plan": chosen.model_dump(mode="json"), "next": "guard"}
+
+
+def guard(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """Policy on every plan, whatever produced it; above the ceiling a person decides."""
+    from agentheal.policy import evaluate
+
+    assert ctx.estate is not None
+    chosen = Plan.model_validate(state["plan"])
+    persona = ctx.registry.get(state["persona"])
+    decision = evaluate(ctx.policy, chosen, ctx.estate, persona.actions, ctx.events.count_actions)
+    run_id = state["run_id"]
+    data = decision.model_dump(mode="json")
+    if not decision.allowed:
+        reason = f"policy refused the {chosen.source} plan: " + "; ".join(decision.violations)
+        ctx.say(run_id, "guard", reason, data)
+        return {"decision": data, "reason": reason, "next": "escalate"}
+    dry = bool(state.get("dry_run")) or ctx.policy.dry_run or ctx.settings.dry_run
+    if decision.needs_approval and not dry:
+        ctx.events.set_status(run_id, RunStatus.awaiting_approval, "; ".join(decision.approvals))
+        ctx.say(run_id, "guard", "approval needed: " + "; ".join(decision.approvals), data)
+        return {"decision": data, "status": RunStatus.awaiting_approval.value, "next": "approval"}
+    ctx.say(run_id, "guard", "allowed" + (" (dry run)" if dry else ""), data)
+    return {"decision": data, "dry_run": dry, "next": "execute"}
+
+
+def approval(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """Wait for a person. Nothing before `interrupt` has side effects: this node runs again on resume."""
+    from langgraph.types import interrupt
+
+    answer = interrupt(
+        {"run_id": state["run_id"], "plan": state["plan"], "approvals": state["decision"]["approvals"]}
+    )
+    run_id = state["run_id"]
+    who = str(answer.get("by", "someone"))
+    if not answer.get("approved"):
+        reason = f"rejected by {who}" + (f": {answer['note']}" if answer.get("note") else "")
+        ctx.say(run_id, "approval", reason)
+        ctx.events.finish_run(
+            run_id,
+            RunStatus.rejected,
+            persona=state.get("persona"),
+            source=(state.get("plan") or {}).get("source", "none"),
+            reason=reason,
+            result=result_of({**state, "status": RunStatus.rejected.value, "reason": reason}),
+        )
+        return {
+            "approval": dict(answer),
+            "status": RunStatus.rejected.value,
+            "reason": reason,
+            "next": "__end__",
+        }
+    ctx.events.set_status(run_id, RunStatus.running)
+    ctx.say(run_id, "approval", f"approved by {who}")
+    return {"approval": dict(answer), "status": RunStatus.running.value, "next": "execute"}
+
+
+def execute(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """The steps in order; a failed step runs the rollback steps."""
+    assert ctx.backend is not None
+    chosen = Plan.model_validate(state["plan"])
+    dry, run_id = bool(state.get("dry_run")), state["run_id"]
+    done: list[dict[str, Any]] = []
+    failed = False
+    for step in chosen.steps:
+        result = ctx.backend.execute(step, dry_run=dry)
+        ctx.events.action(run_id, step, result)
+        if not dry:
+            ctx.audit(
+                {
+                    "run_id": run_id,
+                    "step": step.model_dump(),
+                    "outcome": result.outcome,
+                    "detail": result.detail,
+                }
+            )
+        ctx.say(run_id, "execute", f"{step.signature()}: {result.outcome} {result.detail}".strip())
+        done.append(result.model_dump(mode="json"))
+        if result.outcome == "failed":
+            failed = True
+            break
+    if failed and chosen.rollback:
+        for step in chosen.rollback:
+            result = ctx.backend.execute(step, dry_run=dry)
+            ctx.events.action(run_id, step, result)
+            ctx.say(run_id, "rollback", f"{step.signature()}: {result.outcome}")
+            done.append(result.model_dump(mode="json"))
+    if failed:
+        validation = Validation(ok=False, detail=f"step failed: {done[-1]['detail']}")
+        return {"actions": done, "validation": validation.model_dump(), "next": "learn"}
+    return {"actions": done, "next": "validate"}
+
+
+def validate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """The plan's checks, after a settle time, until they pass or their deadline."""
+    assert ctx.backend is not None
+    chosen = Plan.model_validate(state["plan"])
+    run_id = state["run_id"]
+    if state.get("dry_run"):
+        validation = Validation(ok=False, detail="dry run: nothing was changed, so nothing was validated")
+        ctx.say(run_id, "validate", validation.detail)
+        return {"validation": validation.model_dump()}
+    details = []
+    ok = True
+    for check in chosen.checks:
+        time.sleep(check.settle_s)
+        deadline = time.monotonic() + check.deadline_s
+        while True:
+            health = ctx.backend.health(check.component)
+            passed = health.running if check.kind == "running" else health.healthy
+            if passed or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        details.append(f"{check.component}: {'ok' if passed else 'FAILED'} {health.detail}".strip())
+        ok = ok and passed
+    validation = Validation(ok=ok, detail="; ".join(details) or "no checks")
+    ctx.say(run_id, "validate", validation.detail, {"ok": ok})
+    return {"validation": validation.model_dump()}
+
+
+def _resolution(state: dict[str, Any], status: RunStatus) -> Resolution:
+    from agentheal.models import ActionResult
+
+    return Resolution(
+        run_id=state["run_id"],
+        gap=_gap(state),
+        persona=state.get("persona"),
+        diagnosis=Diagnosis.model_validate(state.get("diagnosis") or {}),
+        plan=Plan.model_validate(state["plan"]) if state.get("plan") else None,
+        status=status,
+        actions=[ActionResult.model_validate(a) for a in state.get("actions", [])],
+        validation=Validation.model_validate(state["validation"]) if state.get("validation") else None,
+        reason=state.get("reason"),
+        llm=LLMUsage.model_validate(state.get("llm") or {}),
+    )
+
+
+def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """Success: remember the resolution. Failure: try another plan, the failure as evidence, or escalate."""
+    run_id = state["run_id"]
+    chosen = Plan.model_validate(state["plan"])
+    validation = Validation.model_validate(state["validation"])
+    if state.get("dry_run"):
+        final = {
+            **state,
+            "status": "dry_run",
+            "reason": "dry run: the plan passed policy; nothing was changed",
+        }
+        _finish(ctx, final, "dry_run")
+        ctx.say(run_id, "learn", "dry run: nothing learned")
+        return {"status": "dry_run", "reason": final["reason"], "next": "__end__"}
+    names = _fact_names(state)
+    if validation.ok:
+        ctx.memory.store(_resolution(state, RunStatus.healed), names)
+        assert ctx.backend is not None
+        for component in dict.fromkeys(s.component for s in chosen.steps):
+            ctx.backend.snapshot_configs(component)
+        final = {**state, "status": RunStatus.healed.value, "reason": None}
+        _finish(ctx, final, RunStatus.healed.value)
+        ctx.say(run_id, "learn", f"healed; remembered [{chosen.source}] {chosen.signature()}")
+        return {"status": RunStatus.healed.value, "reason": None, "next": "__end__"}
+    ctx.memory.store(_resolution(state, RunStatus.failed), names)
+    attempts = state.get("attempts", 0) + 1
+    failed = [*state.get("failed_plans", []), chosen.signature()]
+    why = f"plan [{chosen.source}] {chosen.signature()} did not heal: {validation.detail}"
+    diagnosis = Diagnosis.model_validate(state["diagnosis"])
+    diagnosis.evidence.append(why)
+    if attempts < ctx.settings.heal_attempts:
+        ctx.say(run_id, "learn", f"{why}; trying another plan ({attempts}/{ctx.settings.heal_attempts})")
+        return {
+            "attempts": attempts,
+            "failed_plans": failed,
+            "diagnosis": diagnosis.model_dump(),
+            "next": "plan",
+        }
+    ctx.say(run_id, "learn", why)
+    return {"attempts": attempts, "failed_plans": failed, "reason": why, "next": "escalate"}
+
+
+def escalate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
+    """Hand the whole story to a person: the reason, the evidence, what was tried."""
+    status = (
+        RunStatus.failed.value if state.get("status") == RunStatus.failed.value else RunStatus.escalated.value
+    )
+    reason = state.get("reason") or "escalated without a reason recorded"
+    final = {**state, "status": status, "reason": reason}
+    _finish(ctx, final, status)
+    ctx.say(state["run_id"], "escalate", reason)
+    return {"status": status, "reason": reason}
+
+
+def _finish(ctx: HealContext, state: dict[str, Any], status: str) -> None:
+    plan_source = (state.get("plan") or {}).get("source", "none")
+    ctx.events.finish_run(
+        state["run_id"],
+        RunStatus(status),
+        persona=state.get("persona"),
+        source=plan_source,
+        reason=state.get("reason"),
+        result=result_of(state),
+    )
+
+
+def result_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The run as the CLI's and the API's JSON answer."""
+    plan_dict = state.get("plan") or {}
+    usage = state.get("llm") or {}
+    validation = state.get("validation") or {"ok": False, "detail": "not validated"}
+    result: dict[str, Any] = {
+        "run_id": state.get("run_id"),
+        "status": state.get("status", RunStatus.running.value),
+        "persona": state.get("persona"),
+        "source": plan_dict.get("source", "none"),
+        "actions": [
+            {k: a.get(k) for k in ("action", "component", "dry_run", "outcome", "detail")}
+            for a in state.get("actions", [])
+        ],
+        "validation": {"ok": bool(validation.get("ok")), "detail": validation.get("detail", "")},
+        "llm": {k: int(usage.get(k, 0)) for k in ("calls", "prompt_tokens", "completion_tokens")},
+        "reason": state.get("reason"),
+        "fingerprint": (state.get("gap") or {}).get("fingerprint"),
+        "component": (state.get("gap") or {}).get("component"),
+        "diagnosis": state.get("diagnosis"),
+        "plan": state.get("plan"),
+    }
+    return result

@@ -1,0 +1,164 @@
+"""Runs the heal graph: new heals, joins of open runs, resumes after a crash or an approval.
+
+A heal holds a lock on its gap's fingerprint for as long as its process lives. A run still
+marked running whose lock is free lost its process: it is resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agentheal.graphs.context import HealContext
+from agentheal.graphs.heal import compile_heal_graph
+from agentheal.graphs.nodes import result_of
+from agentheal.models import Gap, RunStatus
+
+
+class HealError(Exception):
+    """A heal could not start: the gap or the run asked for is not usable."""
+
+
+class UnknownComponent(HealError):
+    pass
+
+
+class RunNotFound(HealError):
+    pass
+
+
+class Healer:
+    """Drives heal runs for one process; use as a context manager so the checkpoint store closes."""
+
+    def __init__(self, ctx: HealContext) -> None:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        self.ctx = ctx
+        self._conn = sqlite3.connect(str(ctx.settings.checkpoints_path), check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA busy_timeout=10000")
+        self._saver = SqliteSaver(self._conn)
+        self.graph = compile_heal_graph(ctx, self._saver)
+
+    def __enter__(self) -> Healer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.close()
+
+    def check_gap(self, gap: Gap) -> None:
+        """Refuse a gap naming a component the estate does not have."""
+        estate = self.ctx.estate
+        if estate is not None and gap.component is not None and gap.component not in estate.components:
+            raise UnknownComponent(
+                f"unknown component {gap.component!r}: the estate {estate.name!r} has "
+                + ", ".join(sorted(estate.components))
+            )
+
+    def heal(self, gap: Gap, dry_run: bool = False) -> dict[str, Any]:
+        """Heal one gap to the end, to an approval wait, or join the open run of the same fingerprint."""
+        self.check_gap(gap)
+        events = self.ctx.events
+        events.record_gap(gap)
+        open_run = events.open_run(gap.fingerprint)
+        if open_run is not None:
+            with _lock(self._lock_path(gap.fingerprint), wait=False) as held:
+                pass  # only asks whether a live process holds the run
+            return self._resume_crashed(open_run, gap) if held else self._join(open_run, gap)
+        run_id = uuid.uuid4().hex
+        events.start_run(run_id, gap)
+        state = {
+            "run_id": run_id,
+            "gap": gap.model_dump(mode="json"),
+            "estate_path": str(self.ctx.estate_path) if self.ctx.estate_path else None,
+            "dry_run": dry_run,
+            "attempts": 0,
+            "failed_plans": [],
+            "actions": [],
+            "status": RunStatus.running.value,
+            "llm": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
+        }
+        with _lock(self._lock_path(gap.fingerprint), wait=True):
+            return self._drive(run_id, state)
+
+    def resume(self, run_id: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """Answer an approval: `{"approved": bool, "by": str, "note": str}`."""
+        from langgraph.types import Command
+
+        detail = self.ctx.events.run(run_id)
+        if detail is None:
+            raise RunNotFound(f"no run {run_id!r}; `agentheal runs` lists them")
+        full_id = detail.row.run_id
+        if detail.row.status != RunStatus.awaiting_approval.value:
+            raise HealError(f"run {full_id[:12]} is {detail.row.status}, not awaiting approval")
+        with _lock(self._lock_path(detail.row.fingerprint), wait=True):
+            return self._drive(full_id, Command(resume=answer))
+
+    def _lock_path(self, fingerprint: str) -> Path:
+        folder = self.ctx.settings.home_dir / "locks"
+        folder.mkdir(exist_ok=True)
+        return folder / f"{fingerprint}.lock"
+
+    def _join(self, run_id: str, gap: Gap) -> dict[str, Any]:
+        self.ctx.say(run_id, "join", f"a second report of the same gap joined this run: {gap.text[:120]}")
+        snapshot = self.graph.get_state(_config(run_id))
+        values = dict(snapshot.values) if snapshot and snapshot.values else {"run_id": run_id}
+        result = result_of(values)
+        detail = self.ctx.events.run(run_id)
+        result["status"] = detail.row.status if detail else result["status"]
+        result["joined"] = True
+        result["reason"] = result.get("reason") or f"joined open run {run_id[:12]} ({result['status']})"
+        return result
+
+    def _resume_crashed(self, run_id: str, gap: Gap) -> dict[str, Any]:
+        snapshot = self.graph.get_state(_config(run_id))
+        if snapshot is None or not snapshot.values:
+            self.ctx.events.finish_run(
+                run_id,
+                RunStatus.failed,
+                persona=None,
+                source="none",
+                reason="its process ended before the first checkpoint",
+                result={},
+            )
+            return self.heal(gap)
+        if snapshot.next and any(t.interrupts for t in snapshot.tasks):
+            return self._join(run_id, gap)
+        self.ctx.say(run_id, "resume", "the process driving this run ended; resumed from its last checkpoint")
+        with _lock(self._lock_path(gap.fingerprint), wait=True):
+            return self._drive(run_id, None)
+
+    def _drive(self, run_id: str, payload: Any) -> dict[str, Any]:
+        config = _config(run_id)
+        for _ in self.graph.stream(payload, config, stream_mode="updates", durability="sync"):
+            pass
+        snapshot = self.graph.get_state(config)
+        values = dict(snapshot.values)
+        if snapshot.next and any(t.interrupts for t in snapshot.tasks):
+            values["status"] = RunStatus.awaiting_approval.value
+            approvals = (values.get("decision") or {}).get("approvals", [])
+            values["reason"] = "awaiting approval: " + "; ".join(approvals)
+        return result_of(values)
+
+
+def _config(run_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": run_id}, "recursion_limit": 60}
+
+
+@contextlib.contextmanager
+def _lock(path: Path, wait: bool) -> Iterator[bool]:
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,387 @@
+"""The one door to an LLM: an OpenAI-compatible client with structured output, a tool loop,
+retries, redaction and token accounting.
+
+Everything agentheal sends to a model goes through `LLM`, so three promises hold in one
+place: secrets are redacted before they leave the host, replies are validated into a
+pydantic model before anyone acts on them, and every HTTP call is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from agentheal.models import LLMUsage
+from agentheal.redaction import REDACTED as REDACTED
+from agentheal.redaction import cut as cut
+from agentheal.redaction import redact as redact
+from agentheal.replies import parse_reply as parse_reply
+from agentheal.replies import response_schema as response_schema
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion, ChatCompletionMessage
+
+    from agentheal.config import Settings
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class LLMNotConfigured(Exception):
+    """No LLM endpoint is configured; the graph turns this into offline behaviour."""
+
+
+class LLMError(Exception):
+    """The LLM endpoint failed (after retries, or at once on a client error)."""
+
+
+class LLMInvalidOutput(LLMError):
+    """The reply was unparsable or schema-invalid, also after one retry with the error."""
+
+    def __init__(self, message: str, reply: str | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class ToolLoopExhausted(LLMError):
+    """The tool loop hit its iteration cap; `findings` keeps what the tools returned."""
+
+    def __init__(self, message: str, findings: list[str]) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+class LLMCallRecord(BaseModel):
+    """One HTTP call to the model, as the event store records it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    purpose: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+    ok: bool = True
+    error: str = ""
+
+
+def _retry_after(response: Any) -> float | None:
+    if response is None:
+        return None
+    headers = response.headers
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError):
+                continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    return None
+
+
+class LLM:
+    """A model behind an OpenAI-compatible endpoint; one object per heal run.
+
+    Raises `LLMNotConfigured` from the constructor (not at the first call) when
+    `settings.llm_base_url` is unset, so a caller learns it before building prompts.
+
+    Args:
+        settings: agentheal settings (endpoint, model, key, retries, budgets).
+        on_call: Called after every HTTP call, failed ones too, with its record.
+        backoff_s: Base delay of the exponential backoff between retries.
+        max_backoff_s: Cap on any single wait, Retry-After included.
+        sleep: How to wait; tests pass a recorder.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_call: Callable[[LLMCallRecord], None] | None = None,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if settings.llm_base_url is None:
+            raise LLMNotConfigured(
+                "no LLM configured (set AGENTHEAL_LLM_BASE_URL, e.g. http://127.0.0.1:11434/v1, "
+                "or llm_base_url in agentheal.toml)"
+            )
+        import httpx
+        import openai
+
+        self.settings = settings
+        self.usage = LLMUsage()
+        self._on_call = on_call
+        self._backoff_s, self._max_backoff_s, self._sleep = backoff_s, max_backoff_s, sleep
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
+        self._secrets = [key] if len(key) >= 8 else []
+        # openai 3 defaults to httpx2, which respx (our test boundary) does not patch; it still
+        # accepts an httpx client, so tests and production run the same transport.
+        self._http = httpx.Client(timeout=settings.llm_timeout_s)
+        self._client = openai.OpenAI(
+            base_url=settings.llm_base_url,
+            api_key=key or "unused",
+            timeout=settings.llm_timeout_s,
+            max_retries=0,  # our own retry below counts and records every attempt
+            http_client=self._http,  # type: ignore[arg-type]
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def structured(self, purpose: str, system: str, user: str, schema: type[T]) -> T:
+        """Ask once and validate the answer into `schema` (one retry with the error).
+
+        Args:
+            purpose: What the call is for ("diagnose", "plan"), recorded with it.
+            system: The system prompt.
+            user: The user prompt.
+            schema: The pydantic model the reply must validate into.
+
+        Returns:
+            The validated reply.
+
+        Raises:
+            LLMError: The endpoint failed after retries, or refused the request.
+            LLMInvalidOutput: The reply stayed invalid after one retry.
+        """
+        messages = self._start(system, user, schema)
+        message = self._chat(purpose, messages, schema)
+        return self._final(purpose, messages, message, schema, tools=None)
+
+    def tool_loop(
+        self,
+        purpose: str,
+        system: str,
+        user: str,
+        tools: list[dict[str, Any]],
+        call_tool: Callable[[str, dict[str, Any]], str],
+        schema: type[T],
+        max_iterations: int | None = None,
+    ) -> T:
+        """Let the model call read-only tools until it answers, then validate the answer.
+
+        Tool outputs are redacted, then cut to `settings.llm_tool_output_chars`. Unknown
+        tools and bad arguments are answered with an error message, never executed.
+
+        Args:
+            purpose: What the loop is for, recorded with each call.
+            system: The system prompt.
+            user: The user prompt.
+            tools: OpenAI function-tool JSON.
+            call_tool: Runs a tool by name with its parsed arguments and returns its text.
+            schema: The pydantic model the final answer must validate into.
+            max_iterations: Model calls allowed; default `settings.llm_max_tool_iterations`.
+
+        Returns:
+            The validated final answer.
+
+        Raises:
+            ToolLoopExhausted: The model still called tools at the cap; `.findings` has the outputs.
+            LLMError: The endpoint failed after retries.
+            LLMInvalidOutput: The final answer stayed invalid after one retry.
+        """
+        cap = max_iterations or self.settings.llm_max_tool_iterations
+        known = {t["function"]["name"] for t in tools if t.get("type") == "function" and "function" in t}
+        messages = self._start(system, user, schema)
+        findings: list[str] = []
+        for _ in range(cap):
+            message = self._chat(purpose, messages, schema, tools=tools, tool_choice="auto")
+            if not message.tool_calls:
+                return self._final(purpose, messages, message, schema, tools=tools)
+            messages.append(message.model_dump(include={"role", "content", "tool_calls"}, exclude_none=True))
+            for call in message.tool_calls:
+                output, finding = self._run_tool(call, known, call_tool)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
+                if finding:
+                    findings.append(finding)
+        raise ToolLoopExhausted(
+            f"{purpose}: the model still called tools after {cap} rounds; "
+            f"{len(findings)} tool outputs gathered",
+            findings,
+        )
+
+    # ------------------------------------------------------------ internals
+
+    def _redact(self, text: str) -> str:
+        text = redact(text)
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def _start(self, system: str, user: str, schema: type[BaseModel]) -> list[dict[str, Any]]:
+        if not self.settings.llm_json_schema:
+            # Without response_format the schema travels in the prompt; parse-and-retry does the rest.
+            system += (
+                "\n\nAnswer with one JSON object and nothing else (no prose, no code fences). "
+                f"It must match this JSON Schema:\n{json.dumps(schema.model_json_schema())}"
+            )
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def _run_tool(
+        self, call: Any, known: set[str], call_tool: Callable[[str, dict[str, Any]], str]
+    ) -> tuple[str, str | None]:
+        """Run one tool call: (tool message text, finding or None when not executed)."""
+        function = getattr(call, "function", None)
+        if function is None:
+            return f"error: only function tools exist here; available: {', '.join(sorted(known))}", None
+        name = function.name
+        if name not in known:
+            return f"error: unknown tool '{name}'; available: {', '.join(sorted(known))}", None
+        try:
+            args = json.loads(function.arguments or "{}")
+        except json.JSONDecodeError as err:
+            return f"error: the arguments of {name} are not valid JSON ({err.msg}); call it again", None
+        if not isinstance(args, dict):
+            return f"error: the arguments of {name} must be a JSON object", None
+        try:
+            output = str(call_tool(name, args))
+        except Exception as err:  # the model must hear about a failed observation, not the run crash
+            output = f"error: {name} failed: {type(err).__name__}: {err}"
+        # Redact before cutting: a cut through a secret could leave a half no pattern matches.
+        output = cut(self._redact(output), self.settings.llm_tool_output_chars)
+        return output, f"{name}({json.dumps(args, sort_keys=True)}): {output}"
+
+    def _final(
+        self,
+        purpose: str,
+        messages: list[dict[str, Any]],
+        message: ChatCompletionMessage,
+        schema: type[T],
+        tools: list[dict[str, Any]] | None,
+    ) -> T:
+        value, problem = parse_reply(message.content, schema)
+        if value is not None:
+            return value
+        if message.refusal:
+            problem = f"the model refused: {message.refusal}"
+        messages.append({"role": "assistant", "content": message.content or ""})
+        messages.append(
+            {
+                "role": "user",
+                "content": f"Your reply could not be used: {problem}. Reply again with only the JSON "
+                f"object that matches the {schema.__name__} schema, nothing else.",
+            }
+        )
+        # With tools, tool_choice "none" makes this retry an answer, not another observation round.
+        again = self._chat(purpose, messages, schema, tools=tools, tool_choice="none" if tools else None)
+        value, problem = parse_reply(again.content, schema)
+        if value is None:
+            raise LLMInvalidOutput(
+                f"{purpose}: the LLM's reply is not a valid {schema.__name__} after one retry: {problem}",
+                reply=again.content,
+            )
+        return value
+
+    def _chat(
+        self,
+        purpose: str,
+        messages: list[dict[str, Any]],
+        schema: type[BaseModel],
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+    ) -> ChatCompletionMessage:
+        import openai
+
+        request: dict[str, Any] = {
+            "model": self.settings.llm_model,
+            "messages": [
+                {**m, "content": self._redact(m["content"])} if isinstance(m.get("content"), str) else m
+                for m in messages
+            ],
+        }
+        if self.settings.llm_json_schema:
+            body, strict = response_schema(schema)
+            name = re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64]
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": body, "strict": strict},
+            }
+        if tools:
+            request["tools"] = tools
+            request["tool_choice"] = tool_choice or "auto"
+        attempts = self.settings.llm_max_retries + 1
+        last = ""
+        for attempt in range(attempts):
+            started = time.monotonic()
+            response = None
+            try:
+                completion: ChatCompletion = self._client.chat.completions.create(**request)
+            except openai.APIStatusError as err:
+                last = f"HTTP {err.status_code}: {err.message}"
+                self._record(purpose, started, None, error=last)
+                if not _retryable(err):
+                    raise LLMError(f"LLM endpoint {self.settings.llm_base_url} answered {last}") from err
+                response = err.response
+            except openai.APIConnectionError as err:  # APITimeoutError is a subclass
+                last = f"{type(err).__name__}: {err}"
+                self._record(purpose, started, None, error=last)
+            except openai.OpenAIError as err:
+                self._record(purpose, started, None, error=str(err))
+                raise LLMError(f"LLM endpoint {self.settings.llm_base_url}: {err}") from err
+            else:
+                self._record(purpose, started, completion)
+                if not completion.choices:
+                    raise LLMError(f"LLM endpoint {self.settings.llm_base_url} returned no choices")
+                return completion.choices[0].message
+            if attempt + 1 < attempts:
+                self._sleep(self._wait(attempt, response))
+        raise LLMError(f"LLM endpoint {self.settings.llm_base_url} failed after {attempts} attempts: {last}")
+
+    def _wait(self, attempt: int, response: Any) -> float:
+        # Exponential backoff with jitter so parallel runs do not retry in lock-step.
+        delay = self._backoff_s * 2.0**attempt * random.uniform(0.5, 1.0)
+        after = _retry_after(response)
+        if after is not None:
+            delay = max(delay, after)
+        return min(delay, self._max_backoff_s)
+
+    def _record(
+        self, purpose: str, started: float, completion: ChatCompletion | None, error: str = ""
+    ) -> None:
+        usage = completion.usage if completion is not None else None
+        prompt = usage.prompt_tokens if usage else 0
+        done = usage.completion_tokens if usage else 0
+        self.usage = self.usage.add(LLMUsage(calls=1, prompt_tokens=prompt, completion_tokens=done))
+        if self._on_call is not None:
+            self._on_call(
+                LLMCallRecord(
+                    model=self.settings.llm_model,
+                    purpose=purpose,
+                    prompt_tokens=prompt,
+                    completion_tokens=done,
+                    duration_s=time.monotonic() - started,
+                    ok=completion is not None,
+                    error=error,
+                )
+            )
+
+
+def _retryable(err: Any) -> bool:
+    """429 (unless the quota is gone), 408 and 5xx are worth another try; other 4xx are not."""
+    status: int = err.status_code
+    if status == 429:
+        body = err.body if isinstance(err.body, dict) else {}
+        return "insufficient_quota" not in (str(body.get("code")), str(body.get("type")))
+    return status == 408 or status >= 500

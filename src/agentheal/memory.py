@@ -1,0 +1,412 @@
+"""Resolution memory: every finished heal and imported incident history, recalled by meaning.
+
+One chromadb collection (cosine space) in `settings.memory_dir`. Embeddings come from
+`agentheal.embedding` and are always passed explicitly: chromadb's default embedding function
+would download a model, which many hosts cannot do. Playbooks and remembered plans are derived
+from the stored records of a fingerprint each time they are asked for, so there is no second
+copy of the outcomes that could drift from the records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from agentheal.embedding import get_embedder
+from agentheal.models import GapKind, MemoryHit, Plan, Resolution, fingerprint_of
+
+if TYPE_CHECKING:
+    from agentheal.config import Settings
+    from agentheal.models import Gap
+
+COLLECTION = "resolutions"
+# Texts per embedding call on import: large enough to amortise the call, small enough to stay in cache.
+_EMBED_BATCH = 64
+_SUMMARY_CHARS = 1000
+
+
+class MemoryStoreError(Exception):
+    """The memory folder cannot be opened or used as asked."""
+
+
+class MemoryImportError(MemoryStoreError):
+    """An import file is missing, unreadable, empty, or has no valid line."""
+
+
+class ImportReport(BaseModel):
+    """What `import_jsonl` did: records added, lines skipped, and why each skipped line was."""
+
+    imported: int
+    skipped: int
+    errors: list[str]
+
+
+class _ImportLine(BaseModel):
+    """One line of the import contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gap: str
+    resolution: str
+    outcome: Literal["healed", "failed"]
+    component: str | None = None
+    kind: GapKind = GapKind.incident
+    tags: list[str] = []
+    occurred_at: datetime | None = None
+
+    @field_validator("gap", "resolution")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("is empty")
+        if len(v) > 4000:
+            raise ValueError(f"is {len(v)} characters; at most 4000")
+        return v
+
+    @field_validator("component")
+    @classmethod
+    def _component(cls, v: str | None) -> str | None:
+        return (v.strip() or None) if v else None
+
+
+def facts_digest(facts: list[str]) -> str:
+    """A short digest of a set of diagnosis facts: order and repeats do not matter."""
+    return hashlib.sha256("\n".join(sorted(set(facts))).encode()).hexdigest()[:16]
+
+
+def _summary(resolution: Resolution) -> str:
+    """The resolution text of a heal: what the plan did and why, and how it ended."""
+    plan = resolution.plan
+    if plan is not None and plan.steps:
+        text = plan.signature() + (f" — {plan.hypothesis}" if plan.hypothesis else "")
+    else:
+        text = "no plan"
+    if not resolution.healed:
+        text += f" — did not heal ({resolution.status.value})"
+        if resolution.reason:
+            text += f": {resolution.reason}"
+    return text[:_SUMMARY_CHARS]
+
+
+def heal_record(resolution: Resolution, facts: list[str]) -> tuple[str, str, dict[str, Any]]:
+    """The id, document and metadata memory keeps for a finished heal.
+
+    The id comes from the run and the plan, so storing the same attempt twice (a resumed run)
+    overwrites instead of counting it twice.
+    """
+    plan = resolution.plan
+    signature = plan.signature() if plan is not None else ""
+    gap = resolution.gap
+    record_id = f"heal-{resolution.run_id}-{hashlib.sha256(signature.encode()).hexdigest()[:8]}"
+    metadata: dict[str, Any] = {
+        "fingerprint": gap.fingerprint,
+        "component": gap.component or "",
+        "kind": gap.kind.value,
+        "outcome": "healed" if resolution.healed else "failed",
+        "resolution": _summary(resolution),
+        "plan": plan.model_dump_json() if plan is not None else "",
+        "plan_signature": signature,
+        "facts_digest": facts_digest(facts),
+        "facts": json.dumps(sorted(set(facts))),
+        "run_id": resolution.run_id,
+        "persona": resolution.persona or "",
+        "occurred_at": resolution.finished_at.timestamp(),
+        "stored_ns": time.time_ns(),
+        "source": "heal",
+        "tags": "[]",
+    }
+    return record_id, gap.text, metadata
+
+
+def _import_record(line: _ImportLine) -> tuple[str, str, dict[str, Any]]:
+    occurred = line.occurred_at or datetime.now(UTC)
+    if occurred.tzinfo is None:
+        occurred = occurred.replace(tzinfo=UTC)  # the contract's times are UTC unless they say otherwise
+    key = json.dumps(
+        [
+            line.gap,
+            line.resolution,
+            line.outcome,
+            line.component,
+            line.kind.value,
+            line.occurred_at and occurred.timestamp(),
+        ]
+    )
+    metadata: dict[str, Any] = {
+        "fingerprint": fingerprint_of(line.kind.value, line.component, line.gap),
+        "component": line.component or "",
+        "kind": line.kind.value,
+        "outcome": line.outcome,
+        "resolution": line.resolution,
+        "plan": "",
+        "plan_signature": "",
+        "facts_digest": "",
+        "facts": "[]",
+        "run_id": "",
+        "persona": "",
+        "occurred_at": occurred.timestamp(),
+        "stored_ns": time.time_ns(),
+        "source": "import",
+        "tags": json.dumps(line.tags),
+    }
+    return "import-" + hashlib.sha256(key.encode()).hexdigest()[:20], line.gap, metadata
+
+
+def _why(exc: ValidationError) -> str:
+    """A pydantic error as one short sentence per problem, naming the field."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "line"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown field {field!r}")
+        elif err["type"] == "missing":
+            parts.append(f"field {field!r} is missing")
+        else:
+            parts.append(f"field {field!r}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Memory:
+    """Past resolutions in a chromadb collection, with their outcomes."""
+
+    def __init__(self, settings: Settings) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+        from chromadb.errors import ChromaError
+
+        self.settings = settings
+        self.embedder = get_embedder(settings)
+        self.path = settings.memory_dir
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._client = chromadb.PersistentClient(
+                path=str(self.path), settings=ChromaSettings(anonymized_telemetry=False)
+            )
+            # embedding_function=None: we always pass embeddings, and the default one downloads a model.
+            self.collection: Any = self._client.get_or_create_collection(
+                COLLECTION,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"embedder": self.embedder.name},
+                embedding_function=None,
+            )
+        except (ChromaError, OSError, ValueError, RuntimeError) as exc:
+            raise MemoryStoreError(f"cannot open memory at {self.path}: {exc}") from exc
+        made_by = (self.collection.metadata or {}).get("embedder")
+        if made_by and made_by != self.embedder.name:
+            raise MemoryStoreError(
+                f"memory at {self.path} was built with the embedder {made_by!r}, but {self.embedder.name!r} "
+                "is configured; their vectors do not compare. Use the same embedder, or move the folder away "
+                "and import the history again"
+            )
+
+    def count(self) -> int:
+        """How many records memory holds."""
+        return int(self.collection.count())
+
+    def store(self, resolution: Resolution, facts: list[str]) -> str:
+        """Remember a finished heal (healed or not), with its plan, its signature and its facts digest.
+
+        Returns:
+            The record id.
+        """
+        record_id, document, metadata = heal_record(resolution, facts)
+        self.collection.upsert(
+            ids=[record_id],
+            embeddings=self.embedder.embed([document]),
+            documents=[document],
+            metadatas=[metadata],
+        )
+        return record_id
+
+    def import_jsonl(self, path: Path) -> ImportReport:
+        """Import incident history from JSON Lines; bad lines are reported by number, good ones kept.
+
+        Each line: `{"gap", "resolution", "outcome": "healed"|"failed", "component"?, "kind"?,
+        "tags"?, "occurred_at"?}`. A line identical to an earlier one, or already imported, is skipped.
+
+        Raises:
+            MemoryImportError: the file cannot be read, is empty, or has no valid line.
+        """
+        import numpy as np
+
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise MemoryImportError(f"{path}: no such file") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MemoryImportError(f"{path}: cannot read it as UTF-8 text: {exc}") from exc
+        errors: list[str] = []
+        records: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        seen = 0
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            seen += 1
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                errors.append(f"line {number}: not JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(data, dict):
+                errors.append(f"line {number}: expected a JSON object, got {type(data).__name__}")
+                continue
+            try:
+                line = _ImportLine.model_validate(data)
+            except ValidationError as exc:
+                errors.append(f"line {number}: {_why(exc)}")
+                continue
+            record_id, document, metadata = _import_record(line)
+            if record_id in records:
+                errors.append(f"line {number}: skipped, the same record as line {records[record_id][0]}")
+                continue
+            records[record_id] = (number, document, metadata)
+        if seen == 0:
+            raise MemoryImportError(f"{path}: the file is empty; expected one JSON object per line")
+        if not records:
+            shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+            raise MemoryImportError(f"{path}: no valid line: {shown}")
+        batch = self._client.get_max_batch_size()
+        known: set[str] = set()
+        for ids in _chunks(list(records), batch):
+            known.update(self.collection.get(ids=ids, include=[])["ids"])
+        for record_id in sorted(known, key=lambda r: records[r][0]):
+            errors.append(f"line {records[record_id][0]}: skipped, already in memory")
+        new = [(rid, records[rid][1], records[rid][2]) for rid in records if rid not in known]
+        for rows in _chunks(new, max(_EMBED_BATCH, batch - batch % _EMBED_BATCH)):
+            vectors = [self.embedder.embed([r[1] for r in part]) for part in _chunks(rows, _EMBED_BATCH)]
+            self.collection.add(
+                ids=[r[0] for r in rows],
+                embeddings=np.concatenate(vectors),
+                documents=[r[1] for r in rows],
+                metadatas=[r[2] for r in rows],
+            )
+        return ImportReport(imported=len(new), skipped=seen - len(new), errors=errors)
+
+    def search(self, text: str, k: int = 5) -> list[MemoryHit]:
+        """The `k` records most similar to `text`, best first; similarity is cosine, in [-1, 1]."""
+        text = text.strip()
+        if not text:
+            raise MemoryStoreError("the search text is empty: say what to look for")
+        if k < 1:
+            raise MemoryStoreError(f"k is {k}; ask for at least 1 result")
+        n = self.count()
+        if n == 0:
+            return []
+        found = self.collection.query(
+            query_embeddings=self.embedder.embed([text]),
+            n_results=min(k, n),
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            _hit(rid, doc, md, dist)
+            for rid, doc, md, dist in zip(
+                found["ids"][0],
+                found["documents"][0],
+                found["metadatas"][0],
+                found["distances"][0],
+                strict=True,
+            )
+        ]
+
+    def recall(self, gap: Gap, k: int = 5) -> list[MemoryHit]:
+        """Past resolutions similar to `gap`, each with how often its plan healed and failed."""
+        hits = self.search(gap.text, k)
+        signatures = sorted({h.plan.signature() for h in hits if h.plan is not None and h.plan.steps})
+        tally: dict[tuple[str, str], int] = {}
+        if signatures:
+            where = {"plan_signature": signatures[0] if len(signatures) == 1 else {"$in": signatures}}
+            for md in self.collection.get(where=where, include=["metadatas"])["metadatas"]:
+                key = (md["plan_signature"], md["outcome"])
+                tally[key] = tally.get(key, 0) + 1
+        for hit in hits:
+            if hit.plan is not None and hit.plan.steps:
+                signature = hit.plan.signature()
+                hit.healed_count = tally.get((signature, "healed"), 0)
+                hit.failed_count = tally.get((signature, "failed"), 0)
+            else:
+                # No plan to group by (imported history): the record speaks for itself only.
+                hit.healed_count = int(hit.outcome == "healed")
+                hit.failed_count = int(hit.outcome == "failed")
+        return hits
+
+    def playbook(self, fingerprint: str, facts: list[str]) -> Plan | None:
+        """A plan that healed this fingerprint `playbook_after` times in a row since its last failure.
+
+        Returned with source "playbook"; replaying it needs no LLM.
+        """
+        best = None
+        for history in self._histories(fingerprint, facts):
+            streak = 0
+            for md in reversed(history):
+                if md["outcome"] != "healed":
+                    break
+                streak += 1
+            if streak >= self.settings.playbook_after:
+                rank = (streak, history[-1]["occurred_at"])
+                if best is None or rank > best[0]:
+                    best = (rank, history[-1])
+        return _plan(best[1], "playbook") if best else None
+
+    def remembered_plan(self, fingerprint: str, facts: list[str]) -> Plan | None:
+        """A plan that healed this fingerprint at least once and has not failed since (source "memory").
+
+        A plan that failed last is offered again only when the facts differ from those of its
+        failure: new evidence.
+        """
+        best = None
+        for history in self._histories(fingerprint, facts):
+            healed = [md for md in history if md["outcome"] == "healed"]
+            if healed and (best is None or healed[-1]["occurred_at"] > best["occurred_at"]):
+                best = healed[-1]
+        return _plan(best, "memory") if best else None
+
+    def _histories(self, fingerprint: str, facts: list[str]) -> list[list[dict[str, Any]]]:
+        """The records of each plan tried on this fingerprint, oldest first; plans whose latest
+        outcome is a failure under the same facts are left out."""
+        found = self.collection.get(where={"fingerprint": fingerprint}, include=["metadatas"])
+        by_plan: dict[str, list[dict[str, Any]]] = {}
+        for rid, md in zip(found["ids"], found["metadatas"], strict=True):
+            if md.get("plan") and md.get("plan_signature"):
+                by_plan.setdefault(md["plan_signature"], []).append({**md, "id": rid})
+        digest = facts_digest(facts)
+        histories = []
+        for history in by_plan.values():
+            history.sort(key=lambda md: (md["occurred_at"], md.get("stored_ns", 0)))
+            last = history[-1]
+            if last["outcome"] == "failed" and last["facts_digest"] == digest:
+                continue
+            histories.append(history)
+        return histories
+
+
+def _plan(md: dict[str, Any], source: Literal["playbook", "memory"]) -> Plan:
+    plan = Plan.model_validate_json(md["plan"])
+    return plan.model_copy(update={"source": source, "playbook": md["id"]})
+
+
+def _hit(record_id: str, document: str, md: dict[str, Any], distance: float) -> MemoryHit:
+    return MemoryHit(
+        id=record_id,
+        gap=document,
+        resolution=md.get("resolution", ""),
+        outcome="healed" if md.get("outcome") == "healed" else "failed",
+        similarity=max(-1.0, min(1.0, 1.0 - float(distance))),
+        component=md.get("component") or None,
+        kind=md.get("kind") or None,
+        fingerprint=md.get("fingerprint") or None,
+        plan=Plan.model_validate_json(md["plan"]) if md.get("plan") else None,
+    )
