@@ -36,18 +36,25 @@ def test_a_run_reads_back_whole(store: EventStore) -> None:
     store.node(run_id, "triage", "severity high", {"impact": 3})
     store.node(run_id, "execute", "restarting web")
     step = Step(action="restart", component="web", why="process down")
-    store.action(run_id, step, ActionResult(action="restart", component="web", detail="pid 42", duration_s=0.4))
+    store.action(
+        run_id, step, ActionResult(action="restart", component="web", detail="pid 42", duration_s=0.4)
+    )
     store.llm_call(run_id, "gpt-4o-mini", "diagnose", 120, 30, 0.8, True)
     store.llm_call(run_id, "gpt-4o-mini", "plan", 200, 50, 1.2, False)
     result = {"status": "healed", "plan": {"steps": [step.model_dump()]}, "at": utcnow(), "tags": {"b", "a"}}
-    store.finish_run(run_id, RunStatus.healed, persona="availability", source="persona", reason=None, result=result)
+    store.finish_run(
+        run_id, RunStatus.healed, persona="availability", source="persona", reason=None, result=result
+    )
 
     detail = store.run(run_id)
     assert detail is not None
     assert detail.row.status is RunStatus.healed
     assert (detail.row.persona, detail.row.source, detail.row.component) == ("availability", "persona", "web")
     assert detail.gap == gap
-    assert [(n.node, n.detail) for n in detail.timeline] == [("triage", "severity high"), ("execute", "restarting web")]
+    assert [(n.node, n.detail) for n in detail.timeline] == [
+        ("triage", "severity high"),
+        ("execute", "restarting web"),
+    ]
     assert detail.timeline[0].data == {"impact": 3}
     assert detail.actions[0].step == step
     assert detail.actions[0].result.detail == "pid 42"
@@ -97,7 +104,9 @@ def test_open_run_follows_the_status(store: EventStore) -> None:
     store.set_status("r-open", RunStatus.rejected, "a person said no")
     assert store.open_run(gap.fingerprint) is None
     detail = store.run("r-open")
-    assert detail is not None and detail.row.finished_at is not None and detail.row.reason == "a person said no"
+    assert (
+        detail is not None and detail.row.finished_at is not None and detail.row.reason == "a person said no"
+    )
 
 
 def test_starting_a_run_again_keeps_its_history(store: EventStore) -> None:
@@ -134,8 +143,12 @@ def test_count_actions_counts_real_executions_in_the_window(store: EventStore) -
         store.action("r-count", restart, ActionResult(action="restart", component="web", outcome=outcome))
     store.action("r-count", restart, ActionResult(action="restart", component="web", dry_run=True))
     store.action("r-count", restart, ActionResult(action="restart", component="web", outcome="dry_run"))
-    store.action("r-count", Step(action="restart", component="db"), ActionResult(action="restart", component="db"))
-    store.action("r-count", Step(action="stop", component="web"), ActionResult(action="stop", component="web"))
+    store.action(
+        "r-count", Step(action="restart", component="db"), ActionResult(action="restart", component="db")
+    )
+    store.action(
+        "r-count", Step(action="stop", component="web"), ActionResult(action="stop", component="web")
+    )
     assert store.count_actions("web", "restart", 600) == 2
     assert store.count_actions("web", "restart", 0) == 0  # all of them happened before "now"
     assert store.count_actions("db", "restart", 600) == 1
@@ -167,7 +180,8 @@ _CRASH = textwrap.dedent(
     store.record_gap(gap)
     store.start_run("crashrun", gap)
     store.node("crashrun", "triage", "severity high")
-    store.action("crashrun", Step(action="restart", component="api"), ActionResult(action="restart", component="api"))
+    restart = Step(action="restart", component="api")
+    store.action("crashrun", restart, ActionResult(action="restart", component="api"))
     store.llm_call("crashrun", "m", "plan", 10, 5, 0.1, True)
     store.node("crashrun", "validate", "probing api", {"attempt": 1})
     os.kill(os.getpid(), 9)
@@ -210,7 +224,10 @@ def test_processes_share_one_file(url: str, store: EventStore) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, url, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _WRITER, url, name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for name in ("a", "b")
     ]
@@ -234,4 +251,3 @@ def test_processes_share_one_file(url: str, store: EventStore) -> None:
 def test_a_broken_url_is_named() -> None:
     with pytest.raises(EventStoreError, match="bad event store URL"):
         EventStore("not a url")
-

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from agentheal.config import Settings
-from agentheal.memory import ImportReport, Memory, MemoryImportError, MemoryStoreError, facts_digest
+from agentheal.memory import (
+    ImportReport,
+    Memory,
+    MemoryImportError,
+    MemoryStoreError,
+    facts_digest,
+    heal_record,
+)
 from agentheal.models import Check, Diagnosis, Gap, Plan, Resolution, RunStatus, Step
 
 HISTORY = [
@@ -44,7 +51,9 @@ HISTORY = [
 
 
 def _write(path: Path, lines: list[Any]) -> Path:
-    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8")
+    path.write_text(
+        "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines), encoding="utf-8"
+    )
     return path
 
 
@@ -66,7 +75,9 @@ RESTART = Plan(
     checks=[Check(component="web")],
     source="persona",
 )
-ROTATE = Plan(hypothesis="logs filled the disk", steps=[Step(action="rotate_logs", component="web")], source="llm")
+ROTATE = Plan(
+    hypothesis="logs filled the disk", steps=[Step(action="rotate_logs", component="web")], source="llm"
+)
 
 
 @pytest.fixture
@@ -120,7 +131,11 @@ def test_import_reports_each_bad_line_and_keeps_the_good(memory: Memory, tmp_pat
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("", "the file is empty"), ("\n  \n", "the file is empty"), ('{"gap": "x"}\n[]\n', "no valid line: line 1")],
+    [
+        ("", "the file is empty"),
+        ("\n  \n", "the file is empty"),
+        ('{"gap": "x"}\n[]\n', "no valid line: line 1"),
+    ],
 )
 def test_an_import_with_nothing_to_keep_is_an_error(
     memory: Memory, tmp_path: Path, content: str, message: str
@@ -151,7 +166,10 @@ def test_import_embeds_in_batches(memory: Memory, tmp_path: Path, monkeypatch: p
         return real(texts)
 
     monkeypatch.setattr(memory.embedder, "embed", counting)
-    lines = [{"gap": f"service {n} is down after deploy {n}", "resolution": "rolled back", "outcome": "healed"} for n in range(150)]
+    lines = [
+        {"gap": f"service {n} is down after deploy {n}", "resolution": "rolled back", "outcome": "healed"}
+        for n in range(150)
+    ]
     assert memory.import_jsonl(_write(tmp_path / "many.jsonl", lines)).imported == 150
     assert calls == [64, 64, 22]
     assert memory.count() == 150
@@ -216,6 +234,23 @@ def test_recall_counts_outcomes_per_plan_signature(memory: Memory, tmp_path: Pat
     assert "did not heal" in failed.resolution and "probe still fails" in failed.resolution
     imported = hits[3]
     assert imported.plan is None and (imported.healed_count, imported.failed_count) == (1, 0)
+
+
+def test_outcome_counts_recover_from_a_write_cut_short(settings: Settings) -> None:
+    gap = Gap(text="web process is down", component="web")
+    memory = Memory(settings)
+    memory.store(_heal(gap, RESTART, RunStatus.healed, "run-1"), [])
+    memory.store(_heal(gap, RESTART, RunStatus.healed, "run-2"), [])
+    # A process killed after the collection's write but before the outcome index's:
+    record = heal_record(_heal(gap, RESTART, RunStatus.failed, "run-3"), [])
+    memory.collection.add(
+        ids=[record[0]],
+        embeddings=memory.embedder.embed([record[1]]),
+        documents=[record[1]],
+        metadatas=[record[2]],
+    )
+    hits = Memory(settings).recall(gap, k=3)
+    assert {(h.healed_count, h.failed_count) for h in hits} == {(2, 1)}
 
 
 def test_search_edges(memory: Memory) -> None:

@@ -75,13 +75,13 @@ def estate_status(file: Path, as_json: JsonFlag = False) -> None:
 @memory_app.command("import")
 def memory_import(file: Path) -> None:
     """Import past resolutions from JSON Lines: {"gap", "resolution", "outcome", "component"?, ...}."""
-    from agentheal.memory import Memory, MemoryError
+    from agentheal.memory import Memory, MemoryImportError
 
     if not file.is_file():
         _fail(f"{file}: no such file")
     try:
         report = Memory(_settings()).import_jsonl(file)
-    except MemoryError as exc:
+    except MemoryImportError as exc:
         _fail(str(exc))
     for problem in report.errors:
         typer.echo(f"skipped: {problem}", err=True)

@@ -99,8 +99,10 @@ def run_demo(keep: bool = False) -> int:
     try:
         console.rule("[bold]agentheal demo[/]: a small estate of real processes, no LLM")
         console.print(f"home {settings.home_dir}\nestate {estate_file}")
-        for r in backend.up():
-            console.print(f"  up {r.component}: {r.outcome} {r.detail}", markup=False)
+        for started_one in backend.up():
+            console.print(
+                f"  up {started_one.component}: {started_one.outcome} {started_one.detail}", markup=False
+            )
 
         def show(node: str, detail: str, data: dict[str, Any]) -> None:
             console.print(f"  [cyan]{node:>9}[/]  {escape(detail)}", soft_wrap=True)
@@ -135,8 +137,8 @@ def run_demo(keep: bool = False) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for r in backend.down():
-            console.print(f"  down {r.component}: {r.outcome}", markup=False)
+        for stopped in backend.down():
+            console.print(f"  down {stopped.component}: {stopped.outcome}", markup=False)
         if keep:
             console.print(f"kept {folder}")
         else:

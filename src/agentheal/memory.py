@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,8 +25,13 @@ from agentheal.embedding import get_embedder
 from agentheal.models import GapKind, MemoryHit, Plan, Resolution, fingerprint_of
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from agentheal.config import Settings
     from agentheal.models import Gap
+
+Record = tuple[str, str, dict[str, Any]]  # id, document (the gap text), metadata
 
 COLLECTION = "resolutions"
 # Texts per embedding call on import: large enough to amortise the call, small enough to stay in cache.
@@ -96,7 +103,7 @@ def _summary(resolution: Resolution) -> str:
     return text[:_SUMMARY_CHARS]
 
 
-def heal_record(resolution: Resolution, facts: list[str]) -> tuple[str, str, dict[str, Any]]:
+def heal_record(resolution: Resolution, facts: list[str]) -> Record:
     """The id, document and metadata memory keeps for a finished heal.
 
     The id comes from the run and the plan, so storing the same attempt twice (a resumed run)
@@ -126,7 +133,7 @@ def heal_record(resolution: Resolution, facts: list[str]) -> tuple[str, str, dic
     return record_id, gap.text, metadata
 
 
-def _import_record(line: _ImportLine) -> tuple[str, str, dict[str, Any]]:
+def _import_record(line: _ImportLine) -> Record:
     occurred = line.occurred_at or datetime.now(UTC)
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)  # the contract's times are UTC unless they say otherwise
@@ -179,6 +186,46 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+class _Ledger:
+    """Record id → plan signature and outcome, in SQLite beside the collection: a derived index.
+
+    chromadb filters metadata by scanning (~15-60 ms per filtered get at 100k records), too slow
+    for counting outcomes on every recall. This index only mirrors the collection: rows are
+    written after the collection's, never changed otherwise, and rebuilt from the collection
+    when the two counts differ (a process killed between the two writes).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outcomes"
+            " (id TEXT PRIMARY KEY, plan_signature TEXT NOT NULL, outcome TEXT NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS outcomes_by_plan ON outcomes (plan_signature, outcome)")
+
+    def add(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
+        rows = [(i, md["plan_signature"], md["outcome"]) for i, md in zip(ids, metadatas, strict=True)]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outcomes").fetchone()[0])
+
+    def tally(self, signatures: list[str]) -> dict[tuple[str, str], int]:
+        marks = ",".join("?" * len(signatures))
+        sql = (
+            "SELECT plan_signature, outcome, count(*) FROM outcomes"
+            f" WHERE plan_signature IN ({marks}) GROUP BY plan_signature, outcome"
+        )
+        with self._lock:
+            return {(sig, outcome): n for sig, outcome, n in self._db.execute(sql, signatures)}
+
+
 class Memory:
     """Past resolutions in a chromadb collection, with their outcomes."""
 
@@ -211,6 +258,34 @@ class Memory:
                 "is configured; their vectors do not compare. Use the same embedder, or move the folder away "
                 "and import the history again"
             )
+        self._batch = int(self._client.get_max_batch_size())
+        self._ledger = _Ledger(self.path / "outcomes.sqlite")
+        if self._ledger.count() != self.count():
+            self._rebuild_ledger()
+
+    def _rebuild_ledger(self) -> None:
+        for offset in range(0, self.count(), self._batch):
+            page = self.collection.get(include=["metadatas"], limit=self._batch, offset=offset)
+            self._ledger.add(page["ids"], page["metadatas"])
+
+    def add_records(
+        self, records: list[Record], vectors: npt.NDArray[np.float32], replace: bool = False
+    ) -> None:
+        """Add records (id, document, metadata) with their embeddings, in batches chromadb accepts.
+
+        `replace` overwrites records with the same id; otherwise ids must be new.
+        """
+        write = self.collection.upsert if replace else self.collection.add
+        for start in range(0, len(records), self._batch):
+            part = records[start : start + self._batch]
+            ids, metadatas = [r[0] for r in part], [r[2] for r in part]
+            write(
+                ids=ids,
+                embeddings=vectors[start : start + self._batch],
+                documents=[r[1] for r in part],
+                metadatas=metadatas,
+            )
+            self._ledger.add(ids, metadatas)
 
     def count(self) -> int:
         """How many records memory holds."""
@@ -222,14 +297,9 @@ class Memory:
         Returns:
             The record id.
         """
-        record_id, document, metadata = heal_record(resolution, facts)
-        self.collection.upsert(
-            ids=[record_id],
-            embeddings=self.embedder.embed([document]),
-            documents=[document],
-            metadatas=[metadata],
-        )
-        return record_id
+        record = heal_record(resolution, facts)
+        self.add_records([record], self.embedder.embed([record[1]]), replace=True)
+        return record[0]
 
     def import_jsonl(self, path: Path) -> ImportReport:
         """Import incident history from JSON Lines; bad lines are reported by number, good ones kept.
@@ -279,21 +349,15 @@ class Memory:
         if not records:
             shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
             raise MemoryImportError(f"{path}: no valid line: {shown}")
-        batch = self._client.get_max_batch_size()
         known: set[str] = set()
-        for ids in _chunks(list(records), batch):
+        for ids in _chunks(list(records), self._batch):
             known.update(self.collection.get(ids=ids, include=[])["ids"])
         for record_id in sorted(known, key=lambda r: records[r][0]):
             errors.append(f"line {records[record_id][0]}: skipped, already in memory")
-        new = [(rid, records[rid][1], records[rid][2]) for rid in records if rid not in known]
-        for rows in _chunks(new, max(_EMBED_BATCH, batch - batch % _EMBED_BATCH)):
-            vectors = [self.embedder.embed([r[1] for r in part]) for part in _chunks(rows, _EMBED_BATCH)]
-            self.collection.add(
-                ids=[r[0] for r in rows],
-                embeddings=np.concatenate(vectors),
-                documents=[r[1] for r in rows],
-                metadatas=[r[2] for r in rows],
-            )
+        new: list[Record] = [(rid, doc, md) for rid, (_, doc, md) in records.items() if rid not in known]
+        for part in _chunks(new, self._batch):
+            vectors = [self.embedder.embed([r[1] for r in texts]) for texts in _chunks(part, _EMBED_BATCH)]
+            self.add_records(part, np.concatenate(vectors))
         return ImportReport(imported=len(new), skipped=seen - len(new), errors=errors)
 
     def search(self, text: str, k: int = 5) -> list[MemoryHit]:
@@ -326,12 +390,7 @@ class Memory:
         """Past resolutions similar to `gap`, each with how often its plan healed and failed."""
         hits = self.search(gap.text, k)
         signatures = sorted({h.plan.signature() for h in hits if h.plan is not None and h.plan.steps})
-        tally: dict[tuple[str, str], int] = {}
-        if signatures:
-            where = {"plan_signature": signatures[0] if len(signatures) == 1 else {"$in": signatures}}
-            for md in self.collection.get(where=where, include=["metadatas"])["metadatas"]:
-                key = (md["plan_signature"], md["outcome"])
-                tally[key] = tally.get(key, 0) + 1
+        tally = self._ledger.tally(signatures) if signatures else {}
         for hit in hits:
             if hit.plan is not None and hit.plan.steps:
                 signature = hit.plan.signature()

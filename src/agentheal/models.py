@@ -144,7 +144,8 @@ class Step(BaseModel):
     why: str = ""
 
     def signature(self) -> str:
-        return f"{self.action}({self.component}{', ' if self.args else ''}{json.dumps(self.args, sort_keys=True)[1:-1]})"
+        args = json.dumps(self.args, sort_keys=True)[1:-1]
+        return f"{self.action}({self.component}{', ' + args if args else ''})"
 
 
 class Check(BaseModel):

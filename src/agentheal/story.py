@@ -68,13 +68,13 @@ def render_story(detail: RunDetail) -> str:
     lines.append(_section("LLM"))
     usage = totals.llm
     lines.append(
-        f"  {usage.calls} call(s), {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens, "
-        f"{totals.llm_duration_s:.2f} s"
+        f"  {usage.calls} call(s), {usage.prompt_tokens} prompt + {usage.completion_tokens} "
+        f"completion tokens, {totals.llm_duration_s:.2f} s"
     )
     for call in detail.llm_calls:
         mark = "ok" if call.ok else "FAILED"
         lines.append(
-            f"  {call.at:%H:%M:%S} {call.purpose:<10} {call.model} {call.prompt_tokens}+{call.completion_tokens} "
-            f"tokens {call.duration_s:.2f} s {mark}"
+            f"  {call.at:%H:%M:%S} {call.purpose:<10} {call.model} "
+            f"{call.prompt_tokens}+{call.completion_tokens} tokens {call.duration_s:.2f} s {mark}"
         )
     return "\n".join(lines)

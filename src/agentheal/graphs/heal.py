@@ -18,11 +18,6 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
 
-def _add_usage(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    keys = ("calls", "prompt_tokens", "completion_tokens")
-    return {k: int((a or {}).get(k, 0)) + int((b or {}).get(k, 0)) for k in keys}
-
-
 class HealState(TypedDict, total=False):
     run_id: str
     gap: dict[str, Any]
@@ -45,7 +40,6 @@ class HealState(TypedDict, total=False):
     status: str
     reason: str | None
     next: str
-    llm: Annotated[dict[str, int], _add_usage]
 
 
 NODE_NAMES = (

@@ -16,7 +16,6 @@ from agentheal.models import (
     Check,
     Diagnosis,
     Gap,
-    LLMUsage,
     Plan,
     Resolution,
     RunStatus,
@@ -191,8 +190,7 @@ def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     diagnosis = Diagnosis(facts=names, evidence=evidence, hypothesis=hypothesis, component=root)
     if not _known_plan(state, ctx, persona_name):
         try:
-            diagnosis, usage = _llm_diagnosis(state, ctx, persona_name, diagnosis)
-            update["llm"] = usage
+            diagnosis = _llm_diagnosis(state, ctx, persona_name, diagnosis)
         except LLMNotConfigured:
             ctx.say(run_id, "diagnose", "no LLM configured: diagnosis from observations only")
         except ToolLoopExhausted as exc:
@@ -212,24 +210,15 @@ def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     return {**update, "diagnosis": diagnosis.model_dump(mode="json"), "next": "plan"}
 
 
-def _usage_delta(before: LLMUsage, after: LLMUsage) -> dict[str, int]:
-    return {
-        "calls": after.calls - before.calls,
-        "prompt_tokens": after.prompt_tokens - before.prompt_tokens,
-        "completion_tokens": after.completion_tokens - before.completion_tokens,
-    }
-
-
 def _llm_diagnosis(
     state: dict[str, Any], ctx: HealContext, persona_name: str, offline: Diagnosis
-) -> tuple[Diagnosis, dict[str, int]]:
+) -> Diagnosis:
     from agentheal.estate.actions import tool_schemas
     from agentheal.models import DiagnosisReply, MemoryHit
     from agentheal.prompts import render
 
     assert ctx.estate is not None and ctx.backend is not None
     llm = ctx.llm(state["run_id"])
-    before = llm.usage.model_copy()
     gap = _gap(state)
     persona = ctx.registry.get(persona_name)
     memory = [MemoryHit.model_validate(h) for h in state.get("memory", [])]
@@ -249,24 +238,19 @@ def _llm_diagnosis(
         component = str(args.pop("component", gap.component))
         return backend.observe(name, component, **args)
 
-    try:
-        reply = llm.tool_loop("diagnose", system, user, tool_schemas(ctx.estate), call_tool, DiagnosisReply)
-    finally:
-        usage = _usage_delta(before, llm.usage)
+    reply = llm.tool_loop("diagnose", system, user, tool_schemas(ctx.estate), call_tool, DiagnosisReply)
     root = reply.root_component if reply.root_component in ctx.estate.components else offline.component
     evidence = offline.evidence + [f"llm finding (unverified): {_cut(f, 300)}" for f in reply.facts]
-    diagnosis = Diagnosis(facts=offline.facts, evidence=evidence, hypothesis=reply.hypothesis, component=root)
-    return diagnosis, usage
+    return Diagnosis(facts=offline.facts, evidence=evidence, hypothesis=reply.hypothesis, component=root)
 
 
-def _llm_plan(state: dict[str, Any], ctx: HealContext) -> tuple[Plan, dict[str, int]]:
+def _llm_plan(state: dict[str, Any], ctx: HealContext) -> Plan:
     from agentheal.estate.actions import CATALOGUE
     from agentheal.models import MemoryHit, PlanReply
     from agentheal.prompts import render
 
     assert ctx.estate is not None
     llm = ctx.llm(state["run_id"])
-    before = llm.usage.model_copy()
     persona = ctx.registry.get(state["persona"])
     actions = [
         {
@@ -288,10 +272,7 @@ def _llm_plan(state: dict[str, Any], ctx: HealContext) -> tuple[Plan, dict[str, 
         avoid=list(state.get("failed_plans", [])),
         components=list(ctx.estate.components),
     )
-    try:
-        reply = llm.structured("plan", system, user, PlanReply)
-    finally:
-        usage = _usage_delta(before, llm.usage)
+    reply = llm.structured("plan", system, user, PlanReply)
     plan = Plan(
         hypothesis=reply.hypothesis,
         steps=reply.steps,
@@ -299,7 +280,7 @@ def _llm_plan(state: dict[str, Any], ctx: HealContext) -> tuple[Plan, dict[str, 
         checks=reply.checks,
         source="llm",
     )
-    return plan, usage
+    return plan
 
 
 def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
@@ -321,7 +302,7 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         if chosen is not None and chosen.signature() not in failed and chosen.steps:
             return _planned(ctx, run_id, chosen, diagnosis)
     try:
-        chosen, usage = _llm_plan(state, ctx)
+        chosen = _llm_plan(state, ctx)
     except LLMNotConfigured:
         reason = (
             f"no playbook of {persona.name} or memory fits the findings ({', '.join(names) or 'none'}); "
@@ -336,8 +317,8 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     if chosen.signature() in failed:
         reason = f"the LLM proposed a plan that already failed in this run: {chosen.signature()}"
         ctx.say(run_id, "plan", reason)
-        return {"next": "escalate", "reason": reason, "llm": usage}
-    return {**_planned(ctx, run_id, chosen, diagnosis), "llm": usage}
+        return {"next": "escalate", "reason": reason}
+    return _planned(ctx, run_id, chosen, diagnosis)
 
 
 def _planned(ctx: HealContext, run_id: str, chosen: Plan, diagnosis: Diagnosis) -> dict[str, Any]:
@@ -386,14 +367,7 @@ def approval(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     if not answer.get("approved"):
         reason = f"rejected by {who}" + (f": {answer['note']}" if answer.get("note") else "")
         ctx.say(run_id, "approval", reason)
-        ctx.events.finish_run(
-            run_id,
-            RunStatus.rejected,
-            persona=state.get("persona"),
-            source=(state.get("plan") or {}).get("source", "none"),
-            reason=reason,
-            result=result_of({**state, "status": RunStatus.rejected.value, "reason": reason}),
-        )
+        _finish(ctx, {**state, "reason": reason}, RunStatus.rejected.value)
         return {
             "approval": dict(answer),
             "status": RunStatus.rejected.value,
@@ -468,7 +442,7 @@ def validate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     return {"validation": validation.model_dump()}
 
 
-def _resolution(state: dict[str, Any], status: RunStatus) -> Resolution:
+def _resolution(ctx: HealContext, state: dict[str, Any], status: RunStatus) -> Resolution:
     from agentheal.models import ActionResult
 
     return Resolution(
@@ -481,7 +455,7 @@ def _resolution(state: dict[str, Any], status: RunStatus) -> Resolution:
         actions=[ActionResult.model_validate(a) for a in state.get("actions", [])],
         validation=Validation.model_validate(state["validation"]) if state.get("validation") else None,
         reason=state.get("reason"),
-        llm=LLMUsage.model_validate(state.get("llm") or {}),
+        llm=ctx.events.llm_usage(state["run_id"]),
     )
 
 
@@ -501,7 +475,7 @@ def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         return {"status": "dry_run", "reason": final["reason"], "next": "__end__"}
     names = _fact_names(state)
     if validation.ok:
-        ctx.memory.store(_resolution(state, RunStatus.healed), names)
+        ctx.memory.store(_resolution(ctx, state, RunStatus.healed), names)
         assert ctx.backend is not None
         for component in dict.fromkeys(s.component for s in chosen.steps):
             ctx.backend.snapshot_configs(component)
@@ -509,7 +483,7 @@ def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         _finish(ctx, final, RunStatus.healed.value)
         ctx.say(run_id, "learn", f"healed; remembered [{chosen.source}] {chosen.signature()}")
         return {"status": RunStatus.healed.value, "reason": None, "next": "__end__"}
-    ctx.memory.store(_resolution(state, RunStatus.failed), names)
+    ctx.memory.store(_resolution(ctx, state, RunStatus.failed), names)
     attempts = state.get("attempts", 0) + 1
     failed = [*state.get("failed_plans", []), chosen.signature()]
     why = f"plan [{chosen.source}] {chosen.signature()} did not heal: {validation.detail}"
@@ -540,6 +514,7 @@ def escalate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
 
 
 def _finish(ctx: HealContext, state: dict[str, Any], status: str) -> None:
+    state = with_usage(ctx, state)
     plan_source = (state.get("plan") or {}).get("source", "none")
     ctx.events.finish_run(
         state["run_id"],
@@ -549,6 +524,11 @@ def _finish(ctx: HealContext, state: dict[str, Any], status: str) -> None:
         reason=state.get("reason"),
         result=result_of(state),
     )
+
+
+def with_usage(ctx: HealContext, state: dict[str, Any]) -> dict[str, Any]:
+    """The state with the run's LLM use as the event store recorded it, call by call."""
+    return {**state, "llm": ctx.events.llm_usage(state["run_id"]).model_dump()}
 
 
 def result_of(state: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,15 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentheal.graphs.context import HealContext
-from agentheal.graphs.heal import compile_heal_graph
-from agentheal.graphs.nodes import result_of
+from agentheal.graphs.heal import Durability, compile_heal_graph
+from agentheal.graphs.nodes import result_of, with_usage
 from agentheal.models import Gap, RunStatus
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 
 class HealError(Exception):
@@ -44,6 +47,8 @@ class Healer:
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._saver = SqliteSaver(self._conn)
         self.graph = compile_heal_graph(ctx, self._saver)
+        # sync: each checkpoint is written before the next step, so a crash or an approval wait loses nothing
+        self.durability: Durability = "sync"
 
     def __enter__(self) -> Healer:
         return self
@@ -72,7 +77,7 @@ class Healer:
             return self._resume_crashed(open_run, gap) if held else self._join(open_run, gap)
         run_id = uuid.uuid4().hex
         events.start_run(run_id, gap)
-        state = {
+        state: dict[str, Any] = {
             "run_id": run_id,
             "gap": gap.model_dump(mode="json"),
             "estate_path": str(self.ctx.estate_path) if self.ctx.estate_path else None,
@@ -81,7 +86,6 @@ class Healer:
             "failed_plans": [],
             "actions": [],
             "status": RunStatus.running.value,
-            "llm": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
         }
         with _lock(self._lock_path(gap.fingerprint), wait=True):
             return self._drive(run_id, state)
@@ -108,7 +112,7 @@ class Healer:
         self.ctx.say(run_id, "join", f"a second report of the same gap joined this run: {gap.text[:120]}")
         snapshot = self.graph.get_state(_config(run_id))
         values = dict(snapshot.values) if snapshot and snapshot.values else {"run_id": run_id}
-        result = result_of(values)
+        result = result_of(with_usage(self.ctx, values))
         detail = self.ctx.events.run(run_id)
         result["status"] = detail.row.status if detail else result["status"]
         result["joined"] = True
@@ -135,7 +139,7 @@ class Healer:
 
     def _drive(self, run_id: str, payload: Any) -> dict[str, Any]:
         config = _config(run_id)
-        for _ in self.graph.stream(payload, config, stream_mode="updates", durability="sync"):
+        for _ in self.graph.stream(payload, config, stream_mode="updates", durability=self.durability):
             pass
         snapshot = self.graph.get_state(config)
         values = dict(snapshot.values)
@@ -143,10 +147,10 @@ class Healer:
             values["status"] = RunStatus.awaiting_approval.value
             approvals = (values.get("decision") or {}).get("approvals", [])
             values["reason"] = "awaiting approval: " + "; ".join(approvals)
-        return result_of(values)
+        return result_of(with_usage(self.ctx, values))
 
 
-def _config(run_id: str) -> dict[str, Any]:
+def _config(run_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": run_id}, "recursion_limit": 60}
 
 

@@ -1,0 +1,283 @@
+"""Heal runs per second, as a ratio to a bare LangGraph graph of the same shape and checkpointer.
+
+Ours: `Healer.heal(gap)` on a real `HealContext` (event store, chromadb memory, personas, policy)
+whose estate backend answers at once and changes nothing, with an LLM faked in-process at the
+HTTP boundary (respx) that answers at once. Two paths:
+
+- `heal_runs_per_s` (the headline): every gap text is new, so no playbook fits and the LLM
+  diagnoses (one tool-loop call that answers at once) and plans (one call).
+- `heal_replay_runs_per_s`: one gap again and again; after two heals memory holds a playbook
+  for it, replayed with no LLM call.
+
+Baseline: a `StateGraph` with the heal graph's nodes and edges (conditional where the heal graph
+has them), nodes that only name the next hop, on the same `SqliteSaver` setup as `Healer`,
+invoked with `durability="sync"` and a new thread per run, along the path a heal takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _noop_backend import NoopBackend  # noqa: E402
+
+N = 80
+WARMUP = 5
+ROUNDS = 2  # timed rounds per figure, alternating ours and the baseline; the best round counts
+BASE_URL = "http://llm.test/v1"
+COMPONENT = "web"
+GOAL = "within 2x of a bare graph (ratio <= 2)"
+
+# The path a healed run takes through the heal graph: (node, next hop).
+PATH = [
+    ("triage", "recall"),
+    ("recall", "route"),
+    ("route", "diagnose"),
+    ("diagnose", "plan"),
+    ("plan", "guard"),
+    ("guard", "execute"),
+    ("execute", "validate"),
+    ("validate", "learn"),
+    ("learn", "__end__"),
+]
+
+_ESTATE = f"""name: bench
+components:
+  {COMPONENT}:
+    command: [python3, -m, http.server, "1", --bind, 127.0.0.1]
+    probes:
+      - tcp: 127.0.0.1:1
+    depends_on: []
+"""
+_POLICY = "rate_limits: []\n"
+
+
+# ------------------------------------------------------------------ the instant fake LLM
+
+
+def _completion(message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "fake-model",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": message, "logprobs": None}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+
+_DIAGNOSIS = {
+    "hypothesis": f"{COMPONENT} dies again soon after each start; a restart brings it back for now",
+    "root_component": COMPONENT,
+    "facts": ["process_down", "crash_loop"],
+}
+_PLAN = {
+    "hypothesis": f"{COMPONENT} crashed; restart it",
+    "steps": [{"action": "restart", "component": COMPONENT, "args": {}, "why": "bring it back"}],
+    "rollback": [],
+    "checks": [{"component": COMPONENT, "kind": "probes", "settle_s": 0, "deadline_s": 1}],
+}
+
+
+def _answer(request: Any) -> Any:
+    """DiagnosisReply to the tool loop (its request carries tools), PlanReply to the plan call."""
+    import httpx
+
+    reply = _DIAGNOSIS if b'"tools"' in request.content else _PLAN
+    return httpx.Response(200, json=_completion({"role": "assistant", "content": json.dumps(reply)}))
+
+
+@contextmanager
+def _fake_llm() -> Iterator[Any]:
+    import respx
+
+    with respx.mock(base_url=BASE_URL, assert_all_mocked=True, assert_all_called=False) as router:
+        route = router.post("/chat/completions").mock(side_effect=_answer)
+        yield route
+
+
+# ------------------------------------------------------------------ ours
+
+
+def _word(i: int) -> str:
+    """`i` spelled in the letters g-z: gap texts that differ after numbers and hex ids are folded."""
+    letters = "ghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        i, r = divmod(i, len(letters))
+        out = letters[r] + out
+        if i == 0:
+            return out
+
+
+def _healer(home: Path) -> Any:
+    """A `Healer` on a real context in `home`, its backend replaced by the no-op one."""
+    from agentheal.config import Settings
+    from agentheal.graphs.context import HealContext
+    from agentheal.graphs.runner import Healer
+
+    estate_file = home / "estate" / "estate.yaml"
+    estate_file.parent.mkdir(parents=True)
+    estate_file.write_text(_ESTATE)
+    policy_file = home / "policy.yaml"
+    policy_file.write_text(_POLICY)
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AGENTHEAL_")}
+    os.environ["AGENTHEAL_CONFIG"] = str(home / "no-agentheal.toml")
+    try:
+        settings = Settings(
+            home=home / "home", llm_base_url=BASE_URL, llm_api_key="bench-key", llm_max_retries=0
+        )
+    finally:
+        os.environ.pop("AGENTHEAL_CONFIG")
+        os.environ.update(saved)
+    ctx = HealContext(settings=settings, estate_path=estate_file, policy_path=policy_file)
+    assert ctx.estate is not None
+    ctx.__dict__["backend"] = NoopBackend(ctx.estate)
+    return Healer(ctx)
+
+
+def _heal(healer: Any, text: str, source: str) -> None:
+    from agentheal.models import Gap
+
+    result = healer.heal(Gap(text=text, component=COMPONENT))
+    if result["status"] != "healed" or result["source"] != source:
+        raise RuntimeError(f"expected a run healed from {source!r}, got: {json.dumps(result)[:600]}")
+
+
+def _time_ours(healer: Any, texts: list[str], source: str) -> float:
+    started = time.perf_counter()
+    for text in texts:
+        _heal(healer, text, source)
+    return time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ the bare graph
+
+
+def _bare_graph(checkpoints: Path) -> tuple[Any, sqlite3.Connection]:
+    """The heal graph's shape with nodes that only name their next hop, on `Healer`'s checkpointer setup."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    from agentheal.graphs.heal import NODE_NAMES, HealState
+
+    hops = dict(PATH)
+    graph: Any = StateGraph(HealState)
+    for name in NODE_NAMES:
+        hop = hops.get(name, "__end__")
+        graph.add_node(name, _returns({"next": hop}))
+
+    def goto(state: dict[str, Any]) -> str:
+        return str(state.get("next", "escalate"))
+
+    def edges(src: str, *targets: str) -> None:
+        graph.add_conditional_edges(src, goto, {t: t for t in targets})
+
+    graph.add_edge(START, "triage")
+    edges("triage", "recall", "escalate")
+    graph.add_edge("recall", "route")
+    edges("route", "diagnose", "escalate")
+    edges("diagnose", "plan", "escalate")
+    edges("plan", "guard", "escalate")
+    edges("guard", "approval", "execute", "escalate")
+    edges("approval", "execute", END)
+    edges("execute", "validate", "learn")
+    graph.add_edge("validate", "learn")
+    edges("learn", "plan", "escalate", END)
+    graph.add_edge("escalate", END)
+    conn = sqlite3.connect(str(checkpoints), check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return graph.compile(checkpointer=SqliteSaver(conn), name="bare"), conn
+
+
+def _returns(update: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def node(state: dict[str, Any]) -> dict[str, Any]:
+        return update
+
+    return node
+
+
+def _time_bare(graph: Any, runs: int) -> float:
+    from agentheal.models import Gap
+
+    gap = Gap(text="web keeps crashing after each start", component=COMPONENT).model_dump(mode="json")
+    started = time.perf_counter()
+    for _ in range(runs):
+        run_id = uuid.uuid4().hex
+        state = {"run_id": run_id, "gap": gap, "attempts": 0, "failed_plans": [], "actions": []}
+        config = {"configurable": {"thread_id": run_id}, "recursion_limit": 60}
+        final = graph.invoke(state, config, durability="sync")
+        assert final["next"] == "__end__", final
+    return time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ the figures
+
+
+def _row(name: str, ours_s: float, bare_s: float, runs: int) -> dict[str, Any]:
+    ours_rps, bare_rps = runs / ours_s, runs / bare_s
+    ratio = bare_rps / ours_rps
+    return {
+        "name": name,
+        "value": round(ours_rps, 1),
+        "unit": "runs/s",
+        "baseline": round(bare_rps, 1),
+        "ratio": round(ratio, 2),
+        "goal": GOAL,
+        "met": ratio <= 2,
+    }
+
+
+def run(runs: int = N) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="agentheal-bench-heal-") as tmp:
+        root = Path(tmp)
+        bare, bare_conn = _bare_graph(root / "bare-checkpoints.sqlite")
+        healer = _healer(root / "ours")
+        try:
+            with _fake_llm() as llm:
+                counter = iter(range(10**9))
+
+                def new_texts(n: int) -> list[str]:
+                    return [f"web keeps crashing after each start, report {_word(next(counter))}" for _ in range(n)]
+
+                # Warm-up: chromadb, the embedding model, the openai client, the prompts, both graphs.
+                for text in new_texts(WARMUP):
+                    _heal(healer, text, "llm")
+                _time_bare(bare, WARMUP)
+                replay = "web crashed and was restarted"
+                for source in ("llm", "memory", "playbook", "playbook"):
+                    _heal(healer, replay, source)
+
+                bare_s, llm_s, replay_s = [], [], []
+                for _ in range(ROUNDS):
+                    bare_s.append(_time_bare(bare, runs))
+                    calls = llm.call_count
+                    llm_s.append(_time_ours(healer, new_texts(runs), "llm"))
+                    assert llm.call_count - calls == 2 * runs, "each LLM-path run makes two LLM calls"
+                    calls = llm.call_count
+                    replay_s.append(_time_ours(healer, [replay] * runs, "playbook"))
+                    assert llm.call_count == calls, "a playbook replay makes no LLM call"
+        finally:
+            healer.__exit__(None, None, None)
+            bare_conn.close()
+        return [
+            _row("heal_runs_per_s", min(llm_s), min(bare_s), runs),
+            _row("heal_replay_runs_per_s", min(replay_s), min(bare_s), runs),
+        ]
+
+
+if __name__ == "__main__":
+    for row in run(int(sys.argv[1]) if len(sys.argv) > 1 else N):
+        print(row)
