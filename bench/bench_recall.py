@@ -26,7 +26,20 @@ K = 5
 GOAL_P95_MS = 20.0
 NOISE = 0.03  # per dimension; leaves each vector at cosine ~0.86 to its text's embedding
 
-COMPONENTS = ["web", "api", "db", "cache", "worker", "queue", "lb", "auth", "search", "billing", "mailer", "cron"]
+COMPONENTS = [
+    "web",
+    "api",
+    "db",
+    "cache",
+    "worker",
+    "queue",
+    "lb",
+    "auth",
+    "search",
+    "billing",
+    "mailer",
+    "cron",
+]
 PROBLEMS = [
     ("{c} process is not running, probes fail", "restart"),
     ("{c} crashed with a segmentation fault after the last deploy", "restart"),

@@ -72,3 +72,34 @@ def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
 def test_approve_unknown_run(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _err(capsys, "approve", "deadbeef")
     assert code == 2 and "deadbeef" in err
+
+
+def test_broken_persona_file_is_named_and_the_others_load(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = tmp_path / "personas"
+    extra.mkdir()
+    (extra / "broken.md").write_text("---\nname: broken\ntitle: x\nrole: specialist\ncolour: red\n---\n# x\n")
+    monkeypatch.setenv("AGENTHEAL_PERSONAS_DIR", str(extra))
+    code = main(["personas", "list", "--json"])
+    out = capsys.readouterr().out
+    import json
+
+    listed = json.loads(out)
+    assert code == 0
+    assert {"availability", "configuration", "capacity", "dependencies"} <= {p["name"] for p in listed["personas"]}
+    assert any("broken.md" in e and "colour" in e for e in listed["errors"])
+
+
+def test_memory_import_of_a_bad_file_keeps_what_is_stored(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"gap": "disk full on db", "resolution": "cleaned tmp", "outcome": "healed"}\n')
+    assert main(["memory", "import", str(good)]) == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"gap": "x", "outcome": "maybe"}\nnot json\n')
+    code, err = _err(capsys, "memory", "import", str(bad))
+    assert code in (1, 2) and "line 1" in err and "line 2" in err
+    assert main(["memory", "search", "disk full", "--json"]) == 0
+    assert "cleaned tmp" in capsys.readouterr().out

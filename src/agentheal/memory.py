@@ -367,14 +367,13 @@ class Memory:
             raise MemoryStoreError("the search text is empty: say what to look for")
         if k < 1:
             raise MemoryStoreError(f"k is {k}; ask for at least 1 result")
-        n = self.count()
-        if n == 0:
-            return []
         found = self.collection.query(
             query_embeddings=self.embedder.embed([text]),
-            n_results=min(k, n),
+            n_results=k,  # fewer records than k is fine: chromadb returns what it has
             include=["documents", "metadatas", "distances"],
         )
+        if not found["ids"] or not found["ids"][0]:
+            return []
         return [
             _hit(rid, doc, md, dist)
             for rid, doc, md, dist in zip(
