@@ -91,8 +91,8 @@ QUERY_TEMPLATES = [
 ]
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
 def _templates(texts: list[tuple[str, str, str]]) -> list[list[tuple[str, str, dict[str, Any]]]]:
@@ -125,7 +125,7 @@ def _fill(memory: Any, rng: Any) -> float:
     base = memory.embedder.embed([t[0] for t in texts])
     templates = _templates(texts)
     started = time.perf_counter()
-    batch = memory._batch
+    batch = 5000  # records per add_records call; it splits further to chromadb's limit
     for start in range(0, RECORDS, batch):
         n = min(batch, RECORDS - start)
         which = rng.integers(0, len(texts), n)
@@ -174,8 +174,8 @@ def run() -> list[dict[str, Any]]:
                 query_embeddings=vector[None, :], n_results=K, include=["documents", "metadatas", "distances"]
             )
             bare.append((time.perf_counter() - started) * 1000)
-    p50, p95 = statistics.median(ours), _percentile(ours, 95)
-    b50, b95 = statistics.median(bare), _percentile(bare, 95)
+    p50, p95 = statistics.median(ours), _p95(ours)
+    b50, b95 = statistics.median(bare), _p95(bare)
     goal = f"p95 under {GOAL_P95_MS:g} ms with {RECORDS:,} records (baseline: bare chromadb query)"
     met = p95 < GOAL_P95_MS
     return [

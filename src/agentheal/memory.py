@@ -4,7 +4,8 @@ One chromadb collection (cosine space) in `settings.memory_dir`. Embeddings come
 `agentheal.embedding` and are always passed explicitly: chromadb's default embedding function
 would download a model, which many hosts cannot do. Playbooks and remembered plans are derived
 from the stored records of a fingerprint each time they are asked for, so there is no second
-copy of the outcomes that could drift from the records.
+copy of the outcomes that could drift from the records. The outcome counts shown with a recall
+come from a small SQLite index beside the collection (see `_Ledger`), rebuilt from it when needed.
 """
 
 from __future__ import annotations
@@ -103,33 +104,58 @@ def _summary(resolution: Resolution) -> str:
     return text[:_SUMMARY_CHARS]
 
 
+def _metadata(
+    fingerprint: str,
+    gap_kind: str,
+    component: str | None,
+    outcome: str,
+    resolution: str,
+    occurred_at: datetime,
+    source: Literal["heal", "import"],
+    **extra: str,
+) -> dict[str, Any]:
+    """The metadata of one record; chromadb takes no None, so absent values are empty strings."""
+    return {
+        "fingerprint": fingerprint,
+        "component": component or "",
+        "kind": gap_kind,
+        "outcome": outcome,
+        "resolution": resolution,
+        "occurred_at": occurred_at.timestamp(),
+        "stored_ns": time.time_ns(),  # orders records stored within one clock tick
+        "source": source,
+        **{
+            key: extra.get(key, "") for key in ("plan", "plan_signature", "facts_digest", "run_id", "persona")
+        },
+        "facts": extra.get("facts", "[]"),
+        "tags": extra.get("tags", "[]"),
+    }
+
+
 def heal_record(resolution: Resolution, facts: list[str]) -> Record:
     """The id, document and metadata memory keeps for a finished heal.
 
     The id comes from the run and the plan, so storing the same attempt twice (a resumed run)
     overwrites instead of counting it twice.
     """
-    plan = resolution.plan
+    plan, gap = resolution.plan, resolution.gap
     signature = plan.signature() if plan is not None else ""
-    gap = resolution.gap
+    metadata = _metadata(
+        gap.fingerprint,
+        gap.kind.value,
+        gap.component,
+        "healed" if resolution.healed else "failed",
+        _summary(resolution),
+        resolution.finished_at,
+        "heal",
+        plan=plan.model_dump_json() if plan is not None else "",
+        plan_signature=signature,
+        facts_digest=facts_digest(facts),
+        facts=json.dumps(sorted(set(facts))),
+        run_id=resolution.run_id,
+        persona=resolution.persona or "",
+    )
     record_id = f"heal-{resolution.run_id}-{hashlib.sha256(signature.encode()).hexdigest()[:8]}"
-    metadata: dict[str, Any] = {
-        "fingerprint": gap.fingerprint,
-        "component": gap.component or "",
-        "kind": gap.kind.value,
-        "outcome": "healed" if resolution.healed else "failed",
-        "resolution": _summary(resolution),
-        "plan": plan.model_dump_json() if plan is not None else "",
-        "plan_signature": signature,
-        "facts_digest": facts_digest(facts),
-        "facts": json.dumps(sorted(set(facts))),
-        "run_id": resolution.run_id,
-        "persona": resolution.persona or "",
-        "occurred_at": resolution.finished_at.timestamp(),
-        "stored_ns": time.time_ns(),
-        "source": "heal",
-        "tags": "[]",
-    }
     return record_id, gap.text, metadata
 
 
@@ -137,33 +163,19 @@ def _import_record(line: _ImportLine) -> Record:
     occurred = line.occurred_at or datetime.now(UTC)
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)  # the contract's times are UTC unless they say otherwise
-    key = json.dumps(
-        [
-            line.gap,
-            line.resolution,
-            line.outcome,
-            line.component,
-            line.kind.value,
-            line.occurred_at and occurred.timestamp(),
-        ]
+    # The same line imported twice is one record; a line without a time is the same whenever imported.
+    given = occurred.timestamp() if line.occurred_at else None
+    key = json.dumps([line.gap, line.resolution, line.outcome, line.component, line.kind.value, given])
+    metadata = _metadata(
+        fingerprint_of(line.kind.value, line.component, line.gap),
+        line.kind.value,
+        line.component,
+        line.outcome,
+        line.resolution,
+        occurred,
+        "import",
+        tags=json.dumps(line.tags),
     )
-    metadata: dict[str, Any] = {
-        "fingerprint": fingerprint_of(line.kind.value, line.component, line.gap),
-        "component": line.component or "",
-        "kind": line.kind.value,
-        "outcome": line.outcome,
-        "resolution": line.resolution,
-        "plan": "",
-        "plan_signature": "",
-        "facts_digest": "",
-        "facts": "[]",
-        "run_id": "",
-        "persona": "",
-        "occurred_at": occurred.timestamp(),
-        "stored_ns": time.time_ns(),
-        "source": "import",
-        "tags": json.dumps(line.tags),
-    }
     return "import-" + hashlib.sha256(key.encode()).hexdigest()[:20], line.gap, metadata
 
 
@@ -259,9 +271,12 @@ class Memory:
                 "and import the history again"
             )
         self._batch = int(self._client.get_max_batch_size())
-        self._ledger = _Ledger(self.path / "outcomes.sqlite")
-        if self._ledger.count() != self.count():
-            self._rebuild_ledger()
+        try:
+            self._ledger = _Ledger(self.path / "outcomes.sqlite")
+            if self._ledger.count() != self.count():
+                self._rebuild_ledger()
+        except sqlite3.Error as exc:
+            raise MemoryStoreError(f"cannot open {self.path / 'outcomes.sqlite'}: {exc}") from exc
 
     def _rebuild_ledger(self) -> None:
         for offset in range(0, self.count(), self._batch):
