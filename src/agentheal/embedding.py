@@ -9,6 +9,7 @@ An OpenAI-compatible embeddings endpoint can replace it (`AGENTHEAL_EMBED_BASE_U
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,10 +43,13 @@ class LocalEmbedder:
     name = "all-MiniLM-L6-v2-onnx-int8"
     dim = 384
 
-    def __init__(self) -> None:
+    def __init__(self, cache_size: int = 512) -> None:
         self._lock = threading.Lock()
         self._session: Any = None
         self._tokenizer: Any = None
+        # One heal embeds its gap text for recall, routing and storing: compute it once.
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
 
     @staticmethod
     def model_files() -> tuple[Path, Path]:
@@ -78,16 +82,31 @@ class LocalEmbedder:
         import numpy as np
 
         with self._lock:
-            if self._session is None:
-                self._load()
-            if not texts:
-                return np.zeros((0, self.dim), dtype=np.float32)
-            encoded = self._tokenizer.encode_batch([t or " " for t in texts])
-            ids = np.array([e.ids for e in encoded], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-            hidden = self._session.run(
-                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            )[0]
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                for text, row in zip(missing, self._compute(missing), strict=True):
+                    self._cache[text] = row
+            rows = [self._cache[t] for t in texts]
+            for text in texts:
+                self._cache.move_to_end(text)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out: npt.NDArray[np.float32] = np.stack(rows).astype(np.float32, copy=True)
+        return out
+
+    def _compute(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        import numpy as np
+
+        if self._session is None:
+            self._load()
+        encoded = self._tokenizer.encode_batch([t or " " for t in texts])
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        hidden = self._session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )[0]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -114,6 +114,7 @@ class LLM:
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        http_client: Any = None,
     ) -> None:
         if settings.llm_base_url is None:
             raise LLMNotConfigured(
@@ -131,7 +132,9 @@ class LLM:
         self._secrets = [key] if len(key) >= 8 else []
         # openai 3 defaults to httpx2, which respx (our test boundary) does not patch; it still
         # accepts an httpx client, so tests and production run the same transport.
-        self._http = httpx.Client(timeout=settings.llm_timeout_s)
+        # A process that drives many runs passes one shared client: building one costs ~15 ms (TLS context).
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client(timeout=settings.llm_timeout_s)
         self._client = openai.OpenAI(
             base_url=settings.llm_base_url,
             api_key=key or "unused",
@@ -141,8 +144,9 @@ class LLM:
         )
 
     def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._http.close()
+        """Close the HTTP connection pool, if this object made it."""
+        if self._owns_http:
+            self._http.close()
 
     def __enter__(self) -> LLM:
         return self

@@ -416,13 +416,22 @@ class Memory:
                 hit.failed_count = int(hit.outcome == "failed")
         return hits
 
+    def known_plans(self, fingerprint: str, facts: list[str]) -> list[Plan]:
+        """The playbook and the remembered plan for a fingerprint, in that order, from one lookup."""
+        histories = self._histories(fingerprint, facts)
+        found = [self._playbook(histories), self._remembered(histories)]
+        return [plan for plan in found if plan is not None]
+
     def playbook(self, fingerprint: str, facts: list[str]) -> Plan | None:
         """A plan that healed this fingerprint `playbook_after` times in a row since its last failure.
 
         Returned with source "playbook"; replaying it needs no LLM.
         """
+        return self._playbook(self._histories(fingerprint, facts))
+
+    def _playbook(self, histories: list[list[dict[str, Any]]]) -> Plan | None:
         best = None
-        for history in self._histories(fingerprint, facts):
+        for history in histories:
             streak = 0
             for md in reversed(history):
                 if md["outcome"] != "healed":
@@ -440,8 +449,11 @@ class Memory:
         A plan that failed last is offered again only when the facts differ from those of its
         failure: new evidence.
         """
+        return self._remembered(self._histories(fingerprint, facts))
+
+    def _remembered(self, histories: list[list[dict[str, Any]]]) -> Plan | None:
         best = None
-        for history in self._histories(fingerprint, facts):
+        for history in histories:
             healed = [md for md in history if md["outcome"] == "healed"]
             if healed and (best is None or healed[-1]["occurred_at"] > best["occurred_at"]):
                 best = healed[-1]

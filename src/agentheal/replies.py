@@ -7,6 +7,7 @@ failures come back as a reason that names the failing field, for the one retry t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, TypeVar
@@ -54,6 +55,7 @@ def _close(node: Any) -> Any:
     return out
 
 
+@functools.cache
 def response_schema(schema: type[BaseModel]) -> tuple[dict[str, Any], bool]:
     """The JSON schema to send for a reply model, and whether strict mode can hold it.
 

@@ -37,6 +37,7 @@ class HealContext:
     policy_path: Path | None = None
     progress: ProgressFn | None = None
     _llms: dict[str, LLM] = field(default_factory=dict)
+    _http: Any = None
 
     @cached_property
     def estate(self) -> Estate | None:
@@ -94,8 +95,18 @@ class HealContext:
                     call.ok,
                 )
 
-            self._llms[run_id] = LLM(self.settings, on_call=record)
+            if self._http is None and self.settings.llm_configured:
+                import httpx
+
+                self._http = httpx.Client(timeout=self.settings.llm_timeout_s)
+            self._llms[run_id] = LLM(self.settings, on_call=record, http_client=self._http)
         return self._llms[run_id]
+
+    def release(self, run_id: str) -> None:
+        """Forget a run's LLM door once the run stops driving (finished, or waiting for approval)."""
+        llm = self._llms.pop(run_id, None)
+        if llm is not None:
+            llm.close()
 
     def say(self, run_id: str, node: str, detail: str, data: dict[str, Any] | None = None) -> None:
         """Record a node transition and show it to whoever watches."""

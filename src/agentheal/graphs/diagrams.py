@@ -7,9 +7,13 @@ from pathlib import Path
 
 def diagrams() -> dict[str, str]:
     """Each graph's name and its Mermaid text, drawn from the compiled graph itself."""
+    from agentheal.graphs.factory import compile_factory_graph
     from agentheal.graphs.heal import compile_heal_graph
 
-    return {"heal": compile_heal_graph(None).get_graph().draw_mermaid()}
+    return {
+        "heal": compile_heal_graph(None).get_graph().draw_mermaid(),
+        "factory": compile_factory_graph(None).get_graph().draw_mermaid(),
+    }
 
 
 def export_diagrams(folder: Path) -> list[Path]:

@@ -30,6 +30,7 @@ class HealState(TypedDict, total=False):
     route: dict[str, Any]
     handoffs: int
     diagnosis: dict[str, Any]
+    remembered: list[dict[str, Any]]
     plan: dict[str, Any] | None
     decision: dict[str, Any]
     approval: dict[str, Any] | None

@@ -155,14 +155,6 @@ def _offline_evidence(ctx: HealContext, component: str) -> list[str]:
     return evidence
 
 
-def _known_plan(state: dict[str, Any], ctx: HealContext, persona_name: str) -> bool:
-    gap, facts = _gap(state), _facts(state)
-    names = _fact_names(state)
-    if ctx.memory.playbook(gap.fingerprint, names) or ctx.memory.remembered_plan(gap.fingerprint, names):
-        return True
-    return ctx.registry.get(persona_name).plan_for(gap, facts, gap.component or "") is not None
-
-
 def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """Evidence from read-only observations, then a root-cause hypothesis; hand-offs between specialists."""
     from agentheal.llm import LLMError, LLMNotConfigured, ToolLoopExhausted
@@ -188,7 +180,10 @@ def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     evidence = [f"{f.name} ({f.component}): {_cut(f.detail, 300)}" for f in facts]
     evidence += _offline_evidence(ctx, root)
     diagnosis = Diagnosis(facts=names, evidence=evidence, hypothesis=hypothesis, component=root)
-    if not _known_plan(state, ctx, persona_name):
+    remembered = [p.model_dump(mode="json") for p in ctx.memory.known_plans(gap.fingerprint, names)]
+    update["remembered"] = remembered
+    own = ctx.registry.get(persona_name).plan_for(gap, facts, gap.component)
+    if not remembered and own is None:
         try:
             diagnosis = _llm_diagnosis(state, ctx, persona_name, diagnosis)
         except LLMNotConfigured:
@@ -292,14 +287,11 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     failed = set(state.get("failed_plans", []))
     run_id = state["run_id"]
     persona = ctx.registry.get(state["persona"])
-    offers: list[Callable[[], Plan | None]] = [
-        lambda: ctx.memory.playbook(gap.fingerprint, names),
-        lambda: ctx.memory.remembered_plan(gap.fingerprint, names),
-        lambda: persona.plan_for(gap, facts, gap.component or ""),
-    ]
-    for offer in offers:
-        chosen = offer()
-        if chosen is not None and chosen.signature() not in failed and chosen.steps:
+    # memory's playbook and remembered plan (looked up once, in diagnose), then the persona's own
+    offers = [Plan.model_validate(p) for p in state.get("remembered", [])]
+    own = persona.plan_for(gap, facts, gap.component or "")
+    for chosen in [*offers, *([own] if own is not None else [])]:
+        if chosen.signature() not in failed and chosen.steps:
             return _planned(ctx, run_id, chosen, diagnosis)
     try:
         chosen = _llm_plan(state, ctx)

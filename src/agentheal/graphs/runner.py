@@ -139,8 +139,11 @@ class Healer:
 
     def _drive(self, run_id: str, payload: Any) -> dict[str, Any]:
         config = _config(run_id)
-        for _ in self.graph.stream(payload, config, stream_mode="updates", durability=self.durability):
-            pass
+        try:
+            for _ in self.graph.stream(payload, config, stream_mode="updates", durability=self.durability):
+                pass
+        finally:
+            self.ctx.release(run_id)
         snapshot = self.graph.get_state(config)
         values = dict(snapshot.values)
         if snapshot.next and any(t.interrupts for t in snapshot.tasks):
