@@ -131,6 +131,14 @@ def test_approval_gated_run_survives_its_process_and_finishes_after_approve(
     assert result["actions"] == []
     assert not _web_answers(url)
 
+    # a second report of the same gap joins the open run instead of starting another
+    again = subprocess.run(
+        [*args, "--estate", str(running_estate), "--json", "-q"], env=env, capture_output=True, text=True, timeout=120
+    )
+    joined = json.loads(again.stdout)
+    assert joined["run_id"] == result["run_id"] and joined["joined"] is True
+    assert joined["status"] == "awaiting_approval"
+
     # the process that started the run is gone; a new one approves and the run finishes
     approve = subprocess.run(
         [sys.executable, "-m", "agentheal", "approve", result["run_id"][:10], "--by", "tester", "--json"],
