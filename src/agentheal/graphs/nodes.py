@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agentheal.graphs.context import HealContext
+from agentheal.graphs.llm_steps import llm_diagnosis, llm_plan
+from agentheal.graphs.results import finish, resolution_of
+from agentheal.graphs.state import cut_evidence, fact_names, facts_of, gap_of
 from agentheal.models import (
     Check,
     Diagnosis,
-    Gap,
     Plan,
-    Resolution,
     RunStatus,
     Severity,
     Validation,
@@ -38,7 +39,6 @@ _FACT_SENTENCES = {
     "probe_failed": "its probes fail",
     "log_errors": "its recent logs show errors",
 }
-_EVIDENCE_CHARS = 1500
 
 
 def bind(fn: Node, ctx: HealContext | None, name: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -61,33 +61,9 @@ def bind(fn: Node, ctx: HealContext | None, name: str) -> Callable[[dict[str, An
     return run
 
 
-def _gap(state: dict[str, Any]) -> Gap:
-    return Gap.model_validate(state["gap"])
-
-
-def _facts(state: dict[str, Any]) -> list[Any]:
-    from agentheal.estate.local import Fact
-
-    return [Fact.model_validate(f) for f in state.get("facts", [])]
-
-
-def _fact_names(state: dict[str, Any]) -> list[str]:
-    return sorted({f["name"] for f in state.get("facts", [])})
-
-
-def _cut(text: str, budget: int = _EVIDENCE_CHARS) -> str:
-    from agentheal.llm import redact
-
-    text = redact(text)
-    if len(text) <= budget:
-        return text
-    half = budget // 2
-    return f"{text[:half]}\n[… {len(text) - budget} chars cut …]\n{text[-half:]}"
-
-
 def triage(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """Confirm the gap against the estate: what the component's health says, and how much depends on it."""
-    gap = _gap(state)
+    gap = gap_of(state)
     run_id = state["run_id"]
     if ctx.estate is None or ctx.backend is None:
         reason = "no estate given (--estate FILE): nothing to observe or act on"
@@ -113,7 +89,7 @@ def triage(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
 
 def recall(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """The most similar past resolutions, with their outcomes."""
-    hits = ctx.memory.recall(_gap(state), k=ctx.settings.recall_k)
+    hits = ctx.memory.recall(gap_of(state), k=ctx.settings.recall_k)
     shown = [f"{h.similarity:.2f} {h.outcome}: {h.gap[:60]}" for h in hits[:3]]
     ctx.say(state["run_id"], "recall", f"{len(hits)} similar past resolution(s)", {"top": shown})
     return {"memory": [h.model_dump(mode="json") for h in hits]}
@@ -121,11 +97,11 @@ def recall(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
 
 def route(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """The best-matching specialist; below the threshold the gap is a capability gap."""
-    gap = _gap(state)
+    gap = gap_of(state)
     assert ctx.estate is not None and gap.component is not None
     tags = list(ctx.estate.components[gap.component].tags)
     threshold = ctx.settings.match_threshold
-    persona, score, candidates = ctx.registry.route(gap, _facts(state), tags, threshold)
+    persona, score, candidates = ctx.registry.route(gap, facts_of(state), tags, threshold)
     top = [(n, round(s, 3)) for n, s in candidates[:3]]
     if persona is None:
         best = f"{top[0][0]} at {top[0][1]:.2f}" if top else "none"
@@ -149,7 +125,9 @@ def _offline_evidence(ctx: HealContext, component: str) -> list[str]:
     evidence = []
     for name, args in (("process_stats", {}), ("tail_logs", {"lines": 20})):
         try:
-            evidence.append(f"{name}({component}):\n" + _cut(ctx.backend.observe(name, component, **args)))
+            evidence.append(
+                f"{name}({component}):\n" + cut_evidence(ctx.backend.observe(name, component, **args))
+            )
         except Exception as exc:  # an unreadable log is evidence too, not a reason to stop
             evidence.append(f"{name}({component}) failed: {exc}")
     return evidence
@@ -159,7 +137,7 @@ def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """Evidence from read-only observations, then a root-cause hypothesis; hand-offs between specialists."""
     from agentheal.llm import LLMError, LLMNotConfigured, ToolLoopExhausted
 
-    gap, facts = _gap(state), _facts(state)
+    gap, facts = gap_of(state), facts_of(state)
     run_id, persona_name = state["run_id"], state["persona"]
     assert ctx.estate is not None and gap.component is not None
     handoffs = state.get("handoffs", 0)
@@ -174,10 +152,10 @@ def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
             persona_name, handoffs = other.name, handoffs + 1
             update.update(persona=persona_name, handoffs=handoffs)
     root = next((f.component for f in facts if f.name == "dependency_down"), gap.component)
-    names = _fact_names(state)
+    names = fact_names(state)
     sentences = [_FACT_SENTENCES[n] for n in names if n in _FACT_SENTENCES]
     hypothesis = f"{root}: " + ("; ".join(sentences) if sentences else "no finding explains the gap yet")
-    evidence = [f"{f.name} ({f.component}): {_cut(f.detail, 300)}" for f in facts]
+    evidence = [f"{f.name} ({f.component}): {cut_evidence(f.detail, 300)}" for f in facts]
     evidence += _offline_evidence(ctx, root)
     diagnosis = Diagnosis(facts=names, evidence=evidence, hypothesis=hypothesis, component=root)
     remembered = [p.model_dump(mode="json") for p in ctx.memory.known_plans(gap.fingerprint, names)]
@@ -185,11 +163,11 @@ def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     own = ctx.registry.get(persona_name).plan_for(gap, facts, gap.component)
     if not remembered and own is None:
         try:
-            diagnosis = _llm_diagnosis(state, ctx, persona_name, diagnosis)
+            diagnosis = llm_diagnosis(state, ctx, persona_name, diagnosis)
         except LLMNotConfigured:
             ctx.say(run_id, "diagnose", "no LLM configured: diagnosis from observations only")
         except ToolLoopExhausted as exc:
-            found = [_cut(f, 300) for f in exc.findings]
+            found = [cut_evidence(f, 300) for f in exc.findings]
             reason = f"diagnosis hit the observation-tool cap: {exc}"
             ctx.say(run_id, "diagnose", reason, {"findings": found})
             diagnosis.evidence += found
@@ -205,84 +183,11 @@ def diagnose(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     return {**update, "diagnosis": diagnosis.model_dump(mode="json"), "next": "plan"}
 
 
-def _llm_diagnosis(
-    state: dict[str, Any], ctx: HealContext, persona_name: str, offline: Diagnosis
-) -> Diagnosis:
-    from agentheal.estate.actions import tool_schemas
-    from agentheal.models import DiagnosisReply, MemoryHit
-    from agentheal.prompts import render
-
-    assert ctx.estate is not None and ctx.backend is not None
-    llm = ctx.llm(state["run_id"])
-    gap = _gap(state)
-    persona = ctx.registry.get(persona_name)
-    memory = [MemoryHit.model_validate(h) for h in state.get("memory", [])]
-    system = render("diagnose_system.j2", persona=persona, estate_name=ctx.estate.name)
-    user = render(
-        "diagnose_user.j2",
-        gap=gap,
-        component=gap.component,
-        facts=offline.facts,
-        evidence=offline.evidence,
-        memory=memory,
-    )
-    backend = ctx.backend
-
-    def call_tool(name: str, args: dict[str, Any]) -> str:
-        args = dict(args)
-        component = str(args.pop("component", gap.component))
-        return backend.observe(name, component, **args)
-
-    reply = llm.tool_loop("diagnose", system, user, tool_schemas(ctx.estate), call_tool, DiagnosisReply)
-    root = reply.root_component if reply.root_component in ctx.estate.components else offline.component
-    evidence = offline.evidence + [f"llm finding (unverified): {_cut(f, 300)}" for f in reply.facts]
-    return Diagnosis(facts=offline.facts, evidence=evidence, hypothesis=reply.hypothesis, component=root)
-
-
-def _llm_plan(state: dict[str, Any], ctx: HealContext) -> Plan:
-    from agentheal.estate.actions import CATALOGUE
-    from agentheal.models import MemoryHit, PlanReply
-    from agentheal.prompts import render
-
-    assert ctx.estate is not None
-    llm = ctx.llm(state["run_id"])
-    persona = ctx.registry.get(state["persona"])
-    actions = [
-        {
-            "name": spec.name,
-            "risk": spec.risk.value,
-            "reversible": spec.reversible,
-            "description": spec.description,
-            "args": spec.args_model.model_json_schema(),
-        }
-        for name, spec in CATALOGUE.items()
-        if name in persona.actions and not spec.read_only
-    ]
-    system = render("plan_system.j2", persona=persona, actions=actions)
-    user = render(
-        "plan_user.j2",
-        gap=_gap(state),
-        diagnosis=Diagnosis.model_validate(state["diagnosis"]),
-        memory=[MemoryHit.model_validate(h) for h in state.get("memory", [])],
-        avoid=list(state.get("failed_plans", [])),
-        components=list(ctx.estate.components),
-    )
-    reply = llm.structured("plan", system, user, PlanReply)
-    plan = Plan(
-        hypothesis=reply.hypothesis,
-        steps=reply.steps,
-        rollback=reply.rollback,
-        checks=reply.checks,
-        source="llm",
-    )
-    return plan
-
-
 def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """Replay a playbook when one fits; else a remembered plan, the persona's playbook, or the LLM."""
     from agentheal.llm import LLMError, LLMNotConfigured
 
-    gap, facts, names = _gap(state), _facts(state), _fact_names(state)
+    gap, facts, names = gap_of(state), facts_of(state), fact_names(state)
     diagnosis = Diagnosis.model_validate(state["diagnosis"])
     failed = set(state.get("failed_plans", []))
     run_id = state["run_id"]
@@ -294,7 +199,7 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         if chosen.signature() not in failed and chosen.steps:
             return _planned(ctx, run_id, chosen, diagnosis)
     try:
-        chosen = _llm_plan(state, ctx)
+        chosen = llm_plan(state, ctx)
     except LLMNotConfigured:
         reason = (
             f"no playbook of {persona.name} or memory fits the findings ({', '.join(names) or 'none'}); "
@@ -359,7 +264,7 @@ def approval(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     if not answer.get("approved"):
         reason = f"rejected by {who}" + (f": {answer['note']}" if answer.get("note") else "")
         ctx.say(run_id, "approval", reason)
-        _finish(ctx, {**state, "reason": reason}, RunStatus.rejected.value)
+        finish(ctx, {**state, "reason": reason}, RunStatus.rejected.value)
         return {
             "approval": dict(answer),
             "status": RunStatus.rejected.value,
@@ -434,23 +339,6 @@ def validate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     return {"validation": validation.model_dump()}
 
 
-def _resolution(ctx: HealContext, state: dict[str, Any], status: RunStatus) -> Resolution:
-    from agentheal.models import ActionResult
-
-    return Resolution(
-        run_id=state["run_id"],
-        gap=_gap(state),
-        persona=state.get("persona"),
-        diagnosis=Diagnosis.model_validate(state.get("diagnosis") or {}),
-        plan=Plan.model_validate(state["plan"]) if state.get("plan") else None,
-        status=status,
-        actions=[ActionResult.model_validate(a) for a in state.get("actions", [])],
-        validation=Validation.model_validate(state["validation"]) if state.get("validation") else None,
-        reason=state.get("reason"),
-        llm=ctx.events.llm_usage(state["run_id"]),
-    )
-
-
 def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """Success: remember the resolution. Failure: try another plan, the failure as evidence, or escalate."""
     run_id = state["run_id"]
@@ -462,20 +350,20 @@ def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
             "status": "dry_run",
             "reason": "dry run: the plan passed policy; nothing was changed",
         }
-        _finish(ctx, final, "dry_run")
+        finish(ctx, final, "dry_run")
         ctx.say(run_id, "learn", "dry run: nothing learned")
         return {"status": "dry_run", "reason": final["reason"], "next": "__end__"}
-    names = _fact_names(state)
+    names = fact_names(state)
     if validation.ok:
-        ctx.memory.store(_resolution(ctx, state, RunStatus.healed), names)
+        ctx.memory.store(resolution_of(ctx, state, RunStatus.healed), names)
         assert ctx.backend is not None
         for component in dict.fromkeys(s.component for s in chosen.steps):
             ctx.backend.snapshot_configs(component)
         final = {**state, "status": RunStatus.healed.value, "reason": None}
-        _finish(ctx, final, RunStatus.healed.value)
+        finish(ctx, final, RunStatus.healed.value)
         ctx.say(run_id, "learn", f"healed; remembered [{chosen.source}] {chosen.signature()}")
         return {"status": RunStatus.healed.value, "reason": None, "next": "__end__"}
-    ctx.memory.store(_resolution(ctx, state, RunStatus.failed), names)
+    ctx.memory.store(resolution_of(ctx, state, RunStatus.failed), names)
     attempts = state.get("attempts", 0) + 1
     failed = [*state.get("failed_plans", []), chosen.signature()]
     why = f"plan [{chosen.source}] {chosen.signature()} did not heal: {validation.detail}"
@@ -500,49 +388,6 @@ def escalate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     )
     reason = state.get("reason") or "escalated without a reason recorded"
     final = {**state, "status": status, "reason": reason}
-    _finish(ctx, final, status)
+    finish(ctx, final, status)
     ctx.say(state["run_id"], "escalate", reason)
     return {"status": status, "reason": reason}
-
-
-def _finish(ctx: HealContext, state: dict[str, Any], status: str) -> None:
-    state = with_usage(ctx, state)
-    plan_source = (state.get("plan") or {}).get("source", "none")
-    ctx.events.finish_run(
-        state["run_id"],
-        RunStatus(status),
-        persona=state.get("persona"),
-        source=plan_source,
-        reason=state.get("reason"),
-        result=result_of(state),
-    )
-
-
-def with_usage(ctx: HealContext, state: dict[str, Any]) -> dict[str, Any]:
-    """The state with the run's LLM use as the event store recorded it, call by call."""
-    return {**state, "llm": ctx.events.llm_usage(state["run_id"]).model_dump()}
-
-
-def result_of(state: dict[str, Any]) -> dict[str, Any]:
-    """The run as the CLI's and the API's JSON answer."""
-    plan_dict = state.get("plan") or {}
-    usage = state.get("llm") or {}
-    validation = state.get("validation") or {"ok": False, "detail": "not validated"}
-    result: dict[str, Any] = {
-        "run_id": state.get("run_id"),
-        "status": state.get("status", RunStatus.running.value),
-        "persona": state.get("persona"),
-        "source": plan_dict.get("source", "none"),
-        "actions": [
-            {k: a.get(k) for k in ("action", "component", "dry_run", "outcome", "detail")}
-            for a in state.get("actions", [])
-        ],
-        "validation": {"ok": bool(validation.get("ok")), "detail": validation.get("detail", "")},
-        "llm": {k: int(usage.get(k, 0)) for k in ("calls", "prompt_tokens", "completion_tokens")},
-        "reason": state.get("reason"),
-        "fingerprint": (state.get("gap") or {}).get("fingerprint"),
-        "component": (state.get("gap") or {}).get("component"),
-        "diagnosis": state.get("diagnosis"),
-        "plan": state.get("plan"),
-    }
-    return result

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentheal.graphs.context import HealContext
 from agentheal.graphs.heal import Durability, compile_heal_graph
-from agentheal.graphs.nodes import result_of, with_usage
+from agentheal.graphs.results import result_of, with_usage
 from agentheal.models import Gap, RunStatus
 
 if TYPE_CHECKING:
