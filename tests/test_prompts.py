@@ -74,6 +74,46 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "avoid": ["restart(web)"],
         "components": ["web", "db"],
     },
+    "factory_design_system.j2": {
+        "actions": [{**ACTIONS[0], "read_only": False, "needs_approval": False}],
+        "personas": [
+            {
+                "name": "availability",
+                "title": "Availability engineer",
+                "role": "specialist",
+                "status": "active",
+                "kinds": ["incident"],
+                "actions": ["restart"],
+                "expertise": "processes that are down",
+            }
+        ],
+        "facts_vocabulary": ["process_down", "slow_response"],
+        "kinds": ["incident", "recurring"],
+    },
+    "factory_design_user.j2": {
+        "gap": GAP,
+        "facts": ["slow_response (web): 2300 ms over a 500 ms budget"],
+        "candidates": [("performance", 0.2994)],
+    },
+    "factory_persona.j2": {
+        "title": "Search-index compaction specialist",
+        "role": "Owns gaps about search-index compaction on `web`.",
+        "goal": "web answers its probes again after compaction.",
+        "gap_kind": "incident",
+        "gap_text": GAP.text,
+        "component": "web",
+        "expertise": ["Compaction leaves 4000 segments.", "Queries to web time out."],
+        "facts": ["slow_response"],
+        "actions": [{"name": "restart", "risk": "low", "reversible": True}],
+        "procedures": [{"kind": "incident", "title": "compaction now", "steps": ["`probe` web."]}],
+        "playbooks": [
+            {"name": "restart-compaction", "when": "`slow_response`", "steps": "`restart`", "hypothesis": "x"}
+        ],
+        "receives_from": [{"persona": "triage-lead", "when": "gaps naming compaction."}],
+        "hands_to": [{"persona": "performance", "when": "when web is slow without compaction."}],
+        "escalates_when": ["`restart` did not help web."],
+        "judged_by": [],
+    },
 }
 
 

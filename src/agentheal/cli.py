@@ -47,9 +47,7 @@ def _fail(message: str) -> NoReturn:
 
 
 def _err(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(message, markup=False)
+    sys.stderr.write(message.rstrip("\n") + "\n")
 
 
 def _settings() -> Any:
@@ -275,7 +273,7 @@ def reject(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
-    from agentheal import cli_admin  # noqa: F401  (registers the remaining commands)
+    from agentheal import cli_admin, cli_agents, cli_detect, cli_faults  # noqa: F401  (registers the remaining commands)
 
     try:
         code = app(args=argv, standalone_mode=False, prog_name="agentheal")

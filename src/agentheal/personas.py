@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FACTS",
+    "RETIREMENTS",
     "SECTIONS",
     "Condition",
     "FactInput",
@@ -60,6 +61,7 @@ __all__ = [
     "known_actions",
     "load_persona",
     "load_personas",
+    "load_retirements",
     "parse_persona",
     "persona_schema",
     "write_persona",
@@ -190,6 +192,39 @@ def export_schema(path: Path | str) -> None:
     Path(path).write_text(json.dumps(persona_schema(), indent=2) + "\n", encoding="utf-8")
 
 
+# Retirements of any persona (a built-in's file is never edited): name -> {at, why, by, ...}.
+RETIREMENTS = "retired.yaml"
+
+
+def load_retirements(path: Path) -> dict[str, dict[str, Any]]:
+    """The retirement register: persona name -> its record; empty when there is no file.
+
+    Raises:
+        PersonaLoadError: The file is not YAML, or not a mapping of names to mappings.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PersonaLoadError(path, f"cannot read the retirement register: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise PersonaLoadError(path, "the retirement register must map persona names to records")
+    return {str(k): v for k, v in data.items()}
+
+
+def _apply_retirements(result: LoadResult, path: Path) -> None:
+    """Mark retired personas as such: they stay loaded (and listed) but are never routed to."""
+    try:
+        retired = load_retirements(path)
+    except PersonaLoadError as exc:
+        result.errors.append(exc)
+        return
+    for name in retired:
+        if name in result.personas:
+            result.personas[name] = result.personas[name].model_copy(update={"status": "retired"})
+
+
 # --- registry and matching -------------------------------------------------------------------------
 
 # Match score = weighted sum of four parts, each in [0, 1]; the weights sum to 1.
@@ -269,6 +304,7 @@ class Registry:
         if settings.personas_dir is not None:
             dirs.append(settings.personas_dir)
         result = load_personas(dirs)
+        _apply_retirements(result, settings.generated_personas_dir / RETIREMENTS)
         return cls(result.personas.values(), settings, result.errors)
 
     def get(self, name: str) -> Persona:

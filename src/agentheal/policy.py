@@ -99,6 +99,11 @@ class Policy(BaseModel):
     rate_limits: list[RateLimit] = Field(
         default_factory=lambda: [RateLimit(action="restart", max=3, window_s=600)]
     )
+    generated_first_heals: int = Field(
+        default=3,
+        ge=0,
+        description="Real heals of a new generated agent that need approval; 0 trusts it at once.",
+    )
 
 
 class PolicyDecision(BaseModel):

@@ -25,6 +25,13 @@ REQUIRED_KEYS: dict[str, frozenset[str]] = {
     "diagnose_user.j2": frozenset({"gap", "component", "facts", "evidence", "memory"}),
     "plan_system.j2": frozenset({"persona", "actions"}),
     "plan_user.j2": frozenset({"gap", "diagnosis", "memory", "avoid", "components"}),
+    "factory_design_system.j2": frozenset({"actions", "personas", "facts_vocabulary", "kinds"}),
+    "factory_design_user.j2": frozenset({"gap", "facts", "candidates"}),
+    # Rendered in the sandbox (agentheal.factory.render): its values are words an LLM wrote.
+    "factory_persona.j2": frozenset(
+        {"title", "role", "goal", "gap_kind", "gap_text", "component", "expertise", "facts", "actions"}
+        | {"procedures", "playbooks", "receives_from", "hands_to", "escalates_when", "judged_by"}
+    ),
 }
 
 

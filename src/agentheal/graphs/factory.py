@@ -100,16 +100,17 @@ def _say(job: _Job, state: FactoryState, node: str, detail: str, data: dict[str,
 
 def _design(state: FactoryState, job: _Job) -> FactoryState:
     from agentheal.factory.derive import derive_design
-    from agentheal.factory.design import design_with_llm
+    from agentheal.factory.design import AgentDesign, design_with_llm
     from agentheal.factory.render import slug_name
     from agentheal.llm import LLM, LLMError, LLMNotConfigured
 
     ctx, gap = job.ctx, Gap.model_validate(state["gap"])
+    run_id, replace = state.get("run_id"), state.get("replace")
     notes: list[str] = []
-    source = "llm"
     lines = [f.line() if hasattr(f, "line") else str(f) for f in job.facts]
+    design: AgentDesign | None = None
     try:
-        run_id = state.get("run_id")
+        # In a heal run the call is recorded with the run; from the CLI it belongs to no run.
         llm = ctx.llm(run_id) if run_id else LLM(ctx.settings)
         try:
             design = design_with_llm(llm, gap, lines, ctx.registry, ctx.policy, job.candidates)
@@ -117,11 +118,12 @@ def _design(state: FactoryState, job: _Job) -> FactoryState:
             if not run_id:
                 llm.close()
     except LLMNotConfigured:
-        design, source = derive_design(gap, job.facts, ctx.registry, ctx.policy), "offline"
+        pass
     except LLMError as exc:
         notes.append(f"the LLM gave no usable design ({exc}); derived one offline")
-        design, source = derive_design(gap, job.facts, ctx.registry, ctx.policy), "offline"
-    replace = state.get("replace")
+    source = "llm" if design is not None else "offline"
+    if design is None:
+        design = derive_design(gap, job.facts, ctx.registry, ctx.policy, replace)
     if replace:
         design = design.model_copy(update={"name": replace})
     name = slug_name(design.name)
@@ -228,12 +230,16 @@ def _plan_ok(job: _Job, persona: Any) -> Callable[[Plan], bool]:
 
 
 def _register(state: FactoryState, job: _Job) -> FactoryState:
+    from agentheal.agents import clear_retirement
     from agentheal.factory.store import save_version
     from agentheal.personas import parse_persona
 
     ctx = job.ctx
     persona = parse_persona(state["text"] or "", state["name"])
     path = save_version(ctx.settings, persona)
+    # A retired agent's new version is active; the retirement stays in the old version's file.
+    if clear_retirement(ctx.settings, persona.name) is not None:
+        _say(job, state, "register", f"{persona.name} was retired; version {persona.version} is active")
     ctx.registry.add(persona, replace=persona.name in {p.name for p in ctx.registry.all()})
     ctx.audit(
         {"factory": "registered", "persona": persona.name, "version": persona.version, "path": str(path)}

@@ -28,6 +28,7 @@ class HealState(TypedDict, total=False):
     memory: list[dict[str, Any]]
     persona: str | None
     route: dict[str, Any]
+    factory: dict[str, Any] | None
     handoffs: int
     diagnosis: dict[str, Any]
     remembered: list[dict[str, Any]]

@@ -18,6 +18,7 @@ from agentheal.graphs.state import cut_evidence, fact_names, facts_of, gap_of
 from agentheal.models import (
     Check,
     Diagnosis,
+    Gap,
     Plan,
     RunStatus,
     Severity,
@@ -103,21 +104,34 @@ def route(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     threshold = ctx.settings.match_threshold
     persona, score, candidates = ctx.registry.route(gap, facts_of(state), tags, threshold)
     top = [(n, round(s, 3)) for n, s in candidates[:3]]
+    routed = {"score": score, "candidates": top}
     if persona is None:
-        best = f"{top[0][0]} at {top[0][1]:.2f}" if top else "none"
-        reason = (
-            f"no persona fits this gap (best: {best}, threshold {threshold:.2f}): a capability gap; "
-            "the agent factory that writes new specialists is not built yet"
-        )
-        ctx.say(state["run_id"], "route", reason, {"candidates": top})
-        return {"next": "escalate", "reason": reason, "route": {"score": score, "candidates": top}}
+        return _capability_gap(state, ctx, gap, routed)
     ctx.say(state["run_id"], "route", f"{persona.name} ({score:.2f})", {"candidates": top})
-    return {
-        "persona": persona.name,
-        "route": {"score": score, "candidates": top},
-        "handoffs": 0,
-        "next": "diagnose",
-    }
+    return {"persona": persona.name, "route": routed, "handoffs": 0, "next": "diagnose"}
+
+
+def _capability_gap(
+    state: dict[str, Any], ctx: HealContext, gap: Gap, routed: dict[str, Any]
+) -> dict[str, Any]:
+    """No persona fits: the agent factory designs, validates and registers one, or says why not."""
+    from agentheal.graphs.factory import create_for_gap
+
+    top = routed["candidates"]
+    best = f"{top[0][0]} at {top[0][1]:.2f}" if top else "none"
+    run_id = state["run_id"]
+    ctx.say(run_id, "route", f"no persona fits (best: {best}): a capability gap; asking the agent factory")
+    made = create_for_gap(ctx, gap, facts_of(state), run_id)
+    factory = made.for_heal()
+    if not made.registered or made.created is None:
+        reason = (
+            f"no persona fits this gap (best: {best}, threshold {ctx.settings.match_threshold:.2f}) and the "
+            "agent factory registered none: " + "; ".join(made.reasons)
+        )
+        ctx.say(run_id, "factory", reason, {"factory": factory})
+        return {"next": "escalate", "reason": reason, "route": routed, "factory": factory}
+    ctx.say(run_id, "factory", f"{made.created} created and registered ({made.source})", {"factory": factory})
+    return {"persona": made.created, "route": routed, "factory": factory, "handoffs": 0, "next": "diagnose"}
 
 
 def _offline_evidence(ctx: HealContext, component: str) -> list[str]:
@@ -231,12 +245,18 @@ def _planned(ctx: HealContext, run_id: str, chosen: Plan, diagnosis: Diagnosis) 
 
 def guard(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     """Policy on every plan, whatever produced it; above the ceiling a person decides."""
+    from agentheal.agents import needs_first_approval
     from agentheal.policy import evaluate
 
     assert ctx.estate is not None
     chosen = Plan.model_validate(state["plan"])
     persona = ctx.registry.get(state["persona"])
     decision = evaluate(ctx.policy, chosen, ctx.estate, persona.actions, ctx.events.count_actions)
+    first = needs_first_approval(persona, ctx.events, ctx.policy)
+    if first and decision.allowed:  # a new agent's first real heals are watched by a person
+        decision = decision.model_copy(
+            update={"needs_approval": True, "approvals": [*decision.approvals, first]}
+        )
     run_id = state["run_id"]
     data = decision.model_dump(mode="json")
     if not decision.allowed:

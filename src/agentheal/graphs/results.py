@@ -65,5 +65,6 @@ def result_of(state: dict[str, Any]) -> dict[str, Any]:
         "component": (state.get("gap") or {}).get("component"),
         "diagnosis": state.get("diagnosis"),
         "plan": state.get("plan"),
+        "factory": state.get("factory"),
     }
     return result
