@@ -196,10 +196,14 @@ def test_playbook_and_remembered_plan_follow_the_outcomes(memory: Memory) -> Non
     assert memory.playbook(fp, facts) is None
     assert memory.remembered_plan(fp, facts) is None
 
+    # other findings are another problem: memory offers nothing it has not proven under them
     new_evidence = [*facts, "crash_loop"]
+    assert memory.remembered_plan(fp, new_evidence) is None
+    assert memory.playbook(fp, new_evidence) is None
+    memory.store(_heal(gap, RESTART, RunStatus.healed, "run-4"), new_evidence)
     again = memory.remembered_plan(fp, new_evidence)
     assert again is not None and again.signature() == "restart(web)" and again.source == "memory"
-    assert memory.playbook(fp, new_evidence) is None
+    assert memory.remembered_plan(fp, facts) is None  # still failed last under the first findings
 
     other = Gap(text="db is down", component="db")
     assert memory.remembered_plan(other.fingerprint, facts) is None

@@ -460,19 +460,25 @@ class Memory:
         return _plan(best, "memory") if best else None
 
     def _histories(self, fingerprint: str, facts: list[str]) -> list[list[dict[str, Any]]]:
-        """The records of each plan tried on this fingerprint, oldest first; plans whose latest
-        outcome is a failure under the same facts are left out."""
-        found = self.collection.get(where={"fingerprint": fingerprint}, include=["metadatas"])
+        """The records of each plan tried on this fingerprint under these same findings, oldest
+        first; plans whose latest outcome under them is a failure are left out.
+
+        A plan is replayed only where it was proven: the same gap with other findings (a crash
+        loop where a process had simply died, a full disk where a probe had failed) is another
+        problem, and the personas' playbooks, or an LLM, judge it afresh.
+        """
+        digest = facts_digest(facts)
+        found = self.collection.get(
+            where={"$and": [{"fingerprint": fingerprint}, {"facts_digest": digest}]}, include=["metadatas"]
+        )
         by_plan: dict[str, list[dict[str, Any]]] = {}
         for rid, md in zip(found["ids"], found["metadatas"], strict=True):
             if md.get("plan") and md.get("plan_signature"):
                 by_plan.setdefault(md["plan_signature"], []).append({**md, "id": rid})
-        digest = facts_digest(facts)
         histories = []
         for history in by_plan.values():
             history.sort(key=lambda md: (md["occurred_at"], md.get("stored_ns", 0)))
-            last = history[-1]
-            if last["outcome"] == "failed" and last["facts_digest"] == digest:
+            if history[-1]["outcome"] == "failed":
                 continue
             histories.append(history)
         return histories

@@ -39,6 +39,10 @@ _FACT_SENTENCES = {
     "slow_response": "it answers slower than its latency budget",
     "probe_failed": "its probes fail",
     "log_errors": "its recent logs show errors",
+    "bad_release": "the release it serves changed recently and it has failed since",
+    "flag_changed": "a feature flag differs from its last known good value",
+    "stale_lock": "a lock file left by a dead process stops it from starting",
+    "queue_stalled": "its queue grows while nothing consumes it",
 }
 
 
