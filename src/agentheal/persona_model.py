@@ -25,7 +25,7 @@ SECTIONS = ("Role", "Expertise", "Procedures", "Coordination", "Escalation")
 FACTS = frozenset(
     {"process_down", "process_running", "probe_failed", "probes_ok", "slow_response", "config_changed"}
     | {"config_missing", "log_errors", "logs_large", "disk_over_budget", "memory_high", "dependency_down"}
-    | {"crash_loop"}
+    | {"crash_loop", "bad_release", "flag_changed", "stale_lock", "queue_stalled"}
 )
 
 # Used only while `agentheal.estate.actions` does not exist: the spine's catalogue, name -> read-only.
@@ -38,7 +38,9 @@ _NAME = r"^[a-z][a-z0-9-]{1,62}$"
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _PLACEHOLDER = re.compile(r"\{(component|dependency|facts)\}")
 # In step args, "{disk_over_budget.path}" is the path a fact of that name is about: file and folder
-# facts (config_changed, config_missing, logs_large, disk_over_budget) start their detail with it.
+# facts (config_changed, config_missing, logs_large, disk_over_budget, stale_lock, queue_stalled)
+# start their detail with it; flag_changed starts with the flag's name, so "{flag_changed.path}"
+# is the flag.
 _PATH_ARG = re.compile(r"\{([a-z_]+)\.path\}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentheal.estate.model import Estate, describe_validation_error
 from agentheal.models import Risk, Step
@@ -51,6 +51,49 @@ class CleanDirArgs(BaseModel):
 
     path: str = Field(description="A folder inside one of the component's data folders or log folders.")
     older_than_s: float = Field(default=0, ge=0, description="Only files older than this; 0 = all files.")
+
+
+class RollbackReleaseArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$",
+        description="A release folder name; default the last known good release, else the one before.",
+    )
+
+
+class SetFlagArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # No pattern: a playbook names the flag as "{flag_changed.path}"; validate_step checks the file has it.
+    name: str = Field(min_length=1, max_length=100, description="A flag in the component's flags file.")
+    value: bool | int | float | str | None = Field(
+        default=None, description="The new value, of the flag's type. Give this or last_good."
+    )
+    last_good: bool = Field(
+        default=False, description="Set it back to its value in the last known good flags."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SetFlagArgs:
+        if self.last_good == (self.value is not None):
+            raise ValueError("give either value or last_good: true")
+        return self
+
+
+class ScaleArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(
+        ge=1, le=64, description="Worker processes to run, within the estate's min and max."
+    )
+
+
+class LockArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(default=None, description="One of the component's lock files; default all.")
 
 
 class ActionSpec(BaseModel):
@@ -131,6 +174,39 @@ CATALOGUE: dict[str, ActionSpec] = {
             "(current logs and configs are kept).",
             CleanDirArgs,
         ),
+        _spec(
+            "rollback_release",
+            Risk.medium,
+            True,
+            "Point the component's `current` release link back at an earlier release (default: the last "
+            "known good one); the switch is recorded. Does not restart: follow with restart.",
+            RollbackReleaseArgs,
+        ),
+        _spec(
+            "set_flag",
+            Risk.medium,
+            True,
+            "Set one feature flag in the component's flags file (it must exist, and keep its type), or put "
+            "it back to its last known good value; the previous value is recorded. Takes effect without a "
+            "restart for components that re-read their flags.",
+            SetFlagArgs,
+        ),
+        _spec(
+            "scale",
+            Risk.medium,
+            True,
+            "Run a number of worker processes (within the min and max the estate declares): the count is "
+            "kept and the component restarted with it (AGENTHEAL_REPLICAS).",
+            ScaleArgs,
+        ),
+        _spec(
+            "remove_stale_lock",
+            Risk.low,
+            False,
+            "Remove a lock file that stops the component from starting, only when the pid it names is not "
+            "running or belongs to a process younger than the lock. A held lock is never touched.",
+            LockArgs,
+        ),
         _spec("probe", Risk.none, True, "Run the component's probes now: status, latency, errors."),
         _spec("tail_logs", Risk.none, True, "The last lines of the component's log files.", TailLogsArgs),
         _spec(
@@ -147,6 +223,19 @@ CATALOGUE: dict[str, ActionSpec] = {
             ConfigArgs,
         ),
         _spec("dependencies", Risk.none, True, "The components this one depends on, each with its health."),
+        _spec(
+            "releases",
+            Risk.none,
+            True,
+            "The component's releases: which one is current, since when, the last known good one, and the "
+            "release changes agentheal made.",
+        ),
+        _spec(
+            "read_flags",
+            Risk.none,
+            True,
+            "The component's feature flags, with those that differ from the last known good copy.",
+        ),
     )
 }
 
@@ -217,17 +306,57 @@ def validate_step(step: Step, estate: Estate) -> list[str]:
     except ValidationError as e:
         return [f"{step.action}: args.{line}" for line in describe_validation_error(e)]
     comp = estate.component(step.component)
+    problem = _declares(estate, step.action, step.component, args)
+    if problem:
+        return [f"{step.action} on {step.component}: {problem}"]
     path = getattr(args, "path", None)
     if path is None:
         return []
-    problem: str | None = None
     if step.action in ("restore_config", "read_config"):
         problem = _declared(estate, comp.configs, path, "config")
     elif step.action in ("rotate_logs", "tail_logs"):
         problem = _declared(estate, comp.logs, path, "log")
     elif step.action == "clean_dir":
         problem = clean_dir_problem(estate, step.component, path)
+    elif step.action == "remove_stale_lock":
+        problem = _declared(estate, comp.locks, path, "lock")
     return [f"{step.action} on {step.component}: {problem}"] if problem else []
+
+
+def _declares(estate: Estate, action: str, component: str, args: BaseModel) -> str | None:
+    """What the estate file must declare for the newer actions, and their arguments within it."""
+    comp = estate.component(component)
+    if action in ("rollback_release", "releases") and comp.releases is None:
+        return "the component declares no releases (releases: {dir, current}) in the estate file"
+    if action in ("set_flag", "read_flags") and comp.flags is None:
+        return "the component declares no flags file (flags: PATH) in the estate file"
+    if action == "remove_stale_lock" and not comp.locks:
+        return "the component declares no lock files (locks: [PATH]) in the estate file"
+    if action == "scale":
+        if comp.scale is None:
+            return "the component declares no scale (scale: {min, max}) in the estate file"
+        wanted = getattr(args, "replicas", 0)
+        if not comp.scale.min <= wanted <= comp.scale.max:
+            return f"args.replicas: {wanted} is outside min {comp.scale.min} .. max {comp.scale.max}"
+    if action == "set_flag":
+        return _flag_problem(estate, component, getattr(args, "name", ""))
+    return None
+
+
+def _flag_problem(estate: Estate, component: str, name: str) -> str | None:
+    from agentheal.estate.changes import read_flags
+
+    flags_file = estate.component(component).flags
+    assert flags_file is not None
+    try:
+        flags = read_flags(estate.path(flags_file))
+    except ValueError as e:
+        return str(e)
+    if name not in flags:
+        return (
+            f"args.name: {name!r} is not a flag in {flags_file} (flags: {', '.join(sorted(flags)) or 'none'})"
+        )
+    return None
 
 
 def _args_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -2,11 +2,17 @@
 
 The names form a fixed vocabulary that persona playbooks match on (see DESIGN.md and the spec):
 process_down, process_running, probe_failed, probes_ok, slow_response, config_changed,
-config_missing, log_errors, logs_large, disk_over_budget, memory_high, dependency_down, crash_loop.
+config_missing, log_errors, logs_large, disk_over_budget, memory_high, dependency_down, crash_loop,
+and for what an estate file may declare beyond that: bad_release (releases), flag_changed (flags),
+stale_lock (locks), queue_stalled (queue).
+
+Facts about a file, a folder or a flag start their detail with its path or name, so a persona
+playbook can pass it on as an argument ("{disk_over_budget.path}", "{flag_changed.path}").
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import TYPE_CHECKING
@@ -14,7 +20,7 @@ from typing import TYPE_CHECKING
 import psutil
 from pydantic import BaseModel, ConfigDict
 
-from agentheal.estate import files
+from agentheal.estate import changes, files
 from agentheal.estate.process import exit_code, find_process, read_record
 
 if TYPE_CHECKING:
@@ -34,10 +40,16 @@ FACT_NAMES = (
     "memory_high",
     "dependency_down",
     "crash_loop",
+    "bad_release",
+    "flag_changed",
+    "stale_lock",
+    "queue_stalled",
 )
 
 ERROR_MARKERS = re.compile(r"ERROR|FATAL|Traceback|panic|Exception")
 CRASH_WINDOW_S = 10.0
+# A release switched longer ago than this ran long enough that a new failure is not its fault.
+RELEASE_WINDOW_S = 3600.0
 _LOG_SCAN_LINES = 200
 
 
@@ -179,6 +191,74 @@ def compute_facts(backend: LocalBackend, component: str) -> list[Fact]:
             f"started {now - started:.0f} s ago and dead again ({recent} starts in the last 600 s); "
             + (errors[-1] if errors else f"exit code {exit_code(record)}"),
         )
+    # When agentheal started it (wall clock); psutil's create_time can be off by up to a second.
+    proc_started = record.started_at if proc is not None else None
+    out += _declared_facts(backend, component, {f.name for f in out}, now, proc_started)
+    return out
+
+
+def _declared_facts(
+    backend: LocalBackend, component: str, found: set[str], now: float, started: float | None
+) -> list[Fact]:
+    """Facts about what the estate file declares beyond processes and files: releases, flags, locks, queue.
+
+    One side effect: a release served healthy by a process started after the release was switched
+    in is proven, so it becomes the last known good release. Otherwise a good deploy followed,
+    within the hour, by an unrelated failure would read as a bad release and be rolled back.
+    """
+    estate, state_dir = backend.estate, backend.state_dir
+    comp = estate.component(component)
+    out: list[Fact] = []
+    symptoms = found & {"probe_failed", "process_down", "crash_loop", "log_errors"}
+    if comp.releases is not None and {"probes_ok", "process_running"} <= found:
+        switched = changes.switched_at(estate, component)
+        if started is not None and switched is not None and started > switched:
+            changes.snapshot_release(estate, state_dir, component)
+    if comp.releases is not None and symptoms:
+        current = changes.current_release(estate, component)
+        good = changes.last_good_release(state_dir, component)
+        switched = changes.switched_at(estate, component)
+        if (
+            current
+            and good
+            and current != good
+            and switched is not None
+            and now - switched < RELEASE_WINDOW_S
+        ):
+            out.append(
+                Fact(
+                    name="bad_release",
+                    component=component,
+                    detail=f"{current} is the current release ({comp.releases.current}, switched "
+                    f"{now - switched:.0f} s ago) and {component} fails since "
+                    f"({', '.join(sorted(symptoms))}); the last known good release is {good}",
+                )
+            )
+    for name, value, good_value in changes.flag_changes(estate, state_dir, component):
+        out.append(
+            Fact(
+                name="flag_changed",
+                component=component,
+                detail=f"{name} is {json.dumps(value)} in {comp.flags}, {json.dumps(good_value)} in the "
+                "last known good flags",
+            )
+        )
+    for lock in comp.locks:
+        state = changes.inspect_lock(estate, lock)
+        if state.verdict == "stale":
+            out.append(Fact(name="stale_lock", component=component, detail=state.detail))
+    backlog = changes.queue_backlog(estate, component)
+    if backlog is not None and comp.queue is not None:
+        count, oldest = backlog
+        if count and oldest > comp.queue.stall_after_s:
+            out.append(
+                Fact(
+                    name="queue_stalled",
+                    component=component,
+                    detail=f"{comp.queue.path} holds {count} items waiting, the oldest for {oldest:.0f} s "
+                    f"(stalled after {comp.queue.stall_after_s:g} s)",
+                )
+            )
     return out
 
 

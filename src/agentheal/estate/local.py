@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from agentheal.estate import files, observe
+from agentheal.estate import change_actions, changes, files, observe
 from agentheal.estate.actions import CATALOGUE, ActionError, clean_dir_problem, validate_step
 from agentheal.estate.facts import Fact as Fact  # re-exported: callers import it from here
 from agentheal.estate.facts import compute_facts
@@ -46,6 +46,8 @@ _OBSERVERS: dict[str, Callable[..., str]] = {
     "process_stats": observe.process_stats,
     "read_config": observe.read_config,
     "dependencies": observe.dependencies,
+    "releases": observe.releases,
+    "read_flags": observe.read_flags,
 }
 
 
@@ -88,7 +90,7 @@ class LocalBackend:
                 # Only a config this up proved healthy becomes last known good; a process that was
                 # already running may not have read a config changed under it, so its existing
                 # snapshots are kept.
-                files.snapshot_configs(self.estate, self.state_dir, name, only_missing=not started)
+                self._snapshot(name, only_missing=not started)
             results.append(result)
         return results
 
@@ -166,8 +168,13 @@ class LocalBackend:
         return _OBSERVERS[name](self, component, **parsed)
 
     def snapshot_configs(self, component: str) -> None:
-        """Keep the component's current config files as last known good."""
-        files.snapshot_configs(self.estate, self.state_dir, component)
+        """Keep the component's current config files, flags and release as last known good."""
+        self._snapshot(component)
+
+    def _snapshot(self, component: str, only_missing: bool = False) -> None:
+        files.snapshot_configs(self.estate, self.state_dir, component, only_missing=only_missing)
+        changes.snapshot_flags(self.estate, self.state_dir, component, only_missing=only_missing)
+        changes.snapshot_release(self.estate, self.state_dir, component, only_missing=only_missing)
 
     def wait_healthy(self, component: str, timeout_s: float | None = None) -> tuple[bool, str]:
         """Poll the process and probes every 0.1 s until they pass or the timeout ends.
@@ -315,12 +322,52 @@ class LocalBackend:
             outcome = "failed"
         return self._result(step, outcome, detail, began, dry_run)
 
+    def _do_rollback_release(
+        self, step: Step, args: dict[str, Any], dry_run: bool, began: float
+    ) -> ActionResult:
+        outcome, detail = change_actions.rollback_release(
+            self.estate, self.state_dir, step.component, args["to"], dry_run
+        )
+        return self._result(step, outcome, detail, began, dry_run)
+
+    def _do_set_flag(self, step: Step, args: dict[str, Any], dry_run: bool, began: float) -> ActionResult:
+        outcome, detail = change_actions.set_flag(self.estate, self.state_dir, step.component, args, dry_run)
+        return self._result(step, outcome, detail, began, dry_run)
+
+    def _do_remove_stale_lock(
+        self, step: Step, args: dict[str, Any], dry_run: bool, began: float
+    ) -> ActionResult:
+        outcome, detail = change_actions.remove_stale_locks(
+            self.estate, self.state_dir, step.component, args["path"], dry_run
+        )
+        return self._result(step, outcome, detail, began, dry_run)
+
+    def _do_scale(self, step: Step, args: dict[str, Any], dry_run: bool, began: float) -> ActionResult:
+        now, want = changes.replicas(self.estate, self.state_dir, step.component), args["replicas"]
+        if dry_run:
+            start = self._describe_start(step.component)
+            what = f"would run {want} worker processes (now {now}): restart {start}"
+            return self._result(step, "dry_run", what, began, True)
+        changes.set_replicas(self.state_dir, step.component, want)
+        changes.record_change(
+            self.state_dir, step.component, {"action": "scale", "before": now, "after": want}
+        )
+        stopped = stop_process(self.state_dir, step.component)
+        result = self._start(step.component, began)
+        result.action = "scale"
+        result.detail = (
+            f"{now} -> {want} worker processes (undo: scale replicas={now}); {stopped}; {result.detail}"
+        )
+        return result
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _start(self, name: str, began: float | None = None) -> ActionResult:
         began = time.monotonic() if began is None else began
         try:
-            record = start_process(self.estate, name, self.state_dir)
+            count = changes.replicas(self.estate, self.state_dir, name)
+            extra = {"AGENTHEAL_REPLICAS": str(count)} if count is not None else {}
+            record = start_process(self.estate, name, self.state_dir, extra)
         except EstateError as e:
             return ActionResult(
                 action="start",

@@ -95,6 +95,46 @@ class DataDir(BaseModel):
     budget_mb: float | None = Field(default=None, gt=0, description="Over this size: disk_over_budget.")
 
 
+class Releases(BaseModel):
+    """Versioned release folders behind a `current` symlink, so `rollback_release` can switch back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str = Field(description="The folder holding one sub-folder per release (e.g. api/releases).")
+    current: str = Field(description="The symlink to the release in use (e.g. api/current -> releases/v1).")
+
+
+class Scale(BaseModel):
+    """How many worker processes the component may run; it reads the number from AGENTHEAL_REPLICAS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: int = Field(default=1, ge=1, le=64)
+    max: int = Field(ge=1, le=64)
+    replicas: int | None = Field(default=None, description="At the first start; default `min`.")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Scale:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.replicas is not None and not self.min <= self.replicas <= self.max:
+            raise ValueError(f"replicas {self.replicas} is outside min {self.min} .. max {self.max}")
+        return self
+
+    @property
+    def initial(self) -> int:
+        return self.replicas if self.replicas is not None else self.min
+
+
+class Queue(BaseModel):
+    """A folder of pending work items the component consumes; one waiting too long is queue_stalled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="The folder whose files are the items waiting to be consumed.")
+    stall_after_s: float = Field(default=60.0, gt=0, description="An item older than this: queue_stalled.")
+
+
 def _scalars_to_text(v: Any) -> Any:
     # YAML reads `8080` as an int; a command line or an environment value is text either way.
     if isinstance(v, list):
@@ -123,6 +163,13 @@ class Component(BaseModel):
     log_budget_mb: float | None = Field(default=None, gt=0)
     memory_budget_mb: float | None = Field(default=None, gt=0)
     start_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    releases: Releases | None = Field(default=None, description="Release folders; rollback_release.")
+    flags: str | None = Field(default=None, description="A JSON object of feature flags; set_flag edits it.")
+    scale: Scale | None = Field(default=None, description="Worker processes it may run; scale sets them.")
+    locks: list[str] = Field(
+        default_factory=list, description="Lock files holding a pid; remove_stale_lock removes dead ones."
+    )
+    queue: Queue | None = Field(default=None, description="The work queue it consumes: queue_stalled.")
     description: str = ""
     tags: list[str] = Field(default_factory=list)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING
 
 import psutil
 
-from agentheal.estate import files
+from agentheal.estate import changes, files
 from agentheal.estate.process import find_process, read_record
 
 if TYPE_CHECKING:
@@ -95,4 +96,39 @@ def dependencies(backend: LocalBackend, component: str) -> str:
     for dep in comp.depends_on:
         h = backend.health(dep)
         rows.append(f"{dep}: {'healthy' if h.healthy else 'UNHEALTHY'}: {h.detail}")
+    return "\n".join(rows)
+
+
+def releases(backend: LocalBackend, component: str) -> str:
+    estate, state_dir = backend.estate, backend.state_dir
+    comp = estate.component(component)
+    assert comp.releases is not None  # validate_step refuses components without releases
+    names = changes.release_names(estate, component)
+    current = changes.current_release(estate, component)
+    switched = changes.switched_at(estate, component)
+    rows = [
+        f"releases in {comp.releases.dir}: {', '.join(names) or 'none'}",
+        f"current: {current or 'unknown'} ({comp.releases.current}"
+        + (f", switched {time.time() - switched:.0f} s ago)" if switched is not None else ")"),
+        f"last known good: {changes.last_good_release(state_dir, component) or 'none recorded'}",
+    ]
+    done = [h for h in changes.history(state_dir, component) if h.get("action") == "rollback_release"]
+    rows += [f"rolled back {h.get('from')} -> {h.get('to')} at {time.ctime(h['at'])}" for h in done[-5:]]
+    return "\n".join(rows)
+
+
+def read_flags(backend: LocalBackend, component: str) -> str:
+    estate = backend.estate
+    flags_file = estate.component(component).flags
+    assert flags_file is not None  # validate_step refuses components without flags
+    try:
+        flags = changes.read_flags(estate.path(flags_file))
+    except ValueError as e:
+        return str(e)
+    rows = [f"== {flags_file}"] + [f"{name} = {json.dumps(value)}" for name, value in sorted(flags.items())]
+    changed = changes.flag_changes(estate, backend.state_dir, component)
+    rows += [
+        f"changed: {name} is {json.dumps(now)}, last known good {json.dumps(good)}"
+        for name, now, good in changed
+    ]
     return "\n".join(rows)

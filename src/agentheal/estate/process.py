@@ -138,8 +138,12 @@ def resolve_command(component: Component, estate: Estate) -> list[str]:
     return [found, *rest]
 
 
-def start_process(estate: Estate, name: str, state_dir: Path) -> ProcRecord:
+def start_process(
+    estate: Estate, name: str, state_dir: Path, extra_env: dict[str, str] | None = None
+) -> ProcRecord:
     """Start a component's process in its own session, output appended to its first log file.
+
+    `extra_env` is added to the component's environment (e.g. AGENTHEAL_REPLICAS for `scale`).
 
     Raises:
         EstateError: The command or working folder does not exist.
@@ -163,7 +167,7 @@ def start_process(estate: Estate, name: str, state_dir: Path) -> ProcRecord:
         child = subprocess.Popen(
             argv,
             cwd=cwd,
-            env={**os.environ, **component.env},
+            env={**os.environ, **component.env, **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
