@@ -73,7 +73,7 @@ def _reap(pid: int) -> int | None:
     if child is not None:
         code = child.poll()
         if code is not None:
-            del _CHILDREN[pid]
+            _CHILDREN.pop(pid, None)
             _EXITS[pid] = code
         return code
     try:
