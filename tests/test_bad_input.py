@@ -87,7 +87,8 @@ def test_broken_persona_file_is_named_and_the_others_load(
 
     listed = json.loads(out)
     assert code == 0
-    assert {"availability", "configuration", "capacity", "dependencies"} <= {p["name"] for p in listed["personas"]}
+    names = {p["name"] for p in listed["personas"]}
+    assert {"availability", "configuration", "capacity", "dependencies"} <= names
     assert any("broken.md" in e and "colour" in e for e in listed["errors"])
 
 

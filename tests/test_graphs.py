@@ -16,7 +16,8 @@ GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
 def test_committed_diagram_matches_the_compiled_graph(name: str) -> None:
     committed = GRAPHS / f"{name}.mmd"
     assert committed.is_file(), f"graphs/{name}.mmd is missing: run `agentheal graphs export`"
-    assert committed.read_text() == diagrams()[name], f"graphs/{name}.mmd is stale: run `agentheal graphs export`"
+    stale = f"graphs/{name}.mmd is stale: run `agentheal graphs export`"
+    assert committed.read_text() == diagrams()[name], stale
 
 
 def test_heal_graph_has_every_node_of_the_design() -> None:

@@ -11,16 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 
 from agentheal.events import EventStore
+from conftest import free_port
 
 pytestmark = pytest.mark.slow
 
 SLOW_SERVER = """\
 import http.server, sys, time
 time.sleep(float(sys.argv[2]))  # a slow start: the heal is still inside `execute` while it waits
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()
+handler = http.server.SimpleHTTPRequestHandler
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
 """
 
 

@@ -23,7 +23,10 @@ SITEMAP = "web's sitemap.xml lists product pages that were deleted last week"
 
 @pytest.fixture
 def estate(
-    capsys: pytest.CaptureFixture[str], tiny_estate_file: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    tiny_estate_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> Iterator[Path]:
     monkeypatch.setenv("AGENTHEAL_HOME", str(tmp_path / "home"))
     assert main(["estate", "up", str(tiny_estate_file)]) == 0

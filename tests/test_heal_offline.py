@@ -133,7 +133,11 @@ def test_approval_gated_run_survives_its_process_and_finishes_after_approve(
 
     # a second report of the same gap joins the open run instead of starting another
     again = subprocess.run(
-        [*args, "--estate", str(running_estate), "--json", "-q"], env=env, capture_output=True, text=True, timeout=120
+        [*args, "--estate", str(running_estate), "--json", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     joined = json.loads(again.stdout)
     assert joined["run_id"] == result["run_id"] and joined["joined"] is True
