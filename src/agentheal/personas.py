@@ -230,7 +230,7 @@ def _apply_retirements(result: LoadResult, path: Path) -> None:
 # Match score = weighted sum of four parts, each in [0, 1]; the weights sum to 1.
 #   facts 0.40  a playbook's condition holds on the diagnosis facts (1.0), else half the share of
 #               the nearest playbook's requirements that are met; the facts are the strongest evidence.
-#   text  0.40  cosine of the gap text (+ fact names) with the persona's title, expertise and tags,
+#   text  0.40  cosine of the gap text with the persona's title, expertise and tags,
 #               rescaled from [_COS_FLOOR, _COS_CEIL] to [0, 1]: unrelated text in this embedding
 #               sits near or below the floor, a paraphrase of the expertise near the ceiling.
 #   kind  0.10  the gap kind is one the persona takes.
@@ -262,12 +262,6 @@ def _score_component(persona: Persona, gap: Gap, component_tags: Sequence[str]) 
     if any(g != "*" and fnmatchcase(gap.component, g) for g in persona.components):
         return 1.0
     return 0.5 if "*" in persona.components else 0.0
-
-
-def _gap_text(gap: Gap, names: Sequence[str]) -> str:
-    if not names:
-        return gap.text
-    return f"{gap.text}\nfindings: {', '.join(n.replace('_', ' ') for n in names)}"
 
 
 def _persona_texts(persona: Persona) -> list[str]:
@@ -358,7 +352,9 @@ class Registry:
         from agentheal.embedding import get_embedder
 
         names = fact_names(facts)
-        gap_vector = get_embedder(self._settings).embed([_gap_text(gap, names)])[0]
+        # The findings are scored on their own (fact affinity); the text is the gap's alone, the
+        # same text memory embeds, so a heal computes one embedding for both.
+        gap_vector = get_embedder(self._settings).embed([gap.text])[0]
         cosines = self._similarities(personas, gap_vector)
         scored = []
         for persona, cos in zip(personas, cosines, strict=True):
