@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from agentheal.embedding import get_embedder
-from agentheal.models import GapKind, MemoryHit, Plan, Resolution, fingerprint_of
+from agentheal.models import GapKind, MemoryHit, Plan, Resolution, clean_component, clean_text, fingerprint_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,18 +71,13 @@ class _ImportLine(BaseModel):
 
     @field_validator("gap", "resolution")
     @classmethod
-    def _not_blank(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("is empty")
-        if len(v) > 4000:
-            raise ValueError(f"is {len(v)} characters; at most 4000")
-        return v
+    def _not_blank(cls, v: str, info: ValidationInfo) -> str:
+        return clean_text(v, str(info.field_name))
 
     @field_validator("component")
     @classmethod
     def _component(cls, v: str | None) -> str | None:
-        return (v.strip() or None) if v else None
+        return clean_component(v)
 
 
 def facts_digest(facts: list[str]) -> str:

@@ -81,6 +81,21 @@ def fingerprint_of(kind: str, component: str | None, text: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def clean_text(value: str, what: str, limit: int = 4000) -> str:
+    """Stripped text that is neither empty nor longer than `limit`; the error names `what`."""
+    value = value.strip()
+    if not value:
+        raise ValueError(f"{what} is empty")
+    if len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} characters; at most {limit}")
+    return value
+
+
+def clean_component(value: str | None) -> str | None:
+    """A component name stripped of spaces; blank means none."""
+    return (value.strip() or None) if value else None
+
+
 class Signal(BaseModel):
     """One raw observation: a probe result, an alert, a log line, a metric sample, feedback."""
 
@@ -111,20 +126,14 @@ class Gap(BaseModel):
     @field_validator("text")
     @classmethod
     def _text_not_empty(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
+        if not v.strip():
             raise ValueError("the gap text is empty: say what is wrong")
-        if len(v) > 4000:
-            raise ValueError(f"the gap text is {len(v)} characters; at most 4000")
-        return v
+        return clean_text(v, "the gap text")
 
     @field_validator("component")
     @classmethod
     def _component_clean(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        v = v.strip()
-        return v or None
+        return clean_component(v)
 
     @model_validator(mode="after")
     def _derive_fingerprint(self) -> Gap:
