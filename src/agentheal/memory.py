@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from agentheal.embedding import get_embedder
 from agentheal.models import GapKind, MemoryHit, Plan, Resolution, clean_component, clean_text, fingerprint_of
@@ -71,8 +71,8 @@ class _ImportLine(BaseModel):
 
     @field_validator("gap", "resolution")
     @classmethod
-    def _not_blank(cls, v: str, info: ValidationInfo) -> str:
-        return clean_text(v, str(info.field_name))
+    def _not_blank(cls, v: str) -> str:
+        return clean_text(v)
 
     @field_validator("component")
     @classmethod

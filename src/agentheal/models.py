@@ -81,13 +81,13 @@ def fingerprint_of(kind: str, component: str | None, text: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def clean_text(value: str, what: str, limit: int = 4000) -> str:
+def clean_text(value: str, what: str = "", limit: int = 4000) -> str:
     """Stripped text that is neither empty nor longer than `limit`; the error names `what`."""
     value = value.strip()
     if not value:
-        raise ValueError(f"{what} is empty")
+        raise ValueError(f"{what} is empty".lstrip())
     if len(value) > limit:
-        raise ValueError(f"{what} is {len(value)} characters; at most {limit}")
+        raise ValueError(f"{what} is {len(value)} characters; at most {limit}".lstrip())
     return value
 
 
