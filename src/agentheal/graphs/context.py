@@ -37,6 +37,8 @@ class HealContext:
     policy_path: Path | None = None
     progress: ProgressFn | None = None
     _llms: dict[str, LLM] = field(default_factory=dict)
+    _registry: Registry | None = None
+    _registry_stamp: tuple[tuple[str, int, int], ...] = ()
     _http: Any = None
 
     @cached_property
@@ -67,11 +69,29 @@ class HealContext:
 
         return Memory(self.settings)
 
-    @cached_property
+    @property
     def registry(self) -> Registry:
+        """The personas, loaded again whenever a persona file or the retirement register changed:
+        an agent created, versioned or retired by another process is seen without a restart."""
         from agentheal.personas import Registry
 
-        return Registry.load(self.settings)
+        stamp = self._persona_stamp()
+        if self._registry is None or stamp != self._registry_stamp:
+            self._registry, self._registry_stamp = Registry.load(self.settings), stamp
+        return self._registry
+
+    def _persona_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        folders = [self.settings.generated_personas_dir, self.settings.personas_dir]
+        found = []
+        for folder in folders:
+            if folder is None or not folder.is_dir():
+                continue
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_file() and entry.name.endswith((".md", ".yaml")):
+                        info = entry.stat()
+                        found.append((entry.path, info.st_mtime_ns, info.st_size))
+        return tuple(sorted(found))
 
     @cached_property
     def policy(self) -> Policy:
