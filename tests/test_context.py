@@ -6,7 +6,7 @@ from agentheal.cli import main
 from agentheal.config import Settings
 from agentheal.graphs.context import HealContext
 
-GAP = "the nightly search-index compaction job leaves the tantivy segment count above 4000 and queries time out"
+GAP = "the nightly search-index compaction job leaves the tantivy segment count above 4000"
 
 
 def test_registry_reloads_when_another_process_creates_or_retires_an_agent(settings: Settings) -> None:
@@ -14,7 +14,8 @@ def test_registry_reloads_when_another_process_creates_or_retires_an_agent(setti
     before = {p.name for p in ctx.registry.all()}
     assert ctx.registry is ctx.registry  # unchanged folders: no reload
 
-    assert main(["agents", "create", "--for-gap", GAP, "--json", "-q"]) == 0  # as `agentheal agents create` would
+    # what `agentheal agents create` in another process would write
+    assert main(["agents", "create", "--for-gap", GAP, "--json", "-q"]) == 0
     created = {p.name for p in ctx.registry.all()} - before
     assert len(created) == 1
     name = created.pop()
