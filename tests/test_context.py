@@ -6,7 +6,10 @@ from agentheal.cli import main
 from agentheal.config import Settings
 from agentheal.graphs.context import HealContext
 
-GAP = "the nightly search-index compaction job leaves the tantivy segment count above 4000"
+GAP = (
+    "the nightly search-index compaction job leaves the tantivy segment count above 4000 "
+    "and queries time out"
+)
 
 
 def test_registry_reloads_when_another_process_creates_or_retires_an_agent(settings: Settings) -> None:
