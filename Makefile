@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench fmt clean graphs
+.PHONY: demo test eval lint bench fmt clean graphs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+eval: $(STAMP)
+	$(BIN)/agentheal eval run eval/scenarios --json eval-results.json --markdown eval-report.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests eval bench
@@ -34,4 +37,4 @@ graphs: $(STAMP)
 	$(BIN)/agentheal graphs export
 
 clean:
-	rm -rf $(VENV) .agentheal bench-results.json
+	rm -rf $(VENV) .agentheal bench-results.json eval-results.json eval-report.md agentheal-demo-report.*

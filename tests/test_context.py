@@ -7,8 +7,7 @@ from agentheal.config import Settings
 from agentheal.graphs.context import HealContext
 
 GAP = (
-    "the nightly search-index compaction job leaves the tantivy segment count above 4000 "
-    "and queries time out"
+    "the nightly search-index compaction job leaves the tantivy segment count above 4000 and queries time out"
 )
 
 

@@ -273,7 +273,7 @@ def reject(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
-    from agentheal import cli_admin, cli_agents, cli_detect, cli_faults  # noqa: F401  (registers the remaining commands)
+    from agentheal import cli_admin, cli_agents, cli_detect, cli_eval, cli_faults  # noqa: F401  (registers the remaining commands)
 
     try:
         code = app(args=argv, standalone_mode=False, prog_name="agentheal")

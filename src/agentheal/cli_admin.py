@@ -208,8 +208,15 @@ def personas_list(as_json: JsonFlag = False) -> None:
 @app.command()
 def demo(
     keep: Annotated[bool, typer.Option(help="Keep the demo's temporary home folder.")] = False,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these faults, in this order: a,b (or a:component); see `agentheal fault list`."
+        ),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="The Markdown report's path (JSON beside it).")] = None,
 ) -> None:
-    """Start a small estate of real processes, break it, heal it, and tell the story."""
+    """Start the shopfront estate, break it ten ways, detect and heal each live, report what was measured."""
     from agentheal.demo import run_demo
 
-    raise typer.Exit(run_demo(keep=keep))
+    raise typer.Exit(run_demo(keep=keep, faults=faults, report=report))

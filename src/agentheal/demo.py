@@ -1,165 +1,259 @@
-"""`agentheal demo`: a small estate of real processes, broken and healed three times.
+"""`agentheal demo`: the shopfront estate broken ten ways and healed, live, with no LLM and nothing to set up.
 
-The first heal uses the availability persona's playbook, the second the plan memory
-remembered, the third replays it as a playbook, all with no LLM. Everything runs under a
-temporary home folder and every process it starts is stopped, also on Ctrl-C.
+It creates a temporary home, copies the shopfront sample estate onto free ports and starts it,
+then watches it exactly as `agentheal watch` does. The faults are injected one after another;
+each is found by the detection engine (never read from the fault's record), healed through the
+heal graph, validated, and checked again against the estate's own probes and facts. The screen
+shows component health, the open gaps and each heal node by node; at the end a table of what was
+measured, and a report (Markdown and JSON) whose path is printed.
+
+One home serves the whole demo, with a policy file written into it that allows the restarts a
+drill needs (the built-in limit is 3 per component in 10 minutes). Every process it starts is
+stopped at the end, also on Ctrl-C or SIGTERM: the estate is stopped in a `finally`, then every
+process group still running from the temporary folder is killed.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_API = """\
-import http.server, sys, urllib.request
-UPSTREAM = sys.argv[2]
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        try:
-            urllib.request.urlopen(UPSTREAM, timeout=1).read()
-            self.send_response(200)
-        except Exception as exc:
-            print("ERROR upstream unreachable:", exc, flush=True)
-            self.send_response(503)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
-"""
+if TYPE_CHECKING:
+    from agentheal.eval.results import ScenarioResult
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# The faults in the order the demo injects them, each on the component it suits best.
+DEMO_FAULTS: list[tuple[str, str]] = [
+    ("process_killed", "api"),
+    ("crash_loop", "inventory"),
+    ("data_over_budget", "api"),
+    ("log_over_budget", "inventory"),
+    ("memory_leak", "api"),
+    ("dependency_down", "inventory"),
+    ("bad_release", "api"),
+    ("latency_regression", "api"),
+    ("queue_stalled", "worker"),
+    ("stale_lock", "worker"),
+]
+_EXIT_INTERRUPTED = 130
 
 
-def write_demo_estate(folder: Path) -> Path:
-    """A `web` static server and an `api` that depends on it, on free loopback ports."""
-    web, api = _free_port(), _free_port()
-    (folder / "www").mkdir(parents=True)
-    (folder / "conf").mkdir()
-    (folder / "www" / "index.html").write_text("<h1>shop</h1>\n")
-    (folder / "conf" / "web.conf").write_text("greeting = hello\n")
-    (folder / "api.py").write_text(_API)
-    estate = folder / "estate.yaml"
-    estate.write_text(
-        f"""name: demo
-components:
-  web:
-    command: [python3, -m, http.server, "{web}", --bind, 127.0.0.1]
-    workdir: www
-    probes:
-      - http: http://127.0.0.1:{web}/
-        expect_status: 200
-    logs: [logs/web.log]
-    configs: [conf/web.conf]
-    description: static front end
-  api:
-    command: [python3, api.py, "{api}", "http://127.0.0.1:{web}/"]
-    probes:
-      - http: http://127.0.0.1:{api}/
-        expect_status: 200
-        latency_budget_ms: 1500
-    logs: [logs/api.log]
-    depends_on: [web]
-    description: API in front of web
-"""
-    )
-    return estate
+class DemoError(Exception):
+    """A `--faults` choice the demo cannot run."""
 
 
-def run_demo(keep: bool = False) -> int:
-    """Run the demo; 0 when every fault was healed and validated."""
-    from rich.console import Console
-    from rich.markup import escape
+def choose_faults(spec: str | None) -> list[tuple[str, str]]:
+    """The faults to run: all of DEMO_FAULTS, or `a,b` / `a:component,b` in the order given.
 
-    from agentheal.config import Settings
-    from agentheal.estate.local import LocalBackend
-    from agentheal.estate.model import load_estate
-    from agentheal.graphs.context import HealContext
-    from agentheal.graphs.runner import Healer
-    from agentheal.models import Gap
+    Raises:
+        DemoError: An unknown fault, or a component that is not in the shopfront estate.
+    """
+    if spec is None or not spec.strip():
+        return list(DEMO_FAULTS)
+    from agentheal.eval.faults import FAULTS
 
-    console = Console(highlight=False)
-    folder = Path(tempfile.mkdtemp(prefix="agentheal-demo-"))
-    settings = Settings(home=folder / "home", llm_base_url=None)
-    estate_file = write_demo_estate(folder / "estate")
-    estate = load_estate(estate_file)
-    backend = LocalBackend(estate, settings.estates_dir / estate.name)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    outcomes: list[dict[str, Any]] = []
-    try:
-        console.rule("[bold]agentheal demo[/]: a small estate of real processes, no LLM")
-        console.print(f"home {settings.home_dir}\nestate {estate_file}")
-        for started_one in backend.up():
-            console.print(
-                f"  up {started_one.component}: {started_one.outcome} {started_one.detail}", markup=False
-            )
-
-        def show(node: str, detail: str, data: dict[str, Any]) -> None:
-            console.print(f"  [cyan]{node:>9}[/]  {escape(detail)}", soft_wrap=True)
-
-        ctx = HealContext(settings=settings, estate_path=estate_file, progress=show)
-        for round_no in (1, 2, 3):
-            console.rule(f"fault {round_no}/3: web killed with SIGKILL")
-            started = time.monotonic()
-            pid = backend.health("web").pid
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-            detected = _wait_unhealthy(backend, "web")
-            console.print(f"  detected: web unhealthy after {time.monotonic() - started:.2f} s ({detected})")
-            gap = Gap(text="web is down: connection refused", component="web", evidence=[detected])
-            with Healer(ctx) as healer:
-                result = healer.heal(gap)
-            took = time.monotonic() - started
-            outcomes.append({**result, "seconds": took})
-            console.print(
-                f"  [bold]{result['status']}[/] in {took:.2f} s — persona {result['persona']}, "
-                f"plan from {result['source']}, LLM calls {result['llm']['calls']}"
-            )
-        console.rule("what was measured")
-        for i, r in enumerate(outcomes, 1):
-            console.print(
-                f"  heal {i}: {r['status']:<9} {r['seconds']:5.2f} s  source {r['source']:<9} "
-                f"actions {len(r['actions'])}  LLM calls {r['llm']['calls']}  run {r['run_id'][:12]}"
-            )
-        console.print("  `AGENTHEAL_HOME=... agentheal runs show RUN` tells each run's whole story.")
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: stopping the estate[/]")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for stopped in backend.down():
-            console.print(f"  down {stopped.component}: {stopped.outcome}", markup=False)
-        if keep:
-            console.print(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-    healed = len(outcomes) == 3 and all(r["status"] == "healed" for r in outcomes)
-    return 0 if healed else 1
+    default = dict(DEMO_FAULTS)
+    chosen = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, component = part.partition(":")
+        if name not in FAULTS:
+            raise DemoError(f"--faults: unknown fault {name!r} (known: {', '.join(FAULTS)})")
+        if component and component not in ("api", "inventory", "worker"):
+            raise DemoError(f"--faults: {part!r}: shopfront has api, inventory and worker")
+        chosen.append((name, component or default[name]))
+    if not chosen:
+        raise DemoError("--faults: name at least one fault")
+    return chosen
 
 
-def _wait_unhealthy(backend: Any, component: str, timeout_s: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        health = backend.health(component)
-        if not health.healthy:
-            return str(health.detail)
-        time.sleep(0.1)
-    return "still healthy"
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
+def _interrupt(signum: int, frame: Any) -> None:
+    # Once: the clean-up that follows must not be cut short by a second Ctrl-C.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
-if __name__ == "__main__":
-    sys.exit(run_demo())
+def _demo_scenario(fault: str, component: str) -> Any:
+    from agentheal.eval.scenario import Expect, FaultStep, Scenario
+
+    # dependency_down: detection finds the dependency itself down, so availability may heal it too
+    personas = ["availability", "dependencies"] if fault == "dependency_down" else None
+    step = FaultStep(fault=fault, component=component, personas=personas)
+    return Scenario(
+        name=f"{fault}-{component}",
+        description=f"{fault} on {component}",
+        faults=[step],
+        # quiet_s: a follow-up gap of the same incident may still be dispatched just after the fix
+        expect=Expect(detect_within_s=15, heal_within_s=30, quiet_s=1.5),
+    )
+
+
+def run_demo(keep: bool = False, faults: str | None = None, report: Path | None = None) -> int:
+    """Run the demo; 0 when every fault in it was healed, 1 when one was not, 130 when interrupted.
+
+    Args:
+        keep: Keep the temporary folder (estate copy and home) instead of removing it.
+        faults: `a,b` to run a subset of the faults (optionally `name:component`).
+        report: The Markdown report's path (the JSON goes beside it); default
+            `agentheal-demo-report.md` in the current folder.
+    """
+    from rich.console import Console
+
+    try:
+        plan = choose_faults(faults)
+    except DemoError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=150)  # a log file: no need to wrap at 80 columns
+    folder = Path(tempfile.mkdtemp(prefix="agentheal-demo-"))
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    results: list[ScenarioResult] = []
+    began = time.time()
+    code = 1
+    session = observer = None
+    try:
+        from agentheal.eval.observer import Observer
+        from agentheal.eval.session import EstateSession
+
+        console.rule("[bold]agentheal demo[/]: the shopfront estate, broken and healed, no LLM")
+        console.print(f"temporary home {folder / 'home'}", markup=False)
+        session = EstateSession(folder, "shopfront", llm_url=None)
+        session.start()
+        console.print(f"estate {session.estate_file}: {', '.join(session.estate.order())} up", markup=False)
+        observer = Observer(session)
+        results = _run_faults(console, session, observer, plan)
+        code = 0 if len(results) == len(plan) and all(r.healed for r in results) else 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping the estate[/]")
+        code = _EXIT_INTERRUPTED
+    finally:
+        # Nothing may interrupt the clean-up: it is what leaves no process behind.
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        if observer is not None:
+            observer.stop(timeout_s=20.0)
+            observer.events.close()
+        if session is not None:
+            leftovers = session.stop()
+            if leftovers:
+                console.print(
+                    f"killed {len(leftovers)} process(es) still running: {leftovers[0]}", markup=False
+                )
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if results:
+        _finish(console, results, plan, began, report, code == _EXIT_INTERRUPTED)
+    if keep:
+        console.print(f"kept {folder}", markup=False)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    return code
+
+
+def _run_faults(
+    console: Any, session: Any, observer: Any, plan: list[tuple[str, str]]
+) -> list[ScenarioResult]:
+    from rich.live import Live
+
+    from agentheal.eval.drill import Drill
+    from agentheal.eval.live import DemoView, node_line
+    from agentheal.eval.score import score
+
+    view = DemoView(observer, total=len(plan))
+    live = None
+    if console.is_terminal:
+        live = Live(view, console=console, refresh_per_second=4, transient=True)
+        say = view.note
+    else:
+
+        def say(line: str) -> None:
+            view.note(line)
+            console.print(f"{time.time() - view.began:6.1f}s {line}", markup=False, soft_wrap=True)
+
+        runs: dict[str, str | None] = {}
+
+        def node(seen: Any) -> None:
+            if seen.node == "triage":
+                runs[seen.run_id] = seen.detail.split(":", 1)[0]
+            console.print("        " + node_line(seen, runs.get(seen.run_id)), markup=False, soft_wrap=True)
+
+        observer.on_node = node
+    results: list[ScenarioResult] = []
+    if live is not None:
+        live.start()
+    try:
+        view.current = "watching the healthy estate"
+        observer.start()
+        for i, (fault, component) in enumerate(plan, 1):
+            scenario = _demo_scenario(fault, component)
+            view.current = f"fault {i}/{len(plan)}: {fault} on {component}"
+            view.since = time.time()
+            say(view.current)
+            drill = Drill(observer, session, scenario.faults, scenario.expect, say=say).run()
+            drill.drain(timeout_s=30.0)
+            result = score(drill.collect(), scenario)
+            results.append(result)
+            view.results = list(results)
+            say(f"{fault}: " + ("healed" if result.healed else f"NOT healed: {result.reason}"))
+            _settle(session, observer)
+    finally:
+        if live is not None:
+            live.stop()
+    return results
+
+
+def _settle(session: Any, observer: Any, timeout_s: float = 20.0) -> None:
+    """Before the next fault: every component healthy and no heal running."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not observer.heals_running() and session.healthy():
+            return
+        time.sleep(0.2)
+
+
+def _finish(
+    console: Any,
+    results: list[ScenarioResult],
+    plan: list[tuple[str, str]],
+    began: float,
+    report: Path | None,
+    interrupted: bool,
+) -> None:
+    from agentheal.eval.live import results_table
+    from agentheal.eval.report import markdown
+    from agentheal.eval.runner import document, write_json
+
+    took = time.time() - began
+    console.print(results_table(results))
+    healed = sum(r.healed for r in results)
+    other = sum(max(0, len(r.runs) - 1) for r in results)
+    console.print(
+        f"{healed}/{len(plan)} faults healed, {sum(r.wrong_actions for r in results)} wrong action(s), "
+        f"{sum(r.llm_calls for r in results)} LLM call(s), {other} other heal run(s) on follow-up gaps, "
+        f"in {took:.0f} s" + (" (interrupted)" if interrupted else ""),
+        markup=False,
+    )
+    for r in results:
+        if not r.healed:
+            console.print(f"  not healed: {r.name}: {r.reason}", markup=False)
+    doc = document(results, "offline", None, began)
+    doc["run"]["what"] = "agentheal demo"
+    if interrupted:
+        doc["run"]["interrupted"] = True
+    md = (report or Path("agentheal-demo-report.md")).resolve()
+    try:
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(markdown(doc, title="agentheal demo report"), encoding="utf-8")
+        write_json(md.with_suffix(".json"), doc)
+    except OSError as exc:
+        console.print(f"report not written to {md}: {exc}", markup=False)
+        return
+    console.print(f"report: {md} (and {md.with_suffix('.json').name})", markup=False)

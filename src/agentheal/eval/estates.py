@@ -21,6 +21,7 @@ from agentheal.estate.model import Estate, EstateError, load_estate
 # What a running sample estate writes into its own folder (see eval/estates/*/.gitignore).
 _RUNTIME = ("logs", "data", "queue", "__pycache__", "*.pyc", "*.bad", ".*.tmp")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LINKS = "release-links.txt"
 
 
 def estates_root() -> Path:
@@ -98,6 +99,7 @@ def materialize(
     shutil.copytree(
         source, target, symlinks=True, ignore=shutil.ignore_patterns(*_RUNTIME), dirs_exist_ok=True
     )
+    _relink(target)
     estate_file = target / "estate.yaml"
     text = estate_file.read_text(encoding="utf-8")
     by_old = {defaults[c]: chosen[c] for c in defaults}
@@ -111,6 +113,36 @@ def materialize(
             raise EstateError(f"{estate_file}: no top-level 'name:' line to rename")
     estate_file.write_text(text, encoding="utf-8")
     return _validated(estate_file)
+
+
+def _relink(root: Path) -> None:
+    """Restore the release links named in `release-links.txt` (`api/current -> releases/v1`).
+
+    A wheel holds no symbolic links: installed, `current` is a plain copy of the release it pointed
+    to, and that release's own folder is left out. The copy gets its folder and its link back, so
+    `rollback_release` can switch the link as it does in a checkout.
+    """
+    manifest = root / _LINKS
+    if not manifest.is_file():
+        return
+    for number, raw in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        link, arrow, target = (part.strip() for part in line.partition("->"))
+        if not arrow or not link or not target:
+            raise EstateError(f"{manifest} line {number}: expected 'LINK -> TARGET', got {raw!r}")
+        path = root / link
+        release = path.parent / target
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            if release.is_dir():
+                shutil.rmtree(path)
+            else:
+                release.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(release)
+        path.symlink_to(target)
 
 
 def _default_ports(estate_file: Path) -> dict[str, int]:
