@@ -164,7 +164,7 @@ class Check(BaseModel):
 
     component: str
     kind: Literal["probes", "running"] = "probes"
-    settle_s: float = Field(default=0.3, ge=0, le=600)
+    settle_s: float = Field(default=0.1, ge=0, le=600)
     deadline_s: float = Field(default=20.0, gt=0, le=3600)
 
 

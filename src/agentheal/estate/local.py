@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 Outcome = Literal["ok", "failed", "skipped", "dry_run"]
 
-_POLL_S = 0.1
+_POLL_S = 0.02  # a restart is done the moment its probes pass: look often
 _NO_PROBE_SETTLE_S = 0.5
 _LOG_TAIL_ON_FAILURE = 10
 

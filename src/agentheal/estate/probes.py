@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -67,14 +67,31 @@ def run_probe(probe: Probe, cwd: Path | None = None, env: dict[str, str] | None 
     return _command(probe, cwd, env)
 
 
+_CLIENT: Any = None
+
+
+def _client() -> Any:
+    """One HTTP client for every probe: building one costs ~15 ms (its TLS context), which a
+    restart that polls its probes would pay on every poll."""
+    global _CLIENT
+    if _CLIENT is None:
+        import httpx  # imported here: the CLI's --help must not pay for it
+
+        # trust_env=False: a probe measures the component itself, never a proxy from the environment.
+        # No keep-alive: each probe opens its own connection, so a restarted process is never
+        # probed over a socket of its dead predecessor, and latency includes the connect.
+        _CLIENT = httpx.Client(
+            trust_env=False, follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+    return _CLIENT
+
+
 def _http(probe: Probe, url: str) -> ProbeResult:
-    import httpx  # imported here: the CLI's --help must not pay for it
+    import httpx
 
     start = time.perf_counter()
     try:
-        # trust_env=False: a probe measures the component itself, never a proxy from the environment.
-        with httpx.Client(timeout=probe.timeout_s, trust_env=False, follow_redirects=False) as client:
-            response = client.get(url)
+        response = _client().get(url, timeout=probe.timeout_s)
     except httpx.TimeoutException:
         return ProbeResult(
             kind="http", target=url, ok=False, detail=f"no answer within {probe.timeout_s:g} s"

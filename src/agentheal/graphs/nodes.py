@@ -355,7 +355,7 @@ def validate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
             passed = health.running if check.kind == "running" else health.healthy
             if passed or time.monotonic() >= deadline:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         details.append(f"{check.component}: {'ok' if passed else 'FAILED'} {health.detail}".strip())
         ok = ok and passed
     validation = Validation(ok=ok, detail="; ".join(details) or "no checks")
