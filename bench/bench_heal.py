@@ -177,34 +177,10 @@ def _time_ours(healer: Any, texts: list[str], source: str) -> float:
 
 def _bare_graph(checkpointer: Any) -> Any:
     """The heal graph's shape with nodes that only name their next hop."""
-    from langgraph.graph import END, START, StateGraph
-
-    from agentheal.graphs.heal import NODE_NAMES, HealState
+    from agentheal.graphs.heal import shape_heal_graph
 
     hops = dict(PATH)
-    graph: Any = StateGraph(HealState)
-    for name in NODE_NAMES:
-        hop = hops.get(name, "__end__")
-        graph.add_node(name, _returns({"next": hop}))
-
-    def goto(state: dict[str, Any]) -> str:
-        return str(state.get("next", "escalate"))
-
-    def edges(src: str, *targets: str) -> None:
-        graph.add_conditional_edges(src, goto, {t: t for t in targets})
-
-    graph.add_edge(START, "triage")
-    edges("triage", "recall", "escalate")
-    graph.add_edge("recall", "route")
-    edges("route", "diagnose", "escalate")
-    edges("diagnose", "plan", "escalate")
-    edges("plan", "guard", "escalate")
-    edges("guard", "approval", "execute", "escalate")
-    edges("approval", "execute", END)
-    edges("execute", "validate", "learn")
-    graph.add_edge("validate", "learn")
-    edges("learn", "plan", "escalate", END)
-    graph.add_edge("escalate", END)
+    graph: Any = shape_heal_graph(lambda name: _returns({"next": hops.get(name, "__end__")}))
     return graph.compile(checkpointer=checkpointer, name="bare")
 
 

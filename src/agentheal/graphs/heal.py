@@ -65,12 +65,20 @@ def _goto(state: HealState) -> str:
 
 def build_heal_graph(ctx: HealContext | None) -> Any:
     """The uncompiled heal `StateGraph`; `ctx` is None only to draw it."""
+    return shape_heal_graph(lambda name: nodes.bind(getattr(nodes, name), ctx, name))
+
+
+def shape_heal_graph(node_for: Callable[[str], Callable[[dict[str, Any]], dict[str, Any]]]) -> Any:
+    """The heal graph's nodes and edges, each node made by `node_for(name)`.
+
+    Nodes choose their next hop in the state's `next`; the bench builds the same shape with
+    no-op nodes as its baseline, so the two never drift apart.
+    """
     from langgraph.graph import END, START, StateGraph
 
     graph: Any = StateGraph(HealState)
     for name in NODE_NAMES:
-        fn: Callable[..., dict[str, Any]] = getattr(nodes, name)
-        graph.add_node(name, nodes.bind(fn, ctx, name))
+        graph.add_node(name, node_for(name))
 
     def edges(src: str, *targets: str) -> None:
         graph.add_conditional_edges(src, _goto, {t: t for t in targets})
