@@ -297,3 +297,80 @@ def test_a_memory_built_by_another_embedder_is_refused(settings: Settings) -> No
     other = settings.model_copy(update={"embed_base_url": "http://127.0.0.1:9/v1"})
     with pytest.raises(MemoryStoreError, match="built with the embedder 'all-MiniLM-L6-v2-onnx-int8'"):
         Memory(other)
+
+
+_STORE_AND_DIE = textwrap.dedent(
+    """
+    import os, sys
+    from agentheal.config import Settings
+    from agentheal.memory import Memory
+    from agentheal.models import Gap, Plan, Resolution, RunStatus, Step
+
+    memory = Memory(Settings(home=sys.argv[1]))
+    steps = [Step(action="rotate_logs", component="db")]
+    plan = Plan(hypothesis="logs filled the disk", steps=steps, source="llm")
+    gap = Gap(text="no space left on device on the database server", component="db")
+    done = Resolution(run_id="run-killed", gap=gap, plan=plan, status=RunStatus.healed)
+    memory.store(done, ["disk_over_budget"])
+    os._exit(0)  # killed before any flush: the record is only in the record store
+    """
+)
+
+
+def test_a_stored_heal_is_recalled_before_and_after_it_reaches_the_vector_index(settings: Settings) -> None:
+    memory = Memory(settings)
+    gap = Gap(text="web process is down", component="web")
+    memory.store(_heal(gap, RESTART, RunStatus.healed, "run-1"), ["process_down"])
+    assert (memory.count(), memory.count_indexed()) == (1, 0)  # pending: below the batch size
+    pending = memory.recall(Gap(text="the web server process died", component="web"), k=3)
+    assert [h.id for h in pending] == [heal_record(_heal(gap, RESTART, RunStatus.healed, "run-1"), [])[0]]
+    assert (pending[0].healed_count, pending[0].failed_count) == (1, 0)
+    assert memory.flush() == 1 and (memory.count(), memory.count_indexed()) == (1, 1)
+    indexed = memory.recall(Gap(text="the web server process died", component="web"), k=3)
+    assert [(h.id, round(h.similarity, 4)) for h in indexed] == [
+        (h.id, round(h.similarity, 4)) for h in pending
+    ]
+    assert memory.flush() == 0
+
+
+def test_heal_records_reach_the_vector_index_in_batches(settings: Settings) -> None:
+    memory = Memory(settings.model_copy(update={"memory_index_batch": 3}))
+    gap = Gap(text="web process is down", component="web")
+    for n in range(1, 8):
+        memory.store(_heal(gap, RESTART, RunStatus.healed, f"run-{n}"), ["process_down"])
+        assert memory.count() == n and memory.count_indexed() == 3 * (n // 3)
+    hits = memory.recall(gap, k=10)  # indexed and pending records together, each once
+    assert len(hits) == 7 and len({h.id for h in hits}) == 7
+    assert {(h.healed_count, h.failed_count) for h in hits} == {(7, 0)}
+    # A playbook needs no vector: it is read from the record store, pending records included.
+    assert memory.playbook(gap.fingerprint, ["process_down"]) is not None
+
+
+def test_a_record_of_a_killed_process_is_kept_and_indexed_later(settings: Settings) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _STORE_AND_DIE, str(settings.home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    memory = Memory(settings)
+    assert (memory.count(), memory.count_indexed()) == (1, 0)
+    hit = memory.search("disk on db host is 98% full, writes failing", k=1)[0]
+    assert hit.id.startswith("heal-run-killed-") and hit.outcome == "healed"
+    memory.close()
+    assert (Memory(settings).count(), Memory(settings).count_indexed()) == (1, 1)
+
+
+def test_a_record_store_lost_is_rebuilt_from_the_vector_index(settings: Settings, tmp_path: Path) -> None:
+    memory = Memory(settings)
+    memory.import_jsonl(_write(tmp_path / "m.jsonl", HISTORY))
+    memory.store(_heal(Gap(text="web is down", component="web"), RESTART, RunStatus.healed, "run-1"), [])
+    memory.close()
+    for path in settings.memory_dir.glob("records.sqlite*"):
+        path.unlink()
+    again = Memory(settings)
+    assert (again.count(), again.count_indexed()) == (5, 5)
+    assert (
+        again.search("database disk is full", k=1)[0].resolution == "rotated and compressed logs, cleaned tmp"
+    )

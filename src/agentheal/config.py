@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Successful heals by one plan before it is a playbook."
     )
     recall_k: int = Field(default=5, ge=1, le=50)
+    memory_index_batch: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="Heal records gathered before they are written to the vector index together "
+        "(until then they are searched in the record store).",
+    )
 
     # Personas and routing.
     personas_dir: Path | None = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +37,10 @@ class Embedder(Protocol):
         """Unit-length vectors, one row per text."""
         ...
 
+    def prefetch(self, texts: list[str]) -> None:
+        """Start embedding texts that will be asked for soon, if the embedder can do that ahead."""
+        ...
+
 
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, loaded on first use, one thread."""
@@ -50,6 +55,19 @@ class LocalEmbedder:
         # One heal embeds its gap text for recall, routing and storing: compute it once.
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
+        self._ahead: ThreadPoolExecutor | None = None
+
+    def prefetch(self, texts: list[str]) -> None:
+        """Embed texts on a background thread, into the cache, while the caller does other work.
+
+        onnxruntime lets go of the GIL while it runs the model, so a heal's triage proceeds in
+        parallel and its recall finds the gap's vector ready (or waits for the rest of it).
+        """
+        if self._cache_size <= 0 or all(t in self._cache for t in texts):
+            return
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-ahead")
+        self._ahead.submit(self.embed, list(texts))
 
     @staticmethod
     def model_files() -> tuple[Path, Path]:
@@ -124,6 +142,9 @@ class OpenAIEmbedder:
         self._model = model
         self._api_key = api_key or "unused"
         self._timeout = timeout_s
+
+    def prefetch(self, texts: list[str]) -> None:
+        """Nothing: an endpoint's answers are not cached, so asking ahead would ask twice."""
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
         import numpy as np

@@ -228,6 +228,33 @@ _llm_calls = sa.Table(
     _req("at", _UTCDateTime),
 )
 _TABLES = {t.name: t for t in (_gaps, _runs, _node_events, _actions, _llm_calls)}
+# Statements built once, values bound at execution: a heal writes a dozen rows, and building and
+# caching a new statement for each costs more than SQLite's commit.
+_INSERTS = {name: t.insert() for name, t in _TABLES.items()}
+_LLM_USAGE = sa.select(
+    sa.func.count(),
+    sa.func.coalesce(sa.func.sum(_llm_calls.c.prompt_tokens), 0),
+    sa.func.coalesce(sa.func.sum(_llm_calls.c.completion_tokens), 0),
+).where(_llm_calls.c.run_id == sa.bindparam("run_id"))
+# The SET clause comes from the keys passed with it.
+_UPDATE_RUN = _runs.update().where(_runs.c.run_id == sa.bindparam("which_run"))
+_OPEN_RUN = (
+    sa.select(_runs.c.run_id)
+    .where(_runs.c.fingerprint == sa.bindparam("fingerprint"), _runs.c.status.in_(_OPEN))
+    .order_by(_runs.c.started_at.desc())
+    .limit(1)
+)
+_COUNT_ACTIONS = (
+    sa.select(sa.func.count())
+    .select_from(_actions)
+    .where(
+        _actions.c.component == sa.bindparam("component"),
+        _actions.c.action == sa.bindparam("action"),
+        _actions.c.dry_run.is_(False),
+        _actions.c.outcome.in_(("ok", "failed")),
+        _actions.c.at >= sa.bindparam("since"),
+    )
+)
 
 
 class EventStore:
@@ -275,48 +302,48 @@ class EventStore:
 
     # -- writes: each one its own transaction, committed before it returns --
 
-    def _write(self, stmt: Any, what: str) -> int:
+    def _write(self, stmt: Any, what: str, values: dict[str, Any] | None = None) -> int:
         try:
             with self._engine.begin() as conn:
-                return int(conn.execute(stmt).rowcount)
+                return int(conn.execute(stmt, values).rowcount)
         except sa.exc.IntegrityError as exc:
             raise EventStoreError(f"cannot record {what}: {exc.orig}") from exc
 
     def _insert(self, table: str, what: str, **values: Any) -> None:
-        self._write(_TABLES[table].insert().values(at=utcnow(), **values), what)
+        self._write(_INSERTS[table], what, {"at": utcnow(), **values})
 
     def _update_run(self, run_id: str, what: str, **values: Any) -> None:
-        if self._write(_runs.update().where(_runs.c.run_id == run_id).values(**values), what) == 0:
+        if self._write(_UPDATE_RUN, what, {"which_run": run_id, **values}) == 0:
             raise EventStoreError(f"no run {run_id!r} to record {what} for; start_run was not called")
 
     def record_gap(self, gap: Gap) -> None:
         """Record a gap as it was reported (every report, also repeats of one fingerprint)."""
-        stmt = _gaps.insert().values(
-            fingerprint=gap.fingerprint,
-            kind=gap.kind.value,
-            component=gap.component,
-            severity=gap.severity.value,
-            text=gap.text,
-            gap=gap.model_dump(mode="json"),
-            created_at=gap.created_at,
-            recorded_at=utcnow(),
-        )
-        self._write(stmt, f"gap {gap.fingerprint}")
+        values = {
+            "fingerprint": gap.fingerprint,
+            "kind": gap.kind.value,
+            "component": gap.component,
+            "severity": gap.severity.value,
+            "text": gap.text,
+            "gap": gap.model_dump(mode="json"),
+            "created_at": gap.created_at,
+            "recorded_at": utcnow(),
+        }
+        self._write(_INSERTS["gaps"], f"gap {gap.fingerprint}", values)
 
     def start_run(self, run_id: str, gap: Gap) -> None:
         """Open a run for a gap, status `running`. Starting a run id again only marks it running."""
-        stmt = _runs.insert().values(
-            run_id=run_id,
-            fingerprint=gap.fingerprint,
-            component=gap.component,
-            gap_text=gap.text,
-            gap=gap.model_dump(mode="json"),
-            status=RunStatus.running.value,
-            started_at=utcnow(),
-        )
+        values = {
+            "run_id": run_id,
+            "fingerprint": gap.fingerprint,
+            "component": gap.component,
+            "gap_text": gap.text,
+            "gap": gap.model_dump(mode="json"),
+            "status": RunStatus.running.value,
+            "started_at": utcnow(),
+        }
         try:
             with self._engine.begin() as conn:
-                conn.execute(stmt)
+                conn.execute(_INSERTS["runs"], values)
         except sa.exc.IntegrityError:
             # A resumed run calls this again: keep its history, mark it running.
             self.set_status(run_id, RunStatus.running)
@@ -398,15 +425,8 @@ class EventStore:
 
     def open_run(self, fingerprint: str) -> str | None:
         """The newest run of this fingerprint that is running or awaiting approval, if any."""
-        stmt = (
-            _runs.select()
-            .with_only_columns(_runs.c.run_id)
-            .where(_runs.c.fingerprint == fingerprint, _runs.c.status.in_(_OPEN))
-            .order_by(_runs.c.started_at.desc())
-            .limit(1)
-        )
         with self._engine.connect() as conn:
-            found = conn.execute(stmt).scalar()
+            found = conn.execute(_OPEN_RUN, {"fingerprint": fingerprint}).scalar()
         return str(found) if found is not None else None
 
     def runs(self, limit: int = 50, status: str | None = None) -> list[RunRow]:
@@ -490,27 +510,15 @@ class EventStore:
     def count_actions(self, component: str, action: str, window_s: float) -> int:
         """How often `action` really ran on `component` (not dry-run; ok or failed) in the last window."""
         since = utcnow() - timedelta(seconds=window_s)
-        stmt = (
-            sa.select(sa.func.count())
-            .select_from(_actions)
-            .where(
-                _actions.c.component == component,
-                _actions.c.action == action,
-                _actions.c.dry_run.is_(False),
-                _actions.c.outcome.in_(("ok", "failed")),
-                _actions.c.at >= since,
-            )
-        )
         with self._engine.connect() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            return int(
+                conn.execute(
+                    _COUNT_ACTIONS, {"component": component, "action": action, "since": since}
+                ).scalar_one()
+            )
 
     def llm_usage(self, run_id: str) -> LLMUsage:
         """Calls and tokens a run spent on the LLM, summed from its recorded calls."""
-        stmt = sa.select(
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(_llm_calls.c.prompt_tokens), 0),
-            sa.func.coalesce(sa.func.sum(_llm_calls.c.completion_tokens), 0),
-        ).where(_llm_calls.c.run_id == run_id)
         with self._engine.connect() as conn:
-            n, prompt, completion = conn.execute(stmt).one()
+            n, prompt, completion = conn.execute(_LLM_USAGE, {"run_id": run_id}).one()
         return LLMUsage(calls=int(n), prompt_tokens=int(prompt), completion_tokens=int(completion))

@@ -307,6 +307,7 @@ class LLM:
         tool_choice: str | None = None,
     ) -> ChatCompletionMessage:
         import openai
+        from openai.types.chat import ChatCompletion
 
         request: dict[str, Any] = {
             "model": self.settings.llm_model,
@@ -331,7 +332,11 @@ class LLM:
             started = time.monotonic()
             response = None
             try:
-                completion: ChatCompletion = self._client.chat.completions.create(**request)
+                # `post` is the client's documented door for raw requests: the same auth, errors and
+                # parsing as `chat.completions.create`, without its walk that re-types every nested
+                # dict of the request (messages, tool schemas) — 2 ms a call, for a body that is
+                # already plain JSON.
+                completion = self._client.post("/chat/completions", body=request, cast_to=ChatCompletion)
             except openai.APIStatusError as err:
                 last = f"HTTP {err.status_code}: {err.message}"
                 self._record(purpose, started, None, error=last)

@@ -1,11 +1,13 @@
 """Resolution memory: every finished heal and imported incident history, recalled by meaning.
 
-One chromadb collection (cosine space) in `settings.memory_dir`. Embeddings come from
-`agentheal.embedding` and are always passed explicitly: chromadb's default embedding function
-would download a model, which many hosts cannot do. Playbooks and remembered plans are derived
-from the stored records of a fingerprint each time they are asked for, so there is no second
-copy of the outcomes that could drift from the records. The outcome counts shown with a recall
-come from a small SQLite index beside the collection (see `_Ledger`), rebuilt from it when needed.
+One chromadb collection (cosine space) in `settings.memory_dir` holds the vectors. Embeddings
+come from `agentheal.embedding` and are always passed explicitly: chromadb's default embedding
+function would download a model, which many hosts cannot do. Every record is also in a SQLite
+record store beside it (`agentheal.memory_store`), which is written first, answers the exact
+lookups (the plans tried on a fingerprint, outcome counts) and lets a heal's record reach the
+collection in batches. Playbooks and remembered plans are derived from the stored records of a
+fingerprint each time they are asked for, so there is no second copy of the outcomes that could
+drift from the records.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from agentheal.embedding import get_embedder
+from agentheal.memory_store import Record, RecordStore
 from agentheal.models import GapKind, MemoryHit, Plan, Resolution, clean_component, clean_text, fingerprint_of
 
 if TYPE_CHECKING:
@@ -31,8 +33,6 @@ if TYPE_CHECKING:
 
     from agentheal.config import Settings
     from agentheal.models import Gap
-
-Record = tuple[str, str, dict[str, Any]]  # id, document (the gap text), metadata
 
 COLLECTION = "resolutions"
 # Texts per embedding call on import: large enough to amortise the call, small enough to stay in cache.
@@ -193,46 +193,6 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-class _Ledger:
-    """Record id → plan signature and outcome, in SQLite beside the collection: a derived index.
-
-    chromadb filters metadata by scanning (~15-60 ms per filtered get at 100k records), too slow
-    for counting outcomes on every recall. This index only mirrors the collection: rows are
-    written after the collection's, never changed otherwise, and rebuilt from the collection
-    when the two counts differ (a process killed between the two writes).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS outcomes"
-            " (id TEXT PRIMARY KEY, plan_signature TEXT NOT NULL, outcome TEXT NOT NULL)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS outcomes_by_plan ON outcomes (plan_signature, outcome)")
-
-    def add(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
-        rows = [(i, md["plan_signature"], md["outcome"]) for i, md in zip(ids, metadatas, strict=True)]
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?)", rows)
-            self._db.execute("COMMIT")
-
-    def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM outcomes").fetchone()[0])
-
-    def tally(self, signatures: list[str]) -> dict[tuple[str, str], int]:
-        marks = ",".join("?" * len(signatures))
-        sql = (
-            "SELECT plan_signature, outcome, count(*) FROM outcomes"
-            f" WHERE plan_signature IN ({marks}) GROUP BY plan_signature, outcome"
-        )
-        with self._lock:
-            return {(sig, outcome): n for sig, outcome, n in self._db.execute(sql, signatures)}
-
-
 class Memory:
     """Past resolutions in a chromadb collection, with their outcomes."""
 
@@ -266,49 +226,107 @@ class Memory:
                 "and import the history again"
             )
         self._batch = int(self._client.get_max_batch_size())
+        self._index_batch = settings.memory_index_batch
+        for stale in self.path.glob("outcomes.sqlite*"):  # the outcome index of earlier versions
+            stale.unlink(missing_ok=True)
         try:
-            self._ledger = _Ledger(self.path / "outcomes.sqlite")
-            if self._ledger.count() != self.count():
-                self._rebuild_ledger()
+            self._records = RecordStore(self.path / "records.sqlite")
+            if self._records.count(indexed=True) != self.count_indexed():
+                self._reconcile()
         except sqlite3.Error as exc:
-            raise MemoryStoreError(f"cannot open {self.path / 'outcomes.sqlite'}: {exc}") from exc
+            raise MemoryStoreError(f"cannot open {self.path / 'records.sqlite'}: {exc}") from exc
 
-    def _rebuild_ledger(self) -> None:
-        for offset in range(0, self.count(), self._batch):
-            page = self.collection.get(include=["metadatas"], limit=self._batch, offset=offset)
-            self._ledger.add(page["ids"], page["metadatas"])
+    def _reconcile(self) -> None:
+        """Make the record store and the collection agree after a process was killed between them
+        (or on a folder written by an earlier version): records only in the collection are copied
+        into the store; records the store thinks indexed but the collection lacks are indexed again."""
+        in_collection: set[str] = set()
+        for offset in range(0, self.count_indexed(), self._batch):
+            page = self.collection.get(include=["documents", "metadatas"], limit=self._batch, offset=offset)
+            in_collection.update(page["ids"])
+            stored = self._records.known(page["ids"])
+            new = [
+                (rid, doc, md)
+                for rid, doc, md in zip(page["ids"], page["documents"], page["metadatas"], strict=True)
+                if rid not in stored
+            ]
+            if new:
+                self._records.put(new, None)
+        missing = sorted(self._records.indexed_ids() - in_collection)
+        if missing:
+            self._records.mark_missing(missing)
 
     def add_records(
         self, records: list[Record], vectors: npt.NDArray[np.float32], replace: bool = False
     ) -> None:
-        """Add records (id, document, metadata) with their embeddings, in batches chromadb accepts.
-
-        `replace` overwrites records with the same id; otherwise ids must be new.
+        """Add records (id, document, metadata) with their embeddings straight into the collection,
+        in batches chromadb accepts (the import path). `replace` overwrites records with the same id;
+        otherwise ids must be new.
         """
         write = self.collection.upsert if replace else self.collection.add
         for start in range(0, len(records), self._batch):
             part = records[start : start + self._batch]
-            ids, metadatas = [r[0] for r in part], [r[2] for r in part]
             write(
-                ids=ids,
+                ids=[r[0] for r in part],
                 embeddings=vectors[start : start + self._batch],
                 documents=[r[1] for r in part],
-                metadatas=metadatas,
+                metadatas=[r[2] for r in part],
             )
-            self._ledger.add(ids, metadatas)
+            self._records.put(part, None)
+
+    def flush(self) -> int:
+        """Move pending records into the collection now; returns how many were moved."""
+        import numpy as np
+
+        pending = self._records.pending()
+        if not pending:
+            return 0
+        unembedded = [i for i, (_, vector, _) in enumerate(pending) if vector is None]
+        fresh = self.embedder.embed([pending[i][0][1] for i in unembedded]) if unembedded else None
+        vectors = np.zeros((len(pending), self.embedder.dim), dtype=np.float32)
+        for i, (_, vector, _) in enumerate(pending):
+            if vector is not None:
+                vectors[i] = np.frombuffer(vector, dtype="<f4")
+        for row, i in enumerate(unembedded):
+            assert fresh is not None
+            vectors[i] = fresh[row]
+        for start in range(0, len(pending), self._batch):
+            part = pending[start : start + self._batch]
+            self.collection.upsert(
+                ids=[p[0][0] for p in part],
+                embeddings=vectors[start : start + self._batch],
+                documents=[p[0][1] for p in part],
+                metadatas=[p[0][2] for p in part],
+            )
+            self._records.mark_indexed([(p[0][0], p[2]) for p in part])
+        return len(pending)
+
+    def close(self) -> None:
+        """Index what is pending and close the record store."""
+        self.flush()
+        self._records.close()
 
     def count(self) -> int:
-        """How many records memory holds."""
+        """How many records memory holds (indexed or waiting to be)."""
+        return self._records.count()
+
+    def count_indexed(self) -> int:
+        """How many records the vector collection holds."""
         return int(self.collection.count())
 
     def store(self, resolution: Resolution, facts: list[str]) -> str:
         """Remember a finished heal (healed or not), with its plan, its signature and its facts digest.
 
+        The record is committed to the record store at once and reaches the vector collection
+        with the next batch; recall finds it either way.
+
         Returns:
             The record id.
         """
         record = heal_record(resolution, facts)
-        self.add_records([record], self.embedder.embed([record[1]]), replace=True)
+        self._records.put([record], self.embedder.embed([record[1]]))
+        if self._records.count(indexed=False) >= self._index_batch:
+            self.flush()
         return record[0]
 
     def import_jsonl(self, path: Path) -> ImportReport:
@@ -359,9 +377,7 @@ class Memory:
         if not records:
             shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
             raise MemoryImportError(f"{path}: no valid line: {shown}")
-        known: set[str] = set()
-        for ids in _chunks(list(records), self._batch):
-            known.update(self.collection.get(ids=ids, include=[])["ids"])
+        known = self._records.known(list(records))
         for record_id in sorted(known, key=lambda r: records[r][0]):
             errors.append(f"line {records[record_id][0]}: skipped, already in memory")
         new: list[Record] = [(rid, doc, md) for rid, (_, doc, md) in records.items() if rid not in known]
@@ -377,29 +393,46 @@ class Memory:
             raise MemoryStoreError("the search text is empty: say what to look for")
         if k < 1:
             raise MemoryStoreError(f"k is {k}; ask for at least 1 result")
+        query = self.embedder.embed([text])
         found = self.collection.query(
-            query_embeddings=self.embedder.embed([text]),
+            query_embeddings=query,
             n_results=k,  # fewer records than k is fine: chromadb returns what it has
             include=["documents", "metadatas", "distances"],
         )
-        if not found["ids"] or not found["ids"][0]:
-            return []
-        return [
-            _hit(rid, doc, md, dist)
+        hits: dict[str, tuple[float, str, dict[str, Any]]] = {}
+        if found["ids"] and found["ids"][0]:
             for rid, doc, md, dist in zip(
                 found["ids"][0],
                 found["documents"][0],
                 found["metadatas"][0],
                 found["distances"][0],
                 strict=True,
-            )
-        ]
+            ):
+                hits[rid] = (float(dist), doc, md)
+        hits.update(self._search_pending(query[0], k))  # a pending write of an id is the newer one
+        best = sorted(hits.items(), key=lambda item: item[1][0])[:k]
+        return [_hit(rid, doc, md, dist) for rid, (dist, doc, md) in best]
+
+    def _search_pending(
+        self, query: npt.NDArray[np.float32], k: int
+    ) -> dict[str, tuple[float, str, dict[str, Any]]]:
+        """The `k` nearest pending records by cosine distance (at most about a batch of them: brute force)."""
+        import numpy as np
+
+        pending = self._records.pending_vectors()  # one without a vector waits for a flush to embed it
+        if not pending:
+            return {}
+        vectors = np.frombuffer(b"".join(v for _, v in pending), dtype="<f4").reshape(len(pending), -1)
+        distances = 1.0 - vectors @ query
+        nearest = {pending[i][0]: float(distances[i]) for i in np.argsort(distances)[:k]}
+        found = self._records.get(list(nearest))
+        return {rid: (dist, *found[rid]) for rid, dist in nearest.items() if rid in found}
 
     def recall(self, gap: Gap, k: int = 5) -> list[MemoryHit]:
         """Past resolutions similar to `gap`, each with how often its plan healed and failed."""
         hits = self.search(gap.text, k)
         signatures = sorted({h.plan.signature() for h in hits if h.plan is not None and h.plan.steps})
-        tally = self._ledger.tally(signatures) if signatures else {}
+        tally = self._records.tally(signatures) if signatures else {}
         for hit in hits:
             if hit.plan is not None and hit.plan.steps:
                 signature = hit.plan.signature()
@@ -463,11 +496,8 @@ class Memory:
         problem, and the personas' playbooks, or an LLM, judge it afresh.
         """
         digest = facts_digest(facts)
-        found = self.collection.get(
-            where={"$and": [{"fingerprint": fingerprint}, {"facts_digest": digest}]}, include=["metadatas"]
-        )
         by_plan: dict[str, list[dict[str, Any]]] = {}
-        for rid, md in zip(found["ids"], found["metadatas"], strict=True):
+        for rid, md in self._records.by_fingerprint(fingerprint, digest):
             if md.get("plan") and md.get("plan_signature"):
                 by_plan.setdefault(md["plan_signature"], []).append({**md, "id": rid})
         histories = []

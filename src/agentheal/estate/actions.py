@@ -7,6 +7,8 @@ file declares for that component) before policy is even asked.
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -359,19 +361,39 @@ def _flag_problem(estate: Estate, component: str, name: str) -> str | None:
     return None
 
 
+@functools.cache
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema, computed once: the catalogue's argument models never change."""
+    return model.model_json_schema()
+
+
+def args_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """An action's argument model as JSON Schema (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_model_schema(model))
+
+
 def _args_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema()
+    schema = _model_schema(model)
     properties = {
-        k: {kk: vv for kk, vv in v.items() if kk != "title"} for k, v in schema.get("properties", {}).items()
+        k: {kk: copy.deepcopy(vv) for kk, vv in v.items() if kk != "title"}
+        for k, v in schema.get("properties", {}).items()
     }
     result: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
     if schema.get("required"):
-        result["required"] = schema["required"]
+        result["required"] = list(schema["required"])
     return result
 
 
 def tool_schemas(estate: Estate) -> list[dict[str, Any]]:
-    """OpenAI "tools" JSON for the read-only observations, `component` limited to the estate's names."""
+    """OpenAI "tools" JSON for the read-only observations, `component` limited to the estate's names.
+
+    Built once per set of component names (every LLM diagnosis asks for it); a fresh copy each time.
+    """
+    return copy.deepcopy(_tool_schemas(tuple(sorted(estate.components))))
+
+
+@functools.lru_cache(maxsize=32)
+def _tool_schemas(components: tuple[str, ...]) -> list[dict[str, Any]]:
     tools = []
     for name in OBSERVATIONS:
         spec = CATALOGUE[name]
@@ -379,7 +401,7 @@ def tool_schemas(estate: Estate) -> list[dict[str, Any]]:
         params["properties"] = {
             "component": {
                 "type": "string",
-                "enum": sorted(estate.components),
+                "enum": list(components),
                 "description": "Component to observe.",
             },
             **params["properties"],

@@ -128,6 +128,11 @@ class HealContext:
         if llm is not None:
             llm.close()
 
+    def flush(self) -> None:
+        """Write what memory holds back (pending heal records) to its vector index, if memory was opened."""
+        if "memory" in self.__dict__:
+            self.memory.flush()
+
     def say(self, run_id: str, node: str, detail: str, data: dict[str, Any] | None = None) -> None:
         """Record a node transition and show it to whoever watches."""
         self.events.node(run_id, node, detail, data or {})

@@ -48,7 +48,7 @@ def llm_diagnosis(
 
 
 def llm_plan(state: dict[str, Any], ctx: HealContext) -> Plan:
-    from agentheal.estate.actions import CATALOGUE
+    from agentheal.estate.actions import CATALOGUE, args_json_schema
     from agentheal.models import MemoryHit, PlanReply
     from agentheal.prompts import render
 
@@ -61,7 +61,7 @@ def llm_plan(state: dict[str, Any], ctx: HealContext) -> Plan:
             "risk": spec.risk.value,
             "reversible": spec.reversible,
             "description": spec.description,
-            "args": spec.args_model.model_json_schema(),
+            "args": args_json_schema(spec.args_model),
         }
         for name, spec in CATALOGUE.items()
         if name in persona.actions and not spec.read_only

@@ -54,7 +54,10 @@ class Healer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._conn.close()
+        try:
+            self.ctx.flush()
+        finally:
+            self._conn.close()
 
     def check_gap(self, gap: Gap) -> None:
         """Refuse a gap naming a component the estate does not have."""
@@ -68,6 +71,7 @@ class Healer:
     def heal(self, gap: Gap, dry_run: bool = False) -> dict[str, Any]:
         """Heal one gap to the end, to an approval wait, or join the open run of the same fingerprint."""
         self.check_gap(gap)
+        self.ctx.memory.embedder.prefetch([gap.text])  # recall and routing need it; triage runs meanwhile
         events = self.ctx.events
         events.record_gap(gap)
         open_run = events.open_run(gap.fingerprint)

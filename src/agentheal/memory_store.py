@@ -1,0 +1,166 @@
+"""The record store under memory: every record in SQLite, the source of truth beside chromadb.
+
+Memory keeps two things per record: its text, metadata and outcome (here, in one SQLite file)
+and its vector (in the chromadb collection, which answers "what is similar"). A new heal's
+record is committed here first, with its vector, and marked pending; pending records are
+moved into the collection in batches (`Settings.memory_index_batch`), because one chromadb
+write costs about as much as writing thirty at once. Until then recall searches them here, by
+brute force over at most a batch of vectors, so a pending record is found like any other.
+
+Exact lookups (the plans tried on a fingerprint, outcome counts per plan) are answered here by
+index, never by a chromadb metadata scan. A process killed at any point loses nothing: a
+pending record is still here and is indexed by the next flush; a record that reached the
+collection but not this file is copied back when the two are reconciled on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+Record = tuple[str, str, dict[str, Any]]  # id, document (the gap text), metadata
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS records ("
+    " id TEXT PRIMARY KEY,"
+    " document TEXT NOT NULL,"
+    " metadata TEXT NOT NULL,"  # JSON, exactly what the collection holds for it
+    " fingerprint TEXT NOT NULL,"
+    " facts_digest TEXT NOT NULL,"
+    " plan_signature TEXT NOT NULL,"
+    " outcome TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"  # stored_ns: which write of this id a flush indexed
+    " vector BLOB,"  # float32, kept while the record waits to be indexed
+    " indexed INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS records_by_fingerprint ON records (fingerprint, facts_digest)",
+    "CREATE INDEX IF NOT EXISTS records_by_plan ON records (plan_signature, outcome)",
+    "CREATE INDEX IF NOT EXISTS records_pending ON records (indexed) WHERE indexed = 0",
+)
+
+
+class RecordStore:
+    """Records by id in SQLite (WAL): written before the vector index, read by exact lookups."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # A commit survives a killed process in WAL mode with NORMAL; only a power cut can lose
+        # the last ones, and the collection then still holds what was indexed.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self._db.execute("DROP TABLE IF EXISTS outcomes")  # the outcome index of earlier versions
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def put(self, records: list[Record], vectors: npt.NDArray[np.float32] | None) -> None:
+        """Write records; with `vectors` they are pending (not yet in the collection), else indexed."""
+        rows = [
+            (
+                rid,
+                document,
+                json.dumps(md),
+                md["fingerprint"],
+                md.get("facts_digest", ""),
+                md.get("plan_signature", ""),
+                md["outcome"],
+                int(md.get("stored_ns", 0)),
+                None if vectors is None else vectors[i].astype("<f4").tobytes(),
+                int(vectors is None),
+            )
+            for i, (rid, document, md) in enumerate(records)
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+
+    def count(self, indexed: bool | None = None) -> int:
+        sql = "SELECT count(*) FROM records" + ("" if indexed is None else f" WHERE indexed = {int(indexed)}")
+        with self._lock:
+            return int(self._db.execute(sql).fetchone()[0])
+
+    def known(self, ids: list[str]) -> set[str]:
+        """Which of these ids are stored."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                found.update(
+                    r[0] for r in self._db.execute(f"SELECT id FROM records WHERE id IN ({marks})", part)
+                )
+        return found
+
+    def pending(self) -> list[tuple[Record, bytes | None, int]]:
+        """Records not yet in the collection: (record, vector bytes or None, version), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, document, metadata, vector, version FROM records"
+                " WHERE indexed = 0 ORDER BY version"
+            ).fetchall()
+        return [((rid, doc, json.loads(md)), vector, version) for rid, doc, md, vector, version in rows]
+
+    def pending_vectors(self) -> list[tuple[str, bytes]]:
+        """(id, vector bytes) of the pending records that have a vector."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, vector FROM records WHERE indexed = 0 AND vector IS NOT NULL"
+            ).fetchall()
+
+    def get(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """id → (document, metadata) for those of `ids` that are stored."""
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, document, metadata FROM records WHERE id IN ({marks})", ids)
+            return {rid: (doc, json.loads(md)) for rid, doc, md in rows}
+
+    def mark_indexed(self, versions: list[tuple[str, int]]) -> None:
+        """These records are in the collection, as of these versions (a newer write stays pending)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE records SET indexed = 1, vector = NULL WHERE id = ? AND version = ?", versions
+            )
+            self._db.execute("COMMIT")
+
+    def mark_missing(self, ids: list[str]) -> None:
+        """These records are not in the collection after all: index them again (re-embedded)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE records SET indexed = 0 WHERE id = ?", [(i,) for i in ids])
+            self._db.execute("COMMIT")
+
+    def indexed_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM records WHERE indexed = 1")}
+
+    def by_fingerprint(self, fingerprint: str, digest: str) -> list[tuple[str, dict[str, Any]]]:
+        """(id, metadata) of every record of a fingerprint under one facts digest."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, metadata FROM records WHERE fingerprint = ? AND facts_digest = ?",
+                (fingerprint, digest),
+            ).fetchall()
+        return [(rid, json.loads(md)) for rid, md in rows]
+
+    def tally(self, signatures: list[str]) -> dict[tuple[str, str], int]:
+        """(plan signature, outcome) → how many records."""
+        marks = ",".join("?" * len(signatures))
+        sql = (
+            "SELECT plan_signature, outcome, count(*) FROM records"
+            f" WHERE plan_signature IN ({marks}) GROUP BY plan_signature, outcome"
+        )
+        with self._lock:
+            return {(sig, outcome): n for sig, outcome, n in self._db.execute(sql, signatures)}
