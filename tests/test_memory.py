@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -362,15 +363,43 @@ def test_a_record_of_a_killed_process_is_kept_and_indexed_later(settings: Settin
     assert (Memory(settings).count(), Memory(settings).count_indexed()) == (1, 1)
 
 
-def test_a_record_store_lost_is_rebuilt_from_the_vector_index(settings: Settings, tmp_path: Path) -> None:
+def test_a_vector_index_lost_is_rebuilt_from_the_record_store(settings: Settings, tmp_path: Path) -> None:
     memory = Memory(settings)
     memory.import_jsonl(_write(tmp_path / "m.jsonl", HISTORY))
     memory.store(_heal(Gap(text="web is down", component="web"), RESTART, RunStatus.healed, "run-1"), [])
     memory.close()
-    for path in settings.memory_dir.glob("records.sqlite*"):
-        path.unlink()
-    again = Memory(settings)
-    assert (again.count(), again.count_indexed()) == (5, 5)
-    assert (
-        again.search("database disk is full", k=1)[0].resolution == "rotated and compressed logs, cleaned tmp"
+    del memory
+    for path in settings.memory_dir.iterdir():  # chromadb's files; the record store stays
+        if not path.name.startswith("records.sqlite"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    # A new process: chromadb keeps a client per folder for the life of a process.
+    proc = subprocess.run(
+        [sys.executable, "-c", _REINDEXED, str(settings.home)], capture_output=True, text=True, timeout=120
     )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["0 5 5", "rotated and compressed logs, cleaned tmp"]
+
+
+_REINDEXED = textwrap.dedent(
+    """
+    import sys
+    from agentheal.config import Settings
+    from agentheal.memory import Memory
+
+    settings = Settings(home=sys.argv[1])
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+    client = chromadb.PersistentClient(str(settings.memory_dir), ChromaSettings(anonymized_telemetry=False))
+    before = sum(c.count() for c in client.list_collections())
+    memory = Memory(settings)
+    print(before, memory.count(), memory.count_indexed())
+    print(memory.search("database disk is full", k=1)[0].resolution)
+    """
+)
+
+
+def test_vectors_with_no_record_are_dropped(settings: Settings) -> None:
+    memory = Memory(settings)
+    memory.collection.add(ids=["stray"], embeddings=memory.embedder.embed(["a vector with no record"]))
+    again = Memory(settings)
+    assert (again.count(), again.count_indexed()) == (0, 0)

@@ -307,7 +307,6 @@ class LLM:
         tool_choice: str | None = None,
     ) -> ChatCompletionMessage:
         import openai
-        from openai.types.chat import ChatCompletion
 
         request: dict[str, Any] = {
             "model": self.settings.llm_model,
@@ -332,11 +331,7 @@ class LLM:
             started = time.monotonic()
             response = None
             try:
-                # `post` is the client's documented door for raw requests: the same auth, errors and
-                # parsing as `chat.completions.create`, without its walk that re-types every nested
-                # dict of the request (messages, tool schemas) — 2 ms a call, for a body that is
-                # already plain JSON.
-                completion = self._client.post("/chat/completions", body=request, cast_to=ChatCompletion)
+                completion = self._complete(request)
             except openai.APIStatusError as err:
                 last = f"HTTP {err.status_code}: {err.message}"
                 self._record(purpose, started, None, error=last)
@@ -357,6 +352,15 @@ class LLM:
             if attempt + 1 < attempts:
                 self._sleep(self._wait(attempt, response))
         raise LLMError(f"LLM endpoint {self.settings.llm_base_url} failed after {attempts} attempts: {last}")
+
+    def _complete(self, request: dict[str, Any]) -> ChatCompletion:
+        """One chat-completions exchange with the endpoint: the only place a request leaves."""
+        from openai.types.chat import ChatCompletion
+
+        # `post` is the client's documented door for raw requests: the same auth, errors and
+        # parsing as `chat.completions.create`, without its walk that re-types every nested dict
+        # of the request (messages, tool schemas) — 2 ms a call, for a body already plain JSON.
+        return self._client.post("/chat/completions", body=request, cast_to=ChatCompletion)
 
     def _wait(self, attempt: int, response: Any) -> float:
         # Exponential backoff with jitter so parallel runs do not retry in lock-step.

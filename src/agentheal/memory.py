@@ -237,42 +237,48 @@ class Memory:
             raise MemoryStoreError(f"cannot open {self.path / 'records.sqlite'}: {exc}") from exc
 
     def _reconcile(self) -> None:
-        """Make the record store and the collection agree after a process was killed between them
-        (or on a folder written by an earlier version): records only in the collection are copied
-        into the store; records the store thinks indexed but the collection lacks are indexed again."""
+        """Make the record store and the collection agree after a process was killed between them,
+        the collection was lost, or the folder was written by an earlier version (whose collection
+        held documents and metadata): records only in such a collection are copied into the store,
+        vectors with no record are dropped, records missing from the collection are indexed again."""
         in_collection: set[str] = set()
+        orphans: list[str] = []
         for offset in range(0, self.count_indexed(), self._batch):
             page = self.collection.get(include=["documents", "metadatas"], limit=self._batch, offset=offset)
             in_collection.update(page["ids"])
             stored = self._records.known(page["ids"])
-            new = [
-                (rid, doc, md)
-                for rid, doc, md in zip(page["ids"], page["documents"], page["metadatas"], strict=True)
-                if rid not in stored
-            ]
-            if new:
-                self._records.put(new, None)
+            legacy = []
+            for rid, doc, md in zip(page["ids"], page["documents"], page["metadatas"], strict=True):
+                if rid in stored:
+                    continue
+                if doc is not None and md:
+                    legacy.append((rid, doc, md))
+                else:
+                    orphans.append(rid)
+            if legacy:
+                self._records.put(legacy, indexed=True)
+        if orphans:
+            self.collection.delete(ids=orphans)
         missing = sorted(self._records.indexed_ids() - in_collection)
         if missing:
             self._records.mark_missing(missing)
+            self.flush()
 
     def add_records(
         self, records: list[Record], vectors: npt.NDArray[np.float32], replace: bool = False
     ) -> None:
-        """Add records (id, document, metadata) with their embeddings straight into the collection,
-        in batches chromadb accepts (the import path). `replace` overwrites records with the same id;
-        otherwise ids must be new.
+        """Add records (id, document, metadata) with their embeddings to the store and the vector
+        index at once, in batches chromadb accepts (the import path). `replace` overwrites records
+        with the same id; otherwise ids must be new.
         """
         write = self.collection.upsert if replace else self.collection.add
         for start in range(0, len(records), self._batch):
             part = records[start : start + self._batch]
-            write(
-                ids=[r[0] for r in part],
-                embeddings=vectors[start : start + self._batch],
-                documents=[r[1] for r in part],
-                metadatas=[r[2] for r in part],
-            )
-            self._records.put(part, None)
+            # The store first: a process killed after it leaves pending records the next flush
+            # embeds and indexes; the other order would leave vectors with no record.
+            self._records.put(part)
+            write(ids=[r[0] for r in part], embeddings=vectors[start : start + self._batch])
+            self._records.mark_indexed([(r[0], int(r[2].get("stored_ns", 0))) for r in part])
 
     def flush(self) -> int:
         """Move pending records into the collection now; returns how many were moved."""
@@ -292,11 +298,9 @@ class Memory:
             vectors[i] = fresh[row]
         for start in range(0, len(pending), self._batch):
             part = pending[start : start + self._batch]
+            # Vectors only: the records' text and metadata live in the store, one copy.
             self.collection.upsert(
-                ids=[p[0][0] for p in part],
-                embeddings=vectors[start : start + self._batch],
-                documents=[p[0][1] for p in part],
-                metadatas=[p[0][2] for p in part],
+                ids=[p[0][0] for p in part], embeddings=vectors[start : start + self._batch]
             )
             self._records.mark_indexed([(p[0][0], p[2]) for p in part])
         return len(pending)
@@ -394,21 +398,20 @@ class Memory:
         if k < 1:
             raise MemoryStoreError(f"k is {k}; ask for at least 1 result")
         query = self.embedder.embed([text])
-        found = self.collection.query(
-            query_embeddings=query,
-            n_results=k,  # fewer records than k is fine: chromadb returns what it has
-            include=["documents", "metadatas", "distances"],
-        )
-        hits: dict[str, tuple[float, str, dict[str, Any]]] = {}
-        if found["ids"] and found["ids"][0]:
-            for rid, doc, md, dist in zip(
-                found["ids"][0],
-                found["documents"][0],
-                found["metadatas"][0],
-                found["distances"][0],
-                strict=True,
-            ):
-                hits[rid] = (float(dist), doc, md)
+        # Distances only: the documents and metadata come from the record store, by id (cheaper
+        # than chromadb's metadata fetch, and the newer copy while a record is being re-indexed).
+        found = self.collection.query(query_embeddings=query, n_results=k, include=["distances"])
+        distances = dict(zip(found["ids"][0], found["distances"][0], strict=True)) if found["ids"] else {}
+        rows = self._records.get(list(distances)) if distances else {}
+        missing = [rid for rid in distances if rid not in rows]
+        if missing:  # an earlier version's records not yet copied into the store (done on open)
+            got = self.collection.get(ids=missing, include=["documents", "metadatas"])
+            for rid, doc, md in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+                if doc is not None and md:
+                    rows[rid] = (doc, md)
+        hits: dict[str, tuple[float, str, dict[str, Any]]] = {
+            rid: (float(dist), *rows[rid]) for rid, dist in distances.items() if rid in rows
+        }
         hits.update(self._search_pending(query[0], k))  # a pending write of an id is the newer one
         best = sorted(hits.items(), key=lambda item: item[1][0])[:k]
         return [_hit(rid, doc, md, dist) for rid, (dist, doc, md) in best]
@@ -469,7 +472,7 @@ class Memory:
                 rank = (streak, history[-1]["occurred_at"])
                 if best is None or rank > best[0]:
                     best = (rank, history[-1])
-        return _plan(best[1], "playbook") if best else None
+        return self._plan(best[1]["id"], "playbook") if best else None
 
     def remembered_plan(self, fingerprint: str, facts: list[str]) -> Plan | None:
         """A plan that healed this fingerprint at least once and has not failed since (source "memory").
@@ -485,7 +488,12 @@ class Memory:
             healed = [md for md in history if md["outcome"] == "healed"]
             if healed and (best is None or healed[-1]["occurred_at"] > best["occurred_at"]):
                 best = healed[-1]
-        return _plan(best, "memory") if best else None
+        return self._plan(best["id"], "memory") if best else None
+
+    def _plan(self, record_id: str, source: Literal["playbook", "memory"]) -> Plan:
+        _, md = self._records.get([record_id])[record_id]
+        plan = Plan.model_validate_json(md["plan"])
+        return plan.model_copy(update={"source": source, "playbook": record_id})
 
     def _histories(self, fingerprint: str, facts: list[str]) -> list[list[dict[str, Any]]]:
         """The records of each plan tried on this fingerprint under these same findings, oldest
@@ -495,23 +503,19 @@ class Memory:
         loop where a process had simply died, a full disk where a probe had failed) is another
         problem, and the personas' playbooks, or an LLM, judge it afresh.
         """
-        digest = facts_digest(facts)
         by_plan: dict[str, list[dict[str, Any]]] = {}
-        for rid, md in self._records.by_fingerprint(fingerprint, digest):
-            if md.get("plan") and md.get("plan_signature"):
-                by_plan.setdefault(md["plan_signature"], []).append({**md, "id": rid})
+        for rid, signature, outcome, occurred_at in self._records.plan_history(
+            fingerprint, facts_digest(facts)
+        ):
+            by_plan.setdefault(signature, []).append(
+                {"id": rid, "outcome": outcome, "occurred_at": occurred_at}
+            )
         histories = []
         for history in by_plan.values():
-            history.sort(key=lambda md: (md["occurred_at"], md.get("stored_ns", 0)))
             if history[-1]["outcome"] == "failed":
                 continue
             histories.append(history)
         return histories
-
-
-def _plan(md: dict[str, Any], source: Literal["playbook", "memory"]) -> Plan:
-    plan = Plan.model_validate_json(md["plan"])
-    return plan.model_copy(update={"source": source, "playbook": md["id"]})
 
 
 def _hit(record_id: str, document: str, md: dict[str, Any], distance: float) -> MemoryHit:

@@ -36,6 +36,7 @@ _SCHEMA = (
     " facts_digest TEXT NOT NULL,"
     " plan_signature TEXT NOT NULL,"
     " outcome TEXT NOT NULL,"
+    " occurred_at REAL NOT NULL,"
     " version INTEGER NOT NULL,"  # stored_ns: which write of this id a flush indexed
     " vector BLOB,"  # float32, kept while the record waits to be indexed
     " indexed INTEGER NOT NULL)",
@@ -64,8 +65,10 @@ class RecordStore:
         with self._lock:
             self._db.close()
 
-    def put(self, records: list[Record], vectors: npt.NDArray[np.float32] | None) -> None:
-        """Write records; with `vectors` they are pending (not yet in the collection), else indexed."""
+    def put(
+        self, records: list[Record], vectors: npt.NDArray[np.float32] | None = None, indexed: bool = False
+    ) -> None:
+        """Write records, pending (not yet in the collection, with their vectors when given) or indexed."""
         rows = [
             (
                 rid,
@@ -75,15 +78,18 @@ class RecordStore:
                 md.get("facts_digest", ""),
                 md.get("plan_signature", ""),
                 md["outcome"],
+                float(md.get("occurred_at", 0.0)),
                 int(md.get("stored_ns", 0)),
-                None if vectors is None else vectors[i].astype("<f4").tobytes(),
-                int(vectors is None),
+                None if vectors is None or indexed else vectors[i].astype("<f4").tobytes(),
+                int(indexed),
             )
             for i, (rid, document, md) in enumerate(records)
         ]
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
             self._db.execute("COMMIT")
 
     def count(self, indexed: bool | None = None) -> int:
@@ -146,14 +152,16 @@ class RecordStore:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT id FROM records WHERE indexed = 1")}
 
-    def by_fingerprint(self, fingerprint: str, digest: str) -> list[tuple[str, dict[str, Any]]]:
-        """(id, metadata) of every record of a fingerprint under one facts digest."""
+    def plan_history(self, fingerprint: str, digest: str) -> list[tuple[str, str, str, float]]:
+        """(id, plan signature, outcome, occurred_at) of every record of a fingerprint under one facts
+        digest that has a plan, oldest first: light rows, however long the fingerprint's history."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, metadata FROM records WHERE fingerprint = ? AND facts_digest = ?",
+            return self._db.execute(
+                "SELECT id, plan_signature, outcome, occurred_at FROM records"
+                " WHERE fingerprint = ? AND facts_digest = ? AND plan_signature != ''"
+                " ORDER BY occurred_at, version",
                 (fingerprint, digest),
             ).fetchall()
-        return [(rid, json.loads(md)) for rid, md in rows]
 
     def tally(self, signatures: list[str]) -> dict[tuple[str, str], int]:
         """(plan signature, outcome) → how many records."""

@@ -102,7 +102,6 @@ class HealContext:
     def llm(self, run_id: str) -> LLM:
         """The LLM door for one run; raises LLMNotConfigured when no endpoint is set."""
         if run_id not in self._llms:
-            from agentheal.llm import LLM
 
             def record(call: Any) -> None:
                 self.events.llm_call(
@@ -119,8 +118,13 @@ class HealContext:
                 import httpx
 
                 self._http = httpx.Client(timeout=self.settings.llm_timeout_s)
-            self._llms[run_id] = LLM(self.settings, on_call=record, http_client=self._http)
+            self._llms[run_id] = self._new_llm(record)
         return self._llms[run_id]
+
+    def _new_llm(self, on_call: Any) -> LLM:
+        from agentheal.llm import LLM
+
+        return LLM(self.settings, on_call=on_call, http_client=self._http)
 
     def release(self, run_id: str) -> None:
         """Forget a run's LLM door once the run stops driving (finished, or waiting for approval)."""

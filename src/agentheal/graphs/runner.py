@@ -12,7 +12,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentheal.graphs.context import HealContext
 from agentheal.graphs.heal import Durability, compile_heal_graph
@@ -143,14 +143,22 @@ class Healer:
 
     def _drive(self, run_id: str, payload: Any) -> dict[str, Any]:
         config = _config(run_id)
+        values: dict[str, Any] = {}
+        waiting = False
         try:
-            for _ in self.graph.stream(payload, config, stream_mode="updates", durability=self.durability):
-                pass
+            # The state after each step, and each step's updates (where an approval wait shows as
+            # `__interrupt__`): the final state without reading the last checkpoint back.
+            stream = self.graph.stream(
+                payload, config, stream_mode=["values", "updates"], durability=self.durability
+            )
+            for mode, chunk in cast(Iterator[tuple[str, Any]], stream):
+                if mode == "values":
+                    values = dict(chunk)
+                elif "__interrupt__" in chunk:
+                    waiting = True
         finally:
             self.ctx.release(run_id)
-        snapshot = self.graph.get_state(config)
-        values = dict(snapshot.values)
-        if snapshot.next and any(t.interrupts for t in snapshot.tasks):
+        if waiting:
             values["status"] = RunStatus.awaiting_approval.value
             approvals = (values.get("decision") or {}).get("approvals", [])
             values["reason"] = "awaiting approval: " + "; ".join(approvals)
