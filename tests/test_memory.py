@@ -296,7 +296,9 @@ def test_memory_survives_a_new_object_and_a_new_process(settings: Settings, tmp_
 def test_a_memory_built_by_another_embedder_is_refused(settings: Settings) -> None:
     Memory(settings)
     other = settings.model_copy(update={"embed_base_url": "http://127.0.0.1:9/v1"})
-    with pytest.raises(MemoryStoreError, match="built with the embedder 'all-MiniLM-L6-v2-onnx-int8'"):
+    with pytest.raises(
+        MemoryStoreError, match="built with the embedder 'all-MiniLM-L6-v2-onnx-qint8-dynamic'"
+    ):
         Memory(other)
 
 

