@@ -251,3 +251,46 @@ def test_processes_share_one_file(url: str, store: EventStore) -> None:
 def test_a_broken_url_is_named() -> None:
     with pytest.raises(EventStoreError, match="bad event store URL"):
         EventStore("not a url")
+
+
+def test_the_sqlite_fast_path_writes_the_rows_sqlalchemy_would(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from agentheal import events
+
+    store.start_run("r1", Gap(text="web down", component="web"))
+    at = utcnow()
+    monkeypatch.setattr(events, "utcnow", lambda: at)
+    step = Step(action="restart", component="web")
+    result = ActionResult(action="restart", component="web", outcome="ok", detail="pid 42")
+    rows = {
+        "node_events": {"run_id": "r1", "node": "triage", "detail": "d", "data": {"b": [1, 2], "a": "x"}},
+        "llm_calls": {
+            "run_id": "r1",
+            "model": "m",
+            "purpose": "plan",
+            "prompt_tokens": 3,
+            "completion_tokens": 4,
+            "duration_s": 0.25,
+            "ok": True,
+        },
+        "actions": {
+            "run_id": "r1",
+            "action": "restart",
+            "component": "web",
+            "dry_run": False,
+            "outcome": "ok",
+            "step": step.model_dump(mode="json"),
+            "result": result.model_dump(mode="json"),
+        },
+    }
+    assert set(rows) == set(store._fast_inserts)  # every table with a fast path is compared here
+    for table, values in rows.items():
+        store._write(events._INSERTS[table], table, {"at": at, **values})  # through SQLAlchemy
+        store._insert(table, table, **values)  # the fast path
+    db = sqlite3.connect(store.url.removeprefix("sqlite:///"))
+    for table in rows:
+        written = db.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+        assert len(written) == 2 and written[0][1:] == written[1][1:], table

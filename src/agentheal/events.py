@@ -9,6 +9,7 @@ the SQL portable; SQLite (the default) gets WAL and a busy timeout on connect so
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -258,6 +259,29 @@ _COUNT_ACTIONS = (
 )
 
 
+FastInsert = tuple[str, list[tuple[str, Any]]]  # SQL, and per parameter: (value key, bind conversion)
+
+# The rows a heal writes most (node transitions, LLM calls, actions): on SQLite they skip
+# SQLAlchemy's per-statement execution machinery, which costs twice the insert itself.
+_FAST_TABLES = ("node_events", "llm_calls", "actions")
+
+
+def _fast_inserts(dialect: sa.Dialect) -> dict[str, FastInsert]:
+    """Per table, its INSERT as the dialect compiles it, with each parameter's bind conversion."""
+    if dialect.paramstyle != "qmark":
+        return {}
+    made: dict[str, FastInsert] = {}
+    for name in _FAST_TABLES:
+        table = _TABLES[name]
+        columns = [c for c in table.columns if not c.primary_key]
+        stmt = table.insert().values({c.name: sa.bindparam(c.name, type_=c.type) for c in columns})
+        compiled = stmt.compile(dialect=dialect)
+        order = compiled.positiontup or []
+        types = {c.name: c.type for c in columns}
+        made[name] = (compiled.string, [(key, types[key].bind_processor(dialect)) for key in order])
+    return made
+
+
 class EventStore:
     """Append-mostly store of what happened, on any SQLAlchemy URL (SQLite by default)."""
 
@@ -285,6 +309,7 @@ class EventStore:
         self._local = threading.local()
         self._writers: list[sa.Connection] = []
         self._writers_lock = threading.Lock()
+        self._fast_inserts = _fast_inserts(self._engine.dialect) if sqlite else {}
         if sqlite:
 
             @event.listens_for(self._engine, "connect")
@@ -334,7 +359,26 @@ class EventStore:
             raise EventStoreError(f"cannot record {what}: {exc.orig}") from exc
 
     def _insert(self, table: str, what: str, **values: Any) -> None:
-        self._write(_INSERTS[table], what, {"at": utcnow(), **values})
+        values = {"at": utcnow(), **values}
+        fast = self._fast_inserts.get(table)
+        if fast is None:
+            self._write(_INSERTS[table], what, values)
+            return
+        # SQLite: the dialect's own SQL and the columns' own bind conversions (so the row is the
+        # one SQLAlchemy would write), run on this thread's connection underneath SQLAlchemy.
+        sql, columns = fast
+        row = tuple(convert(values[key]) if convert else values[key] for key, convert in columns)
+        raw = self._writer().connection.dbapi_connection
+        assert raw is not None
+        try:
+            raw.execute(sql, row)
+            raw.commit()
+        except sqlite3.IntegrityError as exc:
+            raw.rollback()
+            raise EventStoreError(f"cannot record {what}: {exc}") from exc
+        except BaseException:
+            raw.rollback()
+            raise
 
     def _update_run(self, run_id: str, what: str, **values: Any) -> None:
         if self._write(_UPDATE_RUN, what, {"which_run": run_id, **values}) == 0:
@@ -342,7 +386,11 @@ class EventStore:
 
     def record_gap(self, gap: Gap) -> None:
         """Record a gap as it was reported (every report, also repeats of one fingerprint)."""
-        values = {
+        self._write(_INSERTS["gaps"], f"gap {gap.fingerprint}", self._gap_values(gap))
+
+    @staticmethod
+    def _gap_values(gap: Gap) -> dict[str, Any]:
+        return {
             "fingerprint": gap.fingerprint,
             "kind": gap.kind.value,
             "component": gap.component,
@@ -352,11 +400,10 @@ class EventStore:
             "created_at": gap.created_at,
             "recorded_at": utcnow(),
         }
-        self._write(_INSERTS["gaps"], f"gap {gap.fingerprint}", values)
 
-    def start_run(self, run_id: str, gap: Gap) -> None:
-        """Open a run for a gap, status `running`. Starting a run id again only marks it running."""
-        values = {
+    @staticmethod
+    def _run_values(run_id: str, gap: Gap) -> dict[str, Any]:
+        return {
             "run_id": run_id,
             "fingerprint": gap.fingerprint,
             "component": gap.component,
@@ -365,10 +412,29 @@ class EventStore:
             "status": RunStatus.running.value,
             "started_at": utcnow(),
         }
+
+    def begin_heal(self, gap: Gap, run_id: str) -> str | None:
+        """Record a reported gap and, unless its fingerprint has an open run, start `run_id` for it:
+        one transaction, so two processes reporting the same gap never both start a run.
+
+        Returns:
+            The open run's id when there is one (no run was started), else None.
+        """
+        conn = self._writer()
+        with conn.begin():
+            conn.execute(_INSERTS["gaps"], self._gap_values(gap))
+            found = conn.execute(_OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
+            if found is not None:
+                return str(found)
+            conn.execute(_INSERTS["runs"], self._run_values(run_id, gap))
+        return None
+
+    def start_run(self, run_id: str, gap: Gap) -> None:
+        """Open a run for a gap, status `running`. Starting a run id again only marks it running."""
         try:
             conn = self._writer()
             with conn.begin():
-                conn.execute(_INSERTS["runs"], values)
+                conn.execute(_INSERTS["runs"], self._run_values(run_id, gap))
         except sa.exc.IntegrityError:
             # A resumed run calls this again: keep its history, mark it running.
             self.set_status(run_id, RunStatus.running)

@@ -285,7 +285,8 @@ class Registry:
         self._settings = settings
         self.errors: list[PersonaLoadError] = list(errors)
         # Persona embeddings by name, with the texts they were made from (a replaced persona is re-embedded).
-        self._vectors: dict[str, tuple[list[str], npt.NDArray[np.float32]]] = {}
+        # name → (what its texts were made from, the texts' vectors): remade when that changes
+        self._vectors: dict[str, tuple[tuple[str, str, tuple[str, ...]], npt.NDArray[np.float32]]] = {}
 
     @classmethod
     def load(cls, settings: Settings) -> Registry:
@@ -334,13 +335,16 @@ class Registry:
 
         from agentheal.embedding import get_embedder
 
-        stale = [p for p in personas if self._vectors.get(p.name, ([], None))[0] != _persona_texts(p)]
+        def source(p: Persona) -> tuple[str, str, tuple[str, ...]]:
+            return (p.title, p.expertise, tuple(p.tags))
+
+        stale = [p for p in personas if p.name not in self._vectors or self._vectors[p.name][0] != source(p)]
         if stale:
             texts = [_persona_texts(p) for p in stale]
             rows = get_embedder(self._settings).embed([t for group in texts for t in group])
             start = 0
             for persona, group in zip(stale, texts, strict=True):
-                self._vectors[persona.name] = (group, rows[start : start + len(group)])
+                self._vectors[persona.name] = (source(persona), rows[start : start + len(group)])
                 start += len(group)
         return [float(np.max(self._vectors[p.name][1] @ gap_vector)) for p in personas]
 

@@ -387,9 +387,10 @@ def _args_schema(model: type[BaseModel]) -> dict[str, Any]:
 def tool_schemas(estate: Estate) -> list[dict[str, Any]]:
     """OpenAI "tools" JSON for the read-only observations, `component` limited to the estate's names.
 
-    Built once per set of component names (every LLM diagnosis asks for it); a fresh copy each time.
+    Built once per set of component names (every LLM diagnosis asks for it) and shared: read it,
+    send it, do not change it.
     """
-    return copy.deepcopy(_tool_schemas(tuple(sorted(estate.components))))
+    return _tool_schemas(tuple(sorted(estate.components)))
 
 
 @functools.lru_cache(maxsize=32)

@@ -72,15 +72,14 @@ class Healer:
         """Heal one gap to the end, to an approval wait, or join the open run of the same fingerprint."""
         self.check_gap(gap)
         self.ctx.memory.embedder.prefetch([gap.text])  # recall and routing need it; triage runs meanwhile
-        events = self.ctx.events
-        events.record_gap(gap)
-        open_run = events.open_run(gap.fingerprint)
+        run_id = uuid.uuid4().hex
+        open_run = self.ctx.events.begin_heal(
+            gap, run_id
+        )  # records the gap; starts run_id unless one is open
         if open_run is not None:
             with _lock(self._lock_path(gap.fingerprint), wait=False) as held:
                 pass  # only asks whether a live process holds the run
             return self._resume_crashed(open_run, gap) if held else self._join(open_run, gap)
-        run_id = uuid.uuid4().hex
-        events.start_run(run_id, gap)
         state: dict[str, Any] = {
             "run_id": run_id,
             "gap": gap.model_dump(mode="json"),
