@@ -294,3 +294,14 @@ def test_the_sqlite_fast_path_writes_the_rows_sqlalchemy_would(
     for table in rows:
         written = db.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
         assert len(written) == 2 and written[0][1:] == written[1][1:], table
+
+
+def test_begin_heal_records_every_report_and_starts_one_run(store: EventStore) -> None:
+    gap = _gap()
+    assert store.begin_heal(gap, "run-a") is None  # started
+    assert store.begin_heal(gap, "run-b") == "run-a"  # joins the open run; starts nothing
+    assert [r.run_id for r in store.runs()] == ["run-a"]
+    store.set_status("run-a", RunStatus.healed)
+    assert store.begin_heal(gap, "run-c") is None
+    assert {r.run_id for r in store.runs()} == {"run-a", "run-c"}
+    assert len(store.gaps(limit=10)) == 3
