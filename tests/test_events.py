@@ -288,7 +288,7 @@ def test_the_sqlite_fast_path_writes_the_rows_sqlalchemy_would(
     }
     assert set(rows) == set(store._fast_inserts)  # every table with a fast path is compared here
     for table, values in rows.items():
-        store._write(events._INSERTS[table], table, {"at": at, **values})  # through SQLAlchemy
+        store._write(events.INSERTS[table], table, {"at": at, **values})  # through SQLAlchemy
         store._insert(table, table, **values)  # the fast path
     db = sqlite3.connect(store.url.removeprefix("sqlite:///"))
     for table in rows:

@@ -8,24 +8,35 @@ the SQL portable; SQLite (the default) gets WAL and a busy timeout on connect so
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from datetime import UTC, datetime, timedelta
-from enum import Enum
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
+from agentheal.event_schema import (
+    COUNT_ACTIONS,
+    GAPS,
+    INSERTS,
+    LLM_USAGE,
+    METADATA,
+    OPEN_RUN,
+    OPEN_STATUSES,
+    RUNS,
+    TABLES,
+    UPDATE_RUN,
+    dumps_json,
+    fast_inserts,
+)
 from agentheal.models import ActionResult, Gap, LLMUsage, RunStatus, Step, utcnow
 
 # How long a writer waits for another process's write lock before it gives up.
 BUSY_TIMEOUT_S = 30.0
 # Run ids are uuid4 hex; shorter prefixes than this match too many runs to be meant.
 MIN_PREFIX = 4
-_OPEN = (RunStatus.running.value, RunStatus.awaiting_approval.value)
 
 
 class EventStoreError(Exception):
@@ -115,173 +126,6 @@ class RunDetail(BaseModel):
     result: dict[str, Any] | None = None
 
 
-def _json_default(value: Any) -> Any:
-    """JSON for the types a result dict carries besides plain JSON."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=str)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, sort_keys=True)
-
-
-class _UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Stored as naive UTC (portable across databases), read back timezone-aware in UTC."""
-
-    impl = sa.DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:  # a time with no zone (e.g. from a gap file) is taken as UTC
-            return value
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _req(name: str, type_: Any, *args: Any, **kw: Any) -> sa.Column[Any]:
-    return sa.Column(name, type_, *args, nullable=False, **kw)
-
-
-def _run_ref() -> sa.Column[Any]:
-    return _req("run_id", sa.String(64), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
-
-
-_md = sa.MetaData()
-_gaps = sa.Table(
-    "gaps",
-    _md,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _req("fingerprint", sa.String(64), index=True),
-    _req("kind", sa.String(32)),
-    sa.Column("component", sa.String(200)),
-    _req("severity", sa.String(16)),
-    _req("text", sa.Text),
-    _req("gap", sa.JSON),
-    _req("created_at", _UTCDateTime),
-    _req("recorded_at", _UTCDateTime, index=True),
-)
-_runs = sa.Table(
-    "runs",
-    _md,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    _req("fingerprint", sa.String(64), index=True),
-    sa.Column("component", sa.String(200)),
-    _req("gap_text", sa.Text),
-    _req("gap", sa.JSON),
-    _req("status", sa.String(32), index=True),
-    sa.Column("persona", sa.String(200)),
-    sa.Column("source", sa.String(32)),
-    sa.Column("reason", sa.Text),
-    sa.Column("result", sa.JSON),
-    _req("started_at", _UTCDateTime, index=True),
-    sa.Column("finished_at", _UTCDateTime),
-)
-_node_events = sa.Table(
-    "node_events",
-    _md,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _run_ref(),
-    _req("node", sa.String(100)),
-    _req("detail", sa.Text),
-    _req("data", sa.JSON),
-    _req("at", _UTCDateTime),
-)
-_actions = sa.Table(
-    "actions",
-    _md,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _run_ref(),
-    # what count_actions filters on as columns; the step and its result whole, as JSON
-    _req("action", sa.String(100)),
-    _req("component", sa.String(200)),
-    _req("dry_run", sa.Boolean),
-    _req("outcome", sa.String(16)),
-    _req("step", sa.JSON),
-    _req("result", sa.JSON),
-    _req("at", _UTCDateTime),
-    sa.Index("ix_actions_component_action_at", "component", "action", "at"),
-)
-_llm_calls = sa.Table(
-    "llm_calls",
-    _md,
-    sa.Column("id", sa.Integer, primary_key=True),
-    _run_ref(),
-    _req("model", sa.String(200)),
-    _req("purpose", sa.String(100)),
-    _req("prompt_tokens", sa.Integer),
-    _req("completion_tokens", sa.Integer),
-    _req("duration_s", sa.Float),
-    _req("ok", sa.Boolean),
-    _req("at", _UTCDateTime),
-)
-_TABLES = {t.name: t for t in (_gaps, _runs, _node_events, _actions, _llm_calls)}
-# Statements built once, values bound at execution: a heal writes a dozen rows, and building and
-# caching a new statement for each costs more than SQLite's commit.
-_INSERTS = {name: t.insert() for name, t in _TABLES.items()}
-_LLM_USAGE = sa.select(
-    sa.func.count(),
-    sa.func.coalesce(sa.func.sum(_llm_calls.c.prompt_tokens), 0),
-    sa.func.coalesce(sa.func.sum(_llm_calls.c.completion_tokens), 0),
-).where(_llm_calls.c.run_id == sa.bindparam("run_id"))
-# The SET clause comes from the keys passed with it.
-_UPDATE_RUN = _runs.update().where(_runs.c.run_id == sa.bindparam("which_run"))
-_OPEN_RUN = (
-    sa.select(_runs.c.run_id)
-    .where(_runs.c.fingerprint == sa.bindparam("fingerprint"), _runs.c.status.in_(_OPEN))
-    .order_by(_runs.c.started_at.desc())
-    .limit(1)
-)
-_COUNT_ACTIONS = (
-    sa.select(sa.func.count())
-    .select_from(_actions)
-    .where(
-        _actions.c.component == sa.bindparam("component"),
-        _actions.c.action == sa.bindparam("action"),
-        _actions.c.dry_run.is_(False),
-        _actions.c.outcome.in_(("ok", "failed")),
-        _actions.c.at >= sa.bindparam("since"),
-    )
-)
-
-
-FastInsert = tuple[str, list[tuple[str, Any]]]  # SQL, and per parameter: (value key, bind conversion)
-
-# The rows a heal writes most (node transitions, LLM calls, actions): on SQLite they skip
-# SQLAlchemy's per-statement execution machinery, which costs twice the insert itself.
-_FAST_TABLES = ("node_events", "llm_calls", "actions")
-
-
-def _fast_inserts(dialect: sa.Dialect) -> dict[str, FastInsert]:
-    """Per table, its INSERT as the dialect compiles it, with each parameter's bind conversion."""
-    if dialect.paramstyle != "qmark":
-        return {}
-    made: dict[str, FastInsert] = {}
-    for name in _FAST_TABLES:
-        table = _TABLES[name]
-        columns = [c for c in table.columns if not c.primary_key]
-        stmt = table.insert().values({c.name: sa.bindparam(c.name, type_=c.type) for c in columns})
-        compiled = stmt.compile(dialect=dialect)
-        order = compiled.positiontup or []
-        types = {c.name: c.type for c in columns}
-        made[name] = (compiled.string, [(key, types[key].bind_processor(dialect)) for key in order])
-    return made
-
-
 class EventStore:
     """Append-mostly store of what happened, on any SQLAlchemy URL (SQLite by default)."""
 
@@ -305,11 +149,11 @@ class EventStore:
         pool: dict[str, Any] = (
             {"pool_size": 16} if sqlite and parsed.database not in (None, "", ":memory:") else {}
         )
-        self._engine = sa.create_engine(url, connect_args=connect_args, json_serializer=_dumps, **pool)
+        self._engine = sa.create_engine(url, connect_args=connect_args, json_serializer=dumps_json, **pool)
         self._local = threading.local()
         self._writers: list[sa.Connection] = []
         self._writers_lock = threading.Lock()
-        self._fast_inserts = _fast_inserts(self._engine.dialect) if sqlite else {}
+        self._fast_inserts = fast_inserts(self._engine.dialect) if sqlite else {}
         if sqlite:
 
             @event.listens_for(self._engine, "connect")
@@ -325,7 +169,7 @@ class EventStore:
                 cursor.close()
 
         try:
-            _md.create_all(self._engine)
+            METADATA.create_all(self._engine)
         except sa.exc.SQLAlchemyError as exc:
             raise EventStoreError(f"cannot open the event store at {url}: {exc}") from exc
 
@@ -362,7 +206,7 @@ class EventStore:
         values = {"at": utcnow(), **values}
         fast = self._fast_inserts.get(table)
         if fast is None:
-            self._write(_INSERTS[table], what, values)
+            self._write(INSERTS[table], what, values)
             return
         # SQLite: the dialect's own SQL and the columns' own bind conversions (so the row is the
         # one SQLAlchemy would write), run on this thread's connection underneath SQLAlchemy.
@@ -381,12 +225,12 @@ class EventStore:
             raise
 
     def _update_run(self, run_id: str, what: str, **values: Any) -> None:
-        if self._write(_UPDATE_RUN, what, {"which_run": run_id, **values}) == 0:
+        if self._write(UPDATE_RUN, what, {"which_run": run_id, **values}) == 0:
             raise EventStoreError(f"no run {run_id!r} to record {what} for; start_run was not called")
 
     def record_gap(self, gap: Gap) -> None:
         """Record a gap as it was reported (every report, also repeats of one fingerprint)."""
-        self._write(_INSERTS["gaps"], f"gap {gap.fingerprint}", self._gap_values(gap))
+        self._write(INSERTS["gaps"], f"gap {gap.fingerprint}", self._gap_values(gap))
 
     @staticmethod
     def _gap_values(gap: Gap) -> dict[str, Any]:
@@ -422,11 +266,11 @@ class EventStore:
         """
         conn = self._writer()
         with conn.begin():
-            conn.execute(_INSERTS["gaps"], self._gap_values(gap))
-            found = conn.execute(_OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
+            conn.execute(INSERTS["gaps"], self._gap_values(gap))
+            found = conn.execute(OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
             if found is not None:
                 return str(found)
-            conn.execute(_INSERTS["runs"], self._run_values(run_id, gap))
+            conn.execute(INSERTS["runs"], self._run_values(run_id, gap))
         return None
 
     def start_run(self, run_id: str, gap: Gap) -> None:
@@ -434,7 +278,7 @@ class EventStore:
         try:
             conn = self._writer()
             with conn.begin():
-                conn.execute(_INSERTS["runs"], self._run_values(run_id, gap))
+                conn.execute(INSERTS["runs"], self._run_values(run_id, gap))
         except sa.exc.IntegrityError:
             # A resumed run calls this again: keep its history, mark it running.
             self.set_status(run_id, RunStatus.running)
@@ -509,7 +353,7 @@ class EventStore:
         values: dict[str, Any] = {"status": status.value}
         if reason is not None:
             values["reason"] = reason
-        values["finished_at"] = None if status.value in _OPEN else utcnow()
+        values["finished_at"] = None if status.value in OPEN_STATUSES else utcnow()
         self._update_run(run_id, "a status", **values)
 
     # -- reads --
@@ -517,25 +361,25 @@ class EventStore:
     def open_run(self, fingerprint: str) -> str | None:
         """The newest run of this fingerprint that is running or awaiting approval, if any."""
         with self._engine.connect() as conn:
-            found = conn.execute(_OPEN_RUN, {"fingerprint": fingerprint}).scalar()
+            found = conn.execute(OPEN_RUN, {"fingerprint": fingerprint}).scalar()
         return str(found) if found is not None else None
 
     def runs(self, limit: int = 50, status: str | None = None) -> list[RunRow]:
         """Runs, newest first, optionally only those with one status."""
-        stmt = _runs.select().order_by(_runs.c.started_at.desc(), _runs.c.run_id.desc()).limit(limit)
+        stmt = RUNS.select().order_by(RUNS.c.started_at.desc(), RUNS.c.run_id.desc()).limit(limit)
         if status is not None:
             if status not in RunStatus.__members__:
                 known = ", ".join(RunStatus.__members__)
                 raise EventStoreError(f"unknown run status {status!r}: one of {known}")
-            stmt = stmt.where(_runs.c.status == status)
+            stmt = stmt.where(RUNS.c.status == status)
         with self._engine.connect() as conn:
             return [RunRow.model_validate(dict(r._mapping)) for r in conn.execute(stmt)]
 
     def gaps(self, fingerprint: str | None = None, limit: int = 100) -> list[Gap]:
         """Recorded gap reports, newest first, optionally of one fingerprint."""
-        stmt = _gaps.select().order_by(_gaps.c.recorded_at.desc(), _gaps.c.id.desc()).limit(limit)
+        stmt = GAPS.select().order_by(GAPS.c.recorded_at.desc(), GAPS.c.id.desc()).limit(limit)
         if fingerprint is not None:
-            stmt = stmt.where(_gaps.c.fingerprint == fingerprint)
+            stmt = stmt.where(GAPS.c.fingerprint == fingerprint)
         with self._engine.connect() as conn:
             return [Gap.model_validate(r.gap) for r in conn.execute(stmt)]
 
@@ -548,13 +392,13 @@ class EventStore:
         """
         key = run_id_or_prefix.strip()
         with self._engine.connect() as conn:
-            found = conn.execute(_runs.select().where(_runs.c.run_id == key)).first()
+            found = conn.execute(RUNS.select().where(RUNS.c.run_id == key)).first()
             if found is None:
                 if len(key) < MIN_PREFIX:
                     raise RunLookupError(
                         f"run id prefix {key!r} is too short: give {MIN_PREFIX} characters or more"
                     )
-                prefixed = _runs.select().where(_runs.c.run_id.startswith(key, autoescape=True)).limit(6)
+                prefixed = RUNS.select().where(RUNS.c.run_id.startswith(key, autoescape=True)).limit(6)
                 matches = conn.execute(prefixed).all()
                 if not matches:
                     return None
@@ -565,7 +409,7 @@ class EventStore:
 
     def _detail(self, conn: sa.Connection, run: dict[str, Any]) -> RunDetail:
         def rows(table: str) -> list[dict[str, Any]]:
-            t = _TABLES[table]
+            t = TABLES[table]
             return [
                 dict(r._mapping)
                 for r in conn.execute(t.select().where(t.c.run_id == run["run_id"]).order_by(t.c.id))
@@ -604,12 +448,12 @@ class EventStore:
         with self._engine.connect() as conn:
             return int(
                 conn.execute(
-                    _COUNT_ACTIONS, {"component": component, "action": action, "since": since}
+                    COUNT_ACTIONS, {"component": component, "action": action, "since": since}
                 ).scalar_one()
             )
 
     def llm_usage(self, run_id: str) -> LLMUsage:
         """Calls and tokens a run spent on the LLM, summed from its recorded calls."""
         with self._engine.connect() as conn:
-            n, prompt, completion = conn.execute(_LLM_USAGE, {"run_id": run_id}).one()
+            n, prompt, completion = conn.execute(LLM_USAGE, {"run_id": run_id}).one()
         return LLMUsage(calls=int(n), prompt_tokens=int(prompt), completion_tokens=int(completion))

@@ -1,0 +1,188 @@
+"""The event store's tables, the statements a heal runs on them again and again, and SQLite's
+fast inserts: the schema half of `agentheal.events`.
+
+The tables are SQLAlchemy Core, portable across databases; times are stored as naive UTC and
+read back aware; JSON columns use one serializer that knows agentheal's models.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from agentheal.models import RunStatus
+
+OPEN_STATUSES = (RunStatus.running.value, RunStatus.awaiting_approval.value)
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the types a result dict carries besides plain JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps_json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, sort_keys=True)
+
+
+class _UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Stored as naive UTC (portable across databases), read back timezone-aware in UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # a time with no zone (e.g. from a gap file) is taken as UTC
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _req(name: str, type_: Any, *args: Any, **kw: Any) -> sa.Column[Any]:
+    return sa.Column(name, type_, *args, nullable=False, **kw)
+
+
+def _run_ref() -> sa.Column[Any]:
+    return _req("run_id", sa.String(64), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+
+
+METADATA = sa.MetaData()
+GAPS = sa.Table(
+    "gaps",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _req("fingerprint", sa.String(64), index=True),
+    _req("kind", sa.String(32)),
+    sa.Column("component", sa.String(200)),
+    _req("severity", sa.String(16)),
+    _req("text", sa.Text),
+    _req("gap", sa.JSON),
+    _req("created_at", _UTCDateTime),
+    _req("recorded_at", _UTCDateTime, index=True),
+)
+RUNS = sa.Table(
+    "runs",
+    METADATA,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    _req("fingerprint", sa.String(64), index=True),
+    sa.Column("component", sa.String(200)),
+    _req("gap_text", sa.Text),
+    _req("gap", sa.JSON),
+    _req("status", sa.String(32), index=True),
+    sa.Column("persona", sa.String(200)),
+    sa.Column("source", sa.String(32)),
+    sa.Column("reason", sa.Text),
+    sa.Column("result", sa.JSON),
+    _req("started_at", _UTCDateTime, index=True),
+    sa.Column("finished_at", _UTCDateTime),
+)
+NODE_EVENTS = sa.Table(
+    "node_events",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_ref(),
+    _req("node", sa.String(100)),
+    _req("detail", sa.Text),
+    _req("data", sa.JSON),
+    _req("at", _UTCDateTime),
+)
+ACTIONS = sa.Table(
+    "actions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_ref(),
+    # what count_actions filters on as columns; the step and its result whole, as JSON
+    _req("action", sa.String(100)),
+    _req("component", sa.String(200)),
+    _req("dry_run", sa.Boolean),
+    _req("outcome", sa.String(16)),
+    _req("step", sa.JSON),
+    _req("result", sa.JSON),
+    _req("at", _UTCDateTime),
+    sa.Index("ix_actions_component_action_at", "component", "action", "at"),
+)
+LLM_CALLS = sa.Table(
+    "llm_calls",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _run_ref(),
+    _req("model", sa.String(200)),
+    _req("purpose", sa.String(100)),
+    _req("prompt_tokens", sa.Integer),
+    _req("completion_tokens", sa.Integer),
+    _req("duration_s", sa.Float),
+    _req("ok", sa.Boolean),
+    _req("at", _UTCDateTime),
+)
+TABLES = {t.name: t for t in (GAPS, RUNS, NODE_EVENTS, ACTIONS, LLM_CALLS)}
+# Statements built once, values bound at execution: a heal writes a dozen rows, and building and
+# caching a new statement for each costs more than SQLite's commit.
+INSERTS = {name: t.insert() for name, t in TABLES.items()}
+LLM_USAGE = sa.select(
+    sa.func.count(),
+    sa.func.coalesce(sa.func.sum(LLM_CALLS.c.prompt_tokens), 0),
+    sa.func.coalesce(sa.func.sum(LLM_CALLS.c.completion_tokens), 0),
+).where(LLM_CALLS.c.run_id == sa.bindparam("run_id"))
+# The SET clause comes from the keys passed with it.
+UPDATE_RUN = RUNS.update().where(RUNS.c.run_id == sa.bindparam("which_run"))
+OPEN_RUN = (
+    sa.select(RUNS.c.run_id)
+    .where(RUNS.c.fingerprint == sa.bindparam("fingerprint"), RUNS.c.status.in_(OPEN_STATUSES))
+    .order_by(RUNS.c.started_at.desc())
+    .limit(1)
+)
+COUNT_ACTIONS = (
+    sa.select(sa.func.count())
+    .select_from(ACTIONS)
+    .where(
+        ACTIONS.c.component == sa.bindparam("component"),
+        ACTIONS.c.action == sa.bindparam("action"),
+        ACTIONS.c.dry_run.is_(False),
+        ACTIONS.c.outcome.in_(("ok", "failed")),
+        ACTIONS.c.at >= sa.bindparam("since"),
+    )
+)
+
+
+FastInsert = tuple[str, list[tuple[str, Any]]]  # SQL, and per parameter: (value key, bind conversion)
+
+# The rows a heal writes most (node transitions, LLM calls, actions): on SQLite they skip
+# SQLAlchemy's per-statement execution machinery, which costs twice the insert itself.
+FAST_TABLES = ("node_events", "llm_calls", "actions")
+
+
+def fast_inserts(dialect: sa.Dialect) -> dict[str, FastInsert]:
+    """Per table, its INSERT as the dialect compiles it, with each parameter's bind conversion."""
+    if dialect.paramstyle != "qmark":
+        return {}
+    made: dict[str, FastInsert] = {}
+    for name in FAST_TABLES:
+        table = TABLES[name]
+        columns = [c for c in table.columns if not c.primary_key]
+        stmt = table.insert().values({c.name: sa.bindparam(c.name, type_=c.type) for c in columns})
+        compiled = stmt.compile(dialect=dialect)
+        order = compiled.positiontup or []
+        types = {c.name: c.type for c in columns}
+        made[name] = (compiled.string, [(key, types[key].bind_processor(dialect)) for key in order])
+    return made
