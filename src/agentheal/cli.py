@@ -129,7 +129,7 @@ def _progress_printer(quiet: bool) -> Any:
 
     console = Console(stderr=True, highlight=False)
 
-    def show(node: str, detail: str, data: dict[str, Any]) -> None:
+    def show(run_id: str | None, node: str, detail: str, data: dict[str, Any]) -> None:
         console.print(f"[bold cyan]{node:>9}[/]  {escape(detail)}", soft_wrap=True)
 
     return show

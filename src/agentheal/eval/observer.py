@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from agentheal.detect.config import DetectConfig
 from agentheal.detect.gaps import GapBook, TrackedGap
-from agentheal.graphs.context import HealContext
 from agentheal.models import Signal
 
 if TYPE_CHECKING:
@@ -72,18 +71,6 @@ class _RecordingBook(GapBook):
 
 
 @dataclass
-class _RecordingContext(HealContext):
-    """The heal context, passing each node transition on with its run id."""
-
-    sink: Callable[[NodeSeen], None] | None = None
-
-    def say(self, run_id: str, node: str, detail: str, data: dict[str, Any] | None = None) -> None:
-        super().say(run_id, node, detail, data)
-        if self.sink is not None:
-            self.sink(NodeSeen(time.time(), run_id, node, detail, dict(data or {})))
-
-
-@dataclass
 class Observer:
     """`agentheal watch` on a session's estate, in a thread; use as a context manager."""
 
@@ -102,13 +89,7 @@ class Observer:
         s = self.session
         self.watch = Watch(s.settings, s.estate_file, self.config, policy_path=s.policy_file, say=self._say)
         self.watch.detector.book = _RecordingBook(self.watch.detector.estate, self.gaps.append)
-        old = self.watch.ctx
-        ctx = _RecordingContext(
-            settings=old.settings, estate_path=old.estate_path, policy_path=old.policy_path, sink=self._node
-        )
-        for name in ("estate", "backend", "events"):
-            ctx.__dict__[name] = getattr(old, name)  # the detector already holds these: share them
-        self.watch.ctx = ctx
+        self.watch.ctx.progress = self._progress  # each node transition, with its run id
         self.events = EventStore(s.settings.events_url)  # this thread's own reader
         self._thread: threading.Thread | None = None
 
@@ -122,6 +103,10 @@ class Observer:
         self.lines.append((time.time(), line))
         if self.on_line is not None:
             self.on_line(line)
+
+    def _progress(self, run_id: str | None, node: str, detail: str, data: dict[str, Any]) -> None:
+        if run_id is not None:
+            self._node(NodeSeen(time.time(), run_id, node, detail, dict(data)))
 
     def _node(self, seen: NodeSeen) -> None:
         self.nodes.append(seen)

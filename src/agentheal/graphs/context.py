@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from agentheal.personas import Registry
     from agentheal.policy import Policy
 
-ProgressFn = Any  # Callable[[str, str, dict[str, Any]], None]
+ProgressFn = Any  # Callable[[run_id | None, node, detail, data], None]
 
 
 @dataclass
@@ -141,7 +141,7 @@ class HealContext:
         """Record a node transition and show it to whoever watches."""
         self.events.node(run_id, node, detail, data or {})
         if self.progress is not None:
-            self.progress(node, detail, data or {})
+            self.progress(run_id, node, detail, data or {})
 
     def audit(self, record: dict[str, Any]) -> None:
         """Append one line to the append-only audit log: every action that ran, by whom, when."""

@@ -95,7 +95,7 @@ def _say(job: _Job, state: FactoryState, node: str, detail: str, data: dict[str,
     if run_id:
         job.ctx.say(run_id, "factory", f"{node}: {detail}", data)
     elif job.ctx.progress is not None:
-        job.ctx.progress(f"factory:{node}", detail, data or {})
+        job.ctx.progress(None, f"factory:{node}", detail, data or {})
 
 
 def _design(state: FactoryState, job: _Job) -> FactoryState:
