@@ -287,22 +287,17 @@ class Memory:
         pending = self._records.pending()
         if not pending:
             return 0
-        unembedded = [i for i, (_, vector, _) in enumerate(pending) if vector is None]
-        fresh = self.embedder.embed([pending[i][0][1] for i in unembedded]) if unembedded else None
-        vectors = np.zeros((len(pending), self.embedder.dim), dtype=np.float32)
-        for i, (_, vector, _) in enumerate(pending):
-            if vector is not None:
-                vectors[i] = np.frombuffer(vector, dtype="<f4")
-        for row, i in enumerate(unembedded):
-            assert fresh is not None
-            vectors[i] = fresh[row]
+        # A record re-marked for indexing (its collection was lost) has no vector: embed it again.
+        unembedded = [document for _, document, vector, _ in pending if vector is None]
+        fresh: Iterator[npt.NDArray[np.float32]] = iter(self.embedder.embed(unembedded) if unembedded else [])
+        vectors = np.stack(
+            [np.frombuffer(v, dtype="<f4") if v is not None else next(fresh) for _, _, v, _ in pending]
+        )
         for start in range(0, len(pending), self._batch):
             part = pending[start : start + self._batch]
             # Vectors only: the records' text and metadata live in the store, one copy.
-            self.collection.upsert(
-                ids=[p[0][0] for p in part], embeddings=vectors[start : start + self._batch]
-            )
-            self._records.mark_indexed([(p[0][0], p[2]) for p in part])
+            self.collection.upsert(ids=[p[0] for p in part], embeddings=vectors[start : start + self._batch])
+            self._records.mark_indexed([(p[0], p[3]) for p in part])
         return len(pending)
 
     def close(self) -> None:
@@ -398,17 +393,10 @@ class Memory:
         if k < 1:
             raise MemoryStoreError(f"k is {k}; ask for at least 1 result")
         query = self.embedder.embed([text])
-        # Distances only: the documents and metadata come from the record store, by id (cheaper
-        # than chromadb's metadata fetch, and the newer copy while a record is being re-indexed).
+        # The collection holds vectors only: documents and metadata come from the record store.
         found = self.collection.query(query_embeddings=query, n_results=k, include=["distances"])
         distances = dict(zip(found["ids"][0], found["distances"][0], strict=True)) if found["ids"] else {}
         rows = self._records.get(list(distances)) if distances else {}
-        missing = [rid for rid in distances if rid not in rows]
-        if missing:  # an earlier version's records not yet copied into the store (done on open)
-            got = self.collection.get(ids=missing, include=["documents", "metadatas"])
-            for rid, doc, md in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
-                if doc is not None and md:
-                    rows[rid] = (doc, md)
         hits: dict[str, tuple[float, str, dict[str, Any]]] = {
             rid: (float(dist), *rows[rid]) for rid, dist in distances.items() if rid in rows
         }

@@ -8,9 +8,9 @@ write costs about as much as writing thirty at once. Until then recall searches 
 brute force over at most a batch of vectors, so a pending record is found like any other.
 
 Exact lookups (the plans tried on a fingerprint, outcome counts per plan) are answered here by
-index, never by a chromadb metadata scan. A process killed at any point loses nothing: a
-pending record is still here and is indexed by the next flush; a record that reached the
-collection but not this file is copied back when the two are reconciled on open.
+index, never by a chromadb metadata scan. A record is written here before its vector goes to
+the collection, so a process killed at any point loses nothing: a pending record is still here
+and is indexed by the next flush (`Memory` reconciles the two on open).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS records ("
     " id TEXT PRIMARY KEY,"
     " document TEXT NOT NULL,"
-    " metadata TEXT NOT NULL,"  # JSON, exactly what the collection holds for it
+    " metadata TEXT NOT NULL,"  # JSON: outcome, resolution, plan, facts, run, persona...
     " fingerprint TEXT NOT NULL,"
     " facts_digest TEXT NOT NULL,"
     " plan_signature TEXT NOT NULL,"
@@ -59,7 +59,6 @@ class RecordStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             self._db.execute(statement)
-        self._db.execute("DROP TABLE IF EXISTS outcomes")  # the outcome index of earlier versions
 
     def close(self) -> None:
         with self._lock:
@@ -109,14 +108,12 @@ class RecordStore:
                 )
         return found
 
-    def pending(self) -> list[tuple[Record, bytes | None, int]]:
-        """Records not yet in the collection: (record, vector bytes or None, version), oldest first."""
+    def pending(self) -> list[tuple[str, str, bytes | None, int]]:
+        """Records not yet in the collection: (id, document, vector bytes or None, version), oldest first."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, document, metadata, vector, version FROM records"
-                " WHERE indexed = 0 ORDER BY version"
+            return self._db.execute(
+                "SELECT id, document, vector, version FROM records WHERE indexed = 0 ORDER BY version"
             ).fetchall()
-        return [((rid, doc, json.loads(md)), vector, version) for rid, doc, md, vector, version in rows]
 
     def pending_vectors(self) -> list[tuple[str, bytes]]:
         """(id, vector bytes) of the pending records that have a vector."""

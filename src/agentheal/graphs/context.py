@@ -122,6 +122,7 @@ class HealContext:
         return self._llms[run_id]
 
     def _new_llm(self, on_call: Any) -> LLM:
+        """A run's LLM door (the bench replaces it with one that answers in-process)."""
         from agentheal.llm import LLM
 
         return LLM(self.settings, on_call=on_call, http_client=self._http)

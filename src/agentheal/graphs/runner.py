@@ -73,9 +73,8 @@ class Healer:
         self.check_gap(gap)
         self.ctx.memory.embedder.prefetch([gap.text])  # recall and routing need it; triage runs meanwhile
         run_id = uuid.uuid4().hex
-        open_run = self.ctx.events.begin_heal(
-            gap, run_id
-        )  # records the gap; starts run_id unless one is open
+        # Records the gap, and starts run_id unless the fingerprint has an open run.
+        open_run = self.ctx.events.begin_heal(gap, run_id)
         if open_run is not None:
             with _lock(self._lock_path(gap.fingerprint), wait=False) as held:
                 pass  # only asks whether a live process holds the run
