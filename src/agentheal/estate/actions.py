@@ -109,6 +109,12 @@ class ActionSpec(BaseModel):
     read_only: bool
     description: str
     args_model: type[BaseModel]
+    # What carrying it out changes on the component, and the diagnosis facts whose cause that change
+    # removes: the agent factory gives a specialist only the actions that answer its gap's evidence.
+    effect: str = "nothing: it only reads"
+    answers: tuple[str, ...] = ()
+    # Its change is read by the process only when it starts again (the plan follows it with restart).
+    needs_restart: bool = False
 
     def describe(self) -> dict[str, Any]:
         """The action for a prompt: name, risk, reversibility, description and its arguments' schema."""
@@ -123,7 +129,15 @@ class ActionSpec(BaseModel):
 
 
 def _spec(
-    name: str, risk: Risk, reversible: bool, description: str, args: type[BaseModel] = NoArgs
+    name: str,
+    risk: Risk,
+    reversible: bool,
+    description: str,
+    args: type[BaseModel] = NoArgs,
+    *,
+    effect: str = "nothing: it only reads",
+    answers: tuple[str, ...] = (),
+    needs_restart: bool = False,
 ) -> ActionSpec:
     return ActionSpec(
         name=name,
@@ -132,6 +146,9 @@ def _spec(
         read_only=risk is Risk.none,
         description=description,
         args_model=args,
+        effect=effect,
+        answers=answers,
+        needs_restart=needs_restart,
     )
 
 
@@ -143,15 +160,30 @@ CATALOGUE: dict[str, ActionSpec] = {
             Risk.low,
             True,
             "Start the component's process if it is not running, then wait for its probes.",
+            effect="process state: a stopped process runs again",
+            answers=("process_down",),
         ),
         _spec(
             "restart",
             Risk.low,
             True,
             "Stop the component's process group and start it again, then wait for its probes.",
+            effect="process state: a fresh process, its memory, workers, pools and caches reset",
+            answers=(
+                "process_down",
+                "slow_response",
+                "memory_high",
+                "log_errors",
+                "probe_failed",
+                "dependency_down",
+            ),
         ),
         _spec(
-            "stop", Risk.high, True, "Stop the component's process group (SIGTERM, then SIGKILL after 5 s)."
+            "stop",
+            Risk.high,
+            True,
+            "Stop the component's process group (SIGTERM, then SIGKILL after 5 s).",
+            effect="process state: the process stops serving",
         ),
         _spec(
             "restore_config",
@@ -160,6 +192,9 @@ CATALOGUE: dict[str, ActionSpec] = {
             "Put back the last known good copy of a config file (the replaced file is kept as .bad). "
             "Does not restart: follow with restart.",
             ConfigArgs,
+            effect="config content: a config file back to its last known good copy",
+            answers=("config_changed", "config_missing"),
+            needs_restart=True,
         ),
         _spec(
             "rotate_logs",
@@ -167,6 +202,8 @@ CATALOGUE: dict[str, ActionSpec] = {
             False,
             "Move a log file to .1 (older generations shift up) and empty it; the process keeps writing.",
             RotateLogsArgs,
+            effect="disk usage: the size of a log file",
+            answers=("logs_large",),
         ),
         _spec(
             "clean_dir",
@@ -175,6 +212,8 @@ CATALOGUE: dict[str, ActionSpec] = {
             "Delete files in a folder inside the component's data or log folders "
             "(current logs and configs are kept).",
             CleanDirArgs,
+            effect="disk usage: the files in a declared data or log folder",
+            answers=("disk_over_budget",),
         ),
         _spec(
             "rollback_release",
@@ -183,6 +222,9 @@ CATALOGUE: dict[str, ActionSpec] = {
             "Point the component's `current` release link back at an earlier release (default: the last "
             "known good one); the switch is recorded. Does not restart: follow with restart.",
             RollbackReleaseArgs,
+            effect="running release: the `current` release link",
+            answers=("bad_release",),
+            needs_restart=True,
         ),
         _spec(
             "set_flag",
@@ -192,6 +234,8 @@ CATALOGUE: dict[str, ActionSpec] = {
             "it back to its last known good value; the previous value is recorded. Takes effect without a "
             "restart for components that re-read their flags.",
             SetFlagArgs,
+            effect="a feature flag's value in the flags file",
+            answers=("flag_changed",),
         ),
         _spec(
             "scale",
@@ -200,6 +244,8 @@ CATALOGUE: dict[str, ActionSpec] = {
             "Run a number of worker processes (within the min and max the estate declares): the count is "
             "kept and the component restarted with it (AGENTHEAL_REPLICAS).",
             ScaleArgs,
+            effect="replicas: the number of worker processes",
+            answers=("queue_stalled", "slow_response"),
         ),
         _spec(
             "remove_stale_lock",
@@ -208,6 +254,8 @@ CATALOGUE: dict[str, ActionSpec] = {
             "Remove a lock file that stops the component from starting, only when the pid it names is not "
             "running or belongs to a process younger than the lock. A held lock is never touched.",
             LockArgs,
+            effect="a lock file left by a dead process",
+            answers=("stale_lock",),
         ),
         _spec("probe", Risk.none, True, "Run the component's probes now: status, latency, errors."),
         _spec("tail_logs", Risk.none, True, "The last lines of the component's log files.", TailLogsArgs),
@@ -242,6 +290,13 @@ CATALOGUE: dict[str, ActionSpec] = {
 }
 
 REMEDIATIONS = [n for n, s in CATALOGUE.items() if not s.read_only]
+
+
+def answering(facts: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+    """The remediations whose effect answers one of these diagnosis facts, in catalogue order."""
+    return [n for n in REMEDIATIONS if set(CATALOGUE[n].answers) & set(facts)]
+
+
 OBSERVATIONS = [n for n, s in CATALOGUE.items() if s.read_only]
 
 
