@@ -120,10 +120,10 @@ def _instant_context(**kwargs: Any) -> Any:
         instant = True
         calls = 0
 
-        def _new_llm(self, on_call: Any) -> Any:
+        def _new_llm(self, on_call: Any, on_note: Any = None) -> Any:
             if self.instant:
-                return InstantLLM(self.settings, on_call=on_call, http_client=self._http)
-            return super()._new_llm(on_call)
+                return InstantLLM(self.settings, on_call=on_call, on_note=on_note, http_client=self._http)
+            return super()._new_llm(on_call, on_note)
 
     return InstantContext(**kwargs)
 

@@ -274,7 +274,9 @@ def test_the_sqlite_fast_path_writes_the_rows_sqlalchemy_would(
             "prompt_tokens": 3,
             "completion_tokens": 4,
             "duration_s": 0.25,
-            "ok": True,
+            "ok": False,
+            "usage_known": False,
+            "error": "HTTP 500: boom",
         },
         "actions": {
             "run_id": "r1",

@@ -16,6 +16,7 @@ from agentheal.llm import (
     LLMError,
     LLMInvalidOutput,
     LLMNotConfigured,
+    LLMTimeout,
     ToolLoopExhausted,
     cut,
     redact,
@@ -143,14 +144,24 @@ def test_server_errors_give_up_after_the_retries(tmp_path: Path) -> None:
     assert not any(r.ok for r in records)
 
 
-def test_timeouts_and_connection_errors_are_retried(tmp_path: Path) -> None:
+def test_connection_errors_are_retried(tmp_path: Path) -> None:
     llm, _, sleeps = make_llm(tmp_path, llm_max_retries=2)
     with fake_endpoint() as router:
         route = chat_route(
-            router, httpx.ReadTimeout("too slow"), httpx.ConnectError("refused"), content_reply(DIAGNOSIS)
+            router, httpx.ConnectError("refused"), httpx.ConnectError("refused"), content_reply(DIAGNOSIS)
         )
         assert llm.structured("diagnose", "sys", "user", DiagnosisReply).root_component == "db"
     assert route.call_count == 3 and llm.usage.calls == 3 and len(sleeps) == 2
+
+
+def test_a_timeout_is_not_asked_again(tmp_path: Path) -> None:
+    llm, records, sleeps = make_llm(tmp_path, llm_max_retries=2, llm_timeout_s=5)
+    with fake_endpoint() as router:
+        route = chat_route(router, httpx.ReadTimeout("too slow"), content_reply(DIAGNOSIS))
+        with pytest.raises(LLMTimeout, match="no answer to diagnose within 5 s; not asked again"):
+            llm.structured("diagnose", "sys", "user", DiagnosisReply)
+    assert route.call_count == 1 and sleeps == []
+    assert records[0].error == "no answer within 5 s" and not records[0].ok
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,15 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0, le=10)
     llm_json_schema: bool = Field(
-        default=True, description="Ask for JSON-schema output; false for servers without response_format."
+        default=True,
+        description="Start by asking for JSON-schema output (a server that refuses it is asked the next "
+        "way and remembered); false starts with the schema in the prompt.",
+    )
+    llm_run_budget_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Wall time one heal run may spend waiting on the LLM, retries and back-off included; "
+        "each call's time-out is cut to what is left.",
     )
     llm_max_tool_iterations: int = Field(default=6, ge=1, le=50)
     llm_tool_output_chars: int = Field(
@@ -123,6 +131,11 @@ class Settings(BaseSettings):
     @property
     def estates_dir(self) -> Path:
         return self.home_dir / "estates"
+
+    @property
+    def llm_endpoints_path(self) -> Path:
+        """What each LLM endpoint was seen to support (see `agentheal.llm_endpoint`)."""
+        return self.home_dir / "llm-endpoints.json"
 
     @property
     def audit_log(self) -> Path:

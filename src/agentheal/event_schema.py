@@ -134,7 +134,13 @@ LLM_CALLS = sa.Table(
     _req("duration_s", sa.Float),
     _req("ok", sa.Boolean),
     _req("at", _UTCDateTime),
+    # added after the first release: `ADDED_COLUMNS` brings older stores up to date
+    _req("usage_known", sa.Boolean, server_default=sa.true()),
+    _req("error", sa.Text, server_default=""),
 )
+# Columns added to a table after stores were made without them, each with its server default:
+# EventStore adds what an older store lacks when it opens it.
+ADDED_COLUMNS = {"llm_calls": ("usage_known", "error")}
 TABLES = {t.name: t for t in (GAPS, RUNS, NODE_EVENTS, ACTIONS, LLM_CALLS)}
 # Statements built once, values bound at execution: a heal writes a dozen rows, and building and
 # caching a new statement for each costs more than SQLite's commit.
@@ -143,6 +149,7 @@ LLM_USAGE = sa.select(
     sa.func.count(),
     sa.func.coalesce(sa.func.sum(LLM_CALLS.c.prompt_tokens), 0),
     sa.func.coalesce(sa.func.sum(LLM_CALLS.c.completion_tokens), 0),
+    sa.func.coalesce(sa.func.sum(sa.case((LLM_CALLS.c.usage_known.is_(False), 1), else_=0)), 0),
 ).where(LLM_CALLS.c.run_id == sa.bindparam("run_id"))
 # The SET clause comes from the keys passed with it.
 UPDATE_RUN = RUNS.update().where(RUNS.c.run_id == sa.bindparam("which_run"))

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from agentheal.event_schema import (
+    ADDED_COLUMNS,
     COUNT_ACTIONS,
     GAPS,
     INSERTS,
@@ -101,6 +102,8 @@ class LLMCallRow(BaseModel):
     completion_tokens: int
     duration_s: float
     ok: bool
+    usage_known: bool = True
+    error: str = ""
 
 
 class RunTotals(BaseModel):
@@ -170,8 +173,20 @@ class EventStore:
 
         try:
             METADATA.create_all(self._engine)
+            self._add_missing_columns()
         except sa.exc.SQLAlchemyError as exc:
             raise EventStoreError(f"cannot open the event store at {url}: {exc}") from exc
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store made by an older agentheal up to date: add the columns it lacks."""
+        inspector = sa.inspect(self._engine)
+        for name, added in ADDED_COLUMNS.items():
+            have = {c["name"] for c in inspector.get_columns(name)}
+            missing = [TABLES[name].c[col] for col in added if col not in have]
+            with self._engine.begin() as conn:
+                for column in missing:
+                    ddl = sa.schema.CreateColumn(column).compile(dialect=self._engine.dialect)
+                    conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {ddl}"))
 
     def close(self) -> None:
         """Release the connections."""
@@ -311,8 +326,11 @@ class EventStore:
         completion_tokens: int,
         duration_s: float,
         ok: bool,
+        *,
+        usage_known: bool = True,
+        error: str = "",
     ) -> None:
-        """Record one call to the LLM endpoint."""
+        """Record one call to the LLM endpoint (`usage_known` False: it reported no token counts)."""
         self._insert(
             "llm_calls",
             f"LLM call of run {run_id!r} (is the run started?)",
@@ -323,6 +341,8 @@ class EventStore:
             completion_tokens=completion_tokens,
             duration_s=duration_s,
             ok=ok,
+            usage_known=usage_known,
+            error=error[:2000],
         )
 
     def finish_run(
@@ -428,6 +448,7 @@ class EventStore:
                 calls=len(calls),
                 prompt_tokens=sum(c.prompt_tokens for c in calls),
                 completion_tokens=sum(c.completion_tokens for c in calls),
+                unknown_usage_calls=sum(1 for c in calls if not c.usage_known),
             ),
             llm_duration_s=sum(c.duration_s for c in calls),
         )
@@ -455,5 +476,10 @@ class EventStore:
     def llm_usage(self, run_id: str) -> LLMUsage:
         """Calls and tokens a run spent on the LLM, summed from its recorded calls."""
         with self._engine.connect() as conn:
-            n, prompt, completion = conn.execute(LLM_USAGE, {"run_id": run_id}).one()
-        return LLMUsage(calls=int(n), prompt_tokens=int(prompt), completion_tokens=int(completion))
+            n, prompt, completion, unknown = conn.execute(LLM_USAGE, {"run_id": run_id}).one()
+        return LLMUsage(
+            calls=int(n),
+            prompt_tokens=int(prompt),
+            completion_tokens=int(completion),
+            unknown_usage_calls=int(unknown),
+        )

@@ -8,6 +8,7 @@ pydantic model before anyone acts on them, and every HTTP call is counted.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from agentheal.llm_endpoint import Structured, profiles_at, refused_part
 from agentheal.models import LLMUsage
 from agentheal.redaction import REDACTED as REDACTED
 from agentheal.redaction import cut as cut
@@ -50,6 +52,14 @@ class LLMInvalidOutput(LLMError):
         self.reply = reply
 
 
+class LLMTimeout(LLMError):
+    """The endpoint did not answer within the call's time-out, or the run's LLM time is spent.
+
+    Not retried: a slow model is as slow the second time, and the run's budget is better spent
+    escalating with what is known.
+    """
+
+
 class ToolLoopExhausted(LLMError):
     """The tool loop hit its iteration cap; `findings` keeps what the tools returned."""
 
@@ -67,6 +77,7 @@ class LLMCallRecord(BaseModel):
     purpose: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_known: bool = True
     duration_s: float = 0.0
     ok: bool = True
     error: str = ""
@@ -101,6 +112,8 @@ class LLM:
     Args:
         settings: agentheal settings (endpoint, model, key, retries, budgets).
         on_call: Called after every HTTP call, failed ones too, with its record.
+        on_note: Called with (purpose, text) when the door refuses a reply or learns what the
+            endpoint does not support; the heal graph records it in the run's story.
         backoff_s: Base delay of the exponential backoff between retries.
         max_backoff_s: Cap on any single wait, Retry-After included.
         sleep: How to wait; tests pass a recorder.
@@ -111,6 +124,7 @@ class LLM:
         settings: Settings,
         on_call: Callable[[LLMCallRecord], None] | None = None,
         *,
+        on_note: Callable[[str, str], None] | None = None,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -126,7 +140,12 @@ class LLM:
 
         self.settings = settings
         self.usage = LLMUsage()
-        self._on_call = on_call
+        self._on_call, self._on_note = on_call, on_note
+        self.profile = profiles_at(settings.llm_endpoints_path).get(settings.llm_base_url, settings.llm_model)
+        if not settings.llm_json_schema and self.profile.structured is Structured.json_schema:
+            self.profile = self.profile.model_copy(update={"structured": Structured.prompt})
+        self._timeout_s = settings.llm_timeout_s
+        self._spent_s = 0.0  # wall time spent on this run's LLM calls and back-off
         self._backoff_s, self._max_backoff_s, self._sleep = backoff_s, max_backoff_s, sleep
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
         self._secrets = [key] if len(key) >= 8 else []
@@ -211,9 +230,25 @@ class LLM:
         messages = self._start(system, user, schema)
         findings: list[str] = []
         for _ in range(cap):
-            message = self._chat(purpose, messages, schema, tools=tools, tool_choice="auto")
+            offered = tools if self.profile.tools != "unsupported" else None
+            if offered is None and not findings:
+                # The endpoint does not do tool calls: the diagnosis rests on what the prompt holds.
+                self._note(purpose, "the endpoint does not do tool calls; answering from the prompt alone")
+            message = self._chat(purpose, messages, schema, tools=offered, tool_choice="auto")
             if not message.tool_calls:
-                return self._final(purpose, messages, message, schema, tools=tools)
+                if (
+                    offered is not None
+                    and self._answered_tools_in_text(message, known)
+                    and parse_reply(message.content, schema)[0] is None
+                ):
+                    self._learn(
+                        purpose,
+                        tools="unsupported",
+                        note="answered a request with tools in plain text, without tool calls",
+                    )
+                return self._final(purpose, messages, message, schema, tools=offered)
+            if self.profile.tools != "native":
+                self._learn(purpose, tools="native", note="answered with tool calls")
             messages.append(message.model_dump(include={"role", "content", "tool_calls"}, exclude_none=True))
             for call in message.tool_calls:
                 output, finding = self._run_tool(call, known, call_tool)
@@ -235,13 +270,30 @@ class LLM:
         return text
 
     def _start(self, system: str, user: str, schema: type[BaseModel]) -> list[dict[str, Any]]:
-        if not self.settings.llm_json_schema:
-            # Without response_format the schema travels in the prompt; parse-and-retry does the rest.
-            system += (
-                "\n\nAnswer with one JSON object and nothing else (no prose, no code fences). "
-                f"It must match this JSON Schema:\n{json.dumps(schema.model_json_schema())}"
-            )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def _note(self, purpose: str, text: str) -> None:
+        if self._on_note is not None:
+            self._on_note(purpose, text)
+
+    def _learn(self, purpose: str, note: str, **change: Any) -> None:
+        """Remember what the endpoint was seen to support (and say so in the run's story)."""
+        profile = self.profile.model_copy(update=change)
+        profile.learn(f"{purpose}: {note} -> {', '.join(f'{k}={v}' for k, v in change.items())}")
+        self.profile = profile
+        profiles_at(self.settings.llm_endpoints_path).save(profile)
+        self._note(purpose, f"endpoint {profile.model}@{profile.base_url}: {note}; from now on {change}")
+
+    @staticmethod
+    def _answered_tools_in_text(message: ChatCompletionMessage, known: set[str]) -> bool:
+        """Whether a reply without tool calls spells a tool call out as text.
+
+        That is how a server that does not do tool calls answers a request with tools (llama.cpp's
+        default chat format does): the model saw the tools only as prompt text. Prose that
+        names no tool is just a poor answer, which the parse-and-retry path handles.
+        """
+        text = message.content or ""
+        return bool(text) and any(re.search(rf"\b{re.escape(name)}\b", text) for name in known)
 
     def _run_tool(
         self, call: Any, known: set[str], call_tool: Callable[[str, dict[str, Any]], str]
@@ -280,6 +332,7 @@ class LLM:
             return value
         if message.refusal:
             problem = f"the model refused: {message.refusal}"
+        self._note(purpose, f"refused the model's reply (asking once more): {problem}")
         messages.append({"role": "assistant", "content": message.content or ""})
         messages.append(
             {
@@ -292,6 +345,7 @@ class LLM:
         again = self._chat(purpose, messages, schema, tools=tools, tool_choice="none" if tools else None)
         value, problem = parse_reply(again.content, schema)
         if value is None:
+            self._note(purpose, f"refused the model's reply again: {problem}")
             raise LLMInvalidOutput(
                 f"{purpose}: the LLM's reply is not a valid {schema.__name__} after one retry: {problem}",
                 reply=again.content,
@@ -306,52 +360,120 @@ class LLM:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
     ) -> ChatCompletionMessage:
+        """One answer from the endpoint: refusals of a request part step down, outages retry."""
         import openai
 
-        request: dict[str, Any] = {
-            "model": self.settings.llm_model,
-            "messages": [
-                {**m, "content": self._redact(m["content"])} if isinstance(m.get("content"), str) else m
-                for m in messages
-            ],
-        }
-        if self.settings.llm_json_schema:
+        url = self.settings.llm_base_url
+        attempts = self.settings.llm_max_retries + 1
+        failures = 0
+        last = ""
+        while True:
+            if tools is not None and self.profile.tools == "unsupported":
+                tools = None
+            request = self._request(messages, schema, tools, tool_choice)
+            self._timeout_s = self._call_timeout(purpose)
+            started = time.monotonic()
+            response = None
+            try:
+                completion = self._complete(request)
+            except openai.APITimeoutError as err:
+                self._spent_s += time.monotonic() - started
+                last = f"no answer within {self._timeout_s:.0f} s"
+                self._record(purpose, started, None, error=last)
+                raise LLMTimeout(
+                    f"LLM endpoint {url} gave no answer to {purpose} within {self._timeout_s:.0f} s; "
+                    "not asked again, a slow model stays slow (raise AGENTHEAL_LLM_TIMEOUT_S, or use "
+                    "a faster model)"
+                ) from err
+            except openai.APIStatusError as err:
+                self._spent_s += time.monotonic() - started
+                last = f"HTTP {err.status_code}: {_error_text(err)}"
+                self._record(purpose, started, None, error=last)
+                part = refused_part(
+                    err.status_code, _error_text(err), "response_format" in request, "tools" in request
+                )
+                if part == "response_format" and (step := self.profile.step_down()) is not None:
+                    self._learn(
+                        purpose,
+                        note=f"refused response_format as {self.profile.structured.value} ({_short(last)})",
+                        structured=step,
+                    )
+                    continue  # a refusal is an answer, not an outage: ask the next way at once
+                if part == "tools":
+                    self._learn(
+                        purpose, note=f"refused a request with tools ({_short(last)})", tools="unsupported"
+                    )
+                    continue
+                if not _retryable(err):
+                    raise LLMError(f"LLM endpoint {url} answered {last}") from err
+                response = err.response
+            except openai.APIConnectionError as err:
+                self._spent_s += time.monotonic() - started
+                last = f"{type(err).__name__}: {err}"
+                self._record(purpose, started, None, error=last)
+            except openai.OpenAIError as err:
+                self._spent_s += time.monotonic() - started
+                self._record(purpose, started, None, error=str(err))
+                raise LLMError(f"LLM endpoint {url}: {err}") from err
+            else:
+                self._spent_s += time.monotonic() - started
+                self._record(purpose, started, completion)
+                if not completion.choices:
+                    raise LLMError(f"LLM endpoint {url} returned no choices")
+                return completion.choices[0].message
+            failures += 1
+            if failures >= attempts:
+                raise LLMError(f"LLM endpoint {url} failed after {attempts} attempts: {last}")
+            wait = min(self._wait(failures - 1, response), self._left_s())
+            self._sleep(wait)
+            self._spent_s += wait
+
+    def _request(
+        self,
+        messages: list[dict[str, Any]],
+        schema: type[BaseModel],
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | None,
+    ) -> dict[str, Any]:
+        """The request body, shaped to what the endpoint was seen to take; every text redacted."""
+        sent = [
+            {**m, "content": self._redact(m["content"])} if isinstance(m.get("content"), str) else m
+            for m in messages
+        ]
+        mode = self.profile.structured
+        if mode is not Structured.json_schema and sent and sent[0].get("role") == "system":
+            # Without a JSON-schema format the model reads the schema; constraining (llama.cpp's
+            # json_object + schema) or parse-and-retry does the rest.
+            sent[0] = {**sent[0], "content": sent[0]["content"] + _schema_instruction(schema)}
+        request: dict[str, Any] = {"model": self.settings.llm_model, "messages": sent}
+        if mode is Structured.json_schema:
             body, strict = response_schema(schema)
             name = re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64]
             request["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": name, "schema": body, "strict": strict},
             }
+        elif mode is Structured.json_object_schema:
+            request["response_format"] = {"type": "json_object", "schema": schema.model_json_schema()}
+        elif mode is Structured.json_object:
+            request["response_format"] = {"type": "json_object"}
         if tools:
             request["tools"] = tools
             request["tool_choice"] = tool_choice or "auto"
-        attempts = self.settings.llm_max_retries + 1
-        last = ""
-        for attempt in range(attempts):
-            started = time.monotonic()
-            response = None
-            try:
-                completion = self._complete(request)
-            except openai.APIStatusError as err:
-                last = f"HTTP {err.status_code}: {err.message}"
-                self._record(purpose, started, None, error=last)
-                if not _retryable(err):
-                    raise LLMError(f"LLM endpoint {self.settings.llm_base_url} answered {last}") from err
-                response = err.response
-            except openai.APIConnectionError as err:  # APITimeoutError is a subclass
-                last = f"{type(err).__name__}: {err}"
-                self._record(purpose, started, None, error=last)
-            except openai.OpenAIError as err:
-                self._record(purpose, started, None, error=str(err))
-                raise LLMError(f"LLM endpoint {self.settings.llm_base_url}: {err}") from err
-            else:
-                self._record(purpose, started, completion)
-                if not completion.choices:
-                    raise LLMError(f"LLM endpoint {self.settings.llm_base_url} returned no choices")
-                return completion.choices[0].message
-            if attempt + 1 < attempts:
-                self._sleep(self._wait(attempt, response))
-        raise LLMError(f"LLM endpoint {self.settings.llm_base_url} failed after {attempts} attempts: {last}")
+        return request
+
+    def _left_s(self) -> float:
+        return max(self.settings.llm_run_budget_s - self._spent_s, 0.0)
+
+    def _call_timeout(self, purpose: str) -> float:
+        """This call's time-out: the configured one, cut to what the run's budget has left."""
+        left = self._left_s()
+        if left < 1.0:
+            raise LLMTimeout(
+                f"{purpose}: this run's LLM time budget of {self.settings.llm_run_budget_s:.0f} s is "
+                f"spent ({self.usage.calls} calls); raise AGENTHEAL_LLM_RUN_BUDGET_S for a slow model"
+            )
+        return min(self.settings.llm_timeout_s, left)
 
     def _complete(self, request: dict[str, Any]) -> ChatCompletion:
         """One chat-completions exchange with the endpoint: the only place a request leaves."""
@@ -360,7 +482,9 @@ class LLM:
         # `post` is the client's documented door for raw requests: the same auth, errors and
         # parsing as `chat.completions.create`, without its walk that re-types every nested dict
         # of the request (messages, tool schemas) — 2 ms a call, for a body already plain JSON.
-        return self._client.post("/chat/completions", body=request, cast_to=ChatCompletion)
+        return self._client.post(
+            "/chat/completions", body=request, cast_to=ChatCompletion, options={"timeout": self._timeout_s}
+        )
 
     def _wait(self, attempt: int, response: Any) -> float:
         # Exponential backoff with jitter so parallel runs do not retry in lock-step.
@@ -376,7 +500,14 @@ class LLM:
         usage = completion.usage if completion is not None else None
         prompt = usage.prompt_tokens if usage else 0
         done = usage.completion_tokens if usage else 0
-        self.usage = self.usage.add(LLMUsage(calls=1, prompt_tokens=prompt, completion_tokens=done))
+        known = usage is not None or completion is None  # a failed call spent no tokens
+        if completion is not None and self.profile.usage == "unknown":
+            self.profile = self.profile.model_copy(update={"usage": "reported" if usage else "absent"})
+        self.usage = self.usage.add(
+            LLMUsage(
+                calls=1, prompt_tokens=prompt, completion_tokens=done, unknown_usage_calls=int(not known)
+            )
+        )
         if self._on_call is not None:
             self._on_call(
                 LLMCallRecord(
@@ -384,11 +515,36 @@ class LLM:
                     purpose=purpose,
                     prompt_tokens=prompt,
                     completion_tokens=done,
+                    usage_known=known,
                     duration_s=time.monotonic() - started,
                     ok=completion is not None,
                     error=error,
                 )
             )
+
+
+def _error_text(err: Any) -> str:
+    """What a refusal says: the body's message when it has one, else the client's text."""
+    body = err.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+        if message:
+            return str(message)
+    return str(err.message)
+
+
+def _short(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@functools.cache
+def _schema_instruction(schema: type[BaseModel]) -> str:
+    return (
+        "\n\nAnswer with one JSON object and nothing else (no prose, no code fences). "
+        f"It must match this JSON Schema:\n{json.dumps(schema.model_json_schema())}"
+    )
 
 
 def _retryable(err: Any) -> bool:

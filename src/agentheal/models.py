@@ -224,12 +224,16 @@ class LLMUsage(BaseModel):
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Calls answered without usage figures (some local servers give none): their tokens are
+    # unknown, not zero, and the token sums above leave them out.
+    unknown_usage_calls: int = 0
 
     def add(self, other: LLMUsage) -> LLMUsage:
         return LLMUsage(
             calls=self.calls + other.calls,
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            unknown_usage_calls=self.unknown_usage_calls + other.unknown_usage_calls,
         )
 
 

@@ -112,20 +112,25 @@ class HealContext:
                     call.completion_tokens,
                     call.duration_s,
                     call.ok,
+                    usage_known=call.usage_known,
+                    error=call.error,
                 )
+
+            def note(purpose: str, text: str) -> None:
+                self.say(run_id, "llm", text, {"purpose": purpose})
 
             if self._http is None and self.settings.llm_configured:
                 import httpx
 
                 self._http = httpx.Client(timeout=self.settings.llm_timeout_s)
-            self._llms[run_id] = self._new_llm(record)
+            self._llms[run_id] = self._new_llm(record, note)
         return self._llms[run_id]
 
-    def _new_llm(self, on_call: Any) -> LLM:
+    def _new_llm(self, on_call: Any, on_note: Any = None) -> LLM:
         """A run's LLM door (the bench replaces it with one that answers in-process)."""
         from agentheal.llm import LLM
 
-        return LLM(self.settings, on_call=on_call, http_client=self._http)
+        return LLM(self.settings, on_call=on_call, on_note=on_note, http_client=self._http)
 
     def release(self, run_id: str) -> None:
         """Forget a run's LLM door once the run stops driving (finished, or waiting for approval)."""
