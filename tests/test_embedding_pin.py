@@ -74,6 +74,7 @@ def test_a_model_file_with_one_byte_changed_is_refused(
     assert not list(cache.glob("*.onnx")), "nothing may be quantized from a refused model"
 
 
+@pytest.mark.slow
 def test_a_file_changed_after_it_was_verified_is_refused(
     tmp_path: Path, cache: Path, built: tuple[Path, npt.NDArray[np.float32]]
 ) -> None:
@@ -106,6 +107,7 @@ def test_an_intact_quantized_copy_is_used_as_it_is(
     np.testing.assert_allclose(vectors, built[1], atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["flip a byte of the model", "sidecar names another digest", "no sidecar"])
 def test_a_damaged_quantized_copy_is_built_again(
     cache: Path, built: tuple[Path, npt.NDArray[np.float32]], damage: str
