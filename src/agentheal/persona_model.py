@@ -347,6 +347,12 @@ class Persona(BaseModel):
         return self
 
     @property
+    def diagnosis_only(self) -> bool:
+        """A specialist with no remediation among its actions: it gathers evidence and escalates it."""
+        catalogue = known_actions()
+        return self.role == "specialist" and all(catalogue.get(a, True) for a in self.actions)
+
+    @property
     def condition_facts(self) -> set[str]:
         """Facts its playbooks look for (required or alternative), for matching."""
         return {f for p in self.playbooks for f in (*p.when.facts_all, *p.when.facts_any)}

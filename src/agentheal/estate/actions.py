@@ -234,7 +234,7 @@ CATALOGUE: dict[str, ActionSpec] = {
             "it back to its last known good value; the previous value is recorded. Takes effect without a "
             "restart for components that re-read their flags.",
             SetFlagArgs,
-            effect="a feature flag's value in the flags file",
+            effect="feature flag: one value in the flags file",
             answers=("flag_changed",),
         ),
         _spec(
@@ -254,7 +254,7 @@ CATALOGUE: dict[str, ActionSpec] = {
             "Remove a lock file that stops the component from starting, only when the pid it names is not "
             "running or belongs to a process younger than the lock. A held lock is never touched.",
             LockArgs,
-            effect="a lock file left by a dead process",
+            effect="lock file: one left by a dead process",
             answers=("stale_lock",),
         ),
         _spec("probe", Risk.none, True, "Run the component's probes now: status, latency, errors."),

@@ -62,11 +62,56 @@ def design_problems(design: AgentDesign, policy: Policy, component: str | None) 
             problems.append(f"action {action!r} is not in the catalogue (known: {', '.join(CATALOGUE)})")
         elif not spec.read_only and not policy_allows(policy, action, component):
             problems.append(f"action {action!r} is beyond policy: no policy rule allows it {where}")
-    if not design.playbooks:
+    remedies = [a for a in used if a in CATALOGUE and not CATALOGUE[a].read_only]
+    # With no remediation it is diagnosis-only and needs no playbook; with one, a playbook must use it.
+    if remedies and not design.playbooks:
         problems.append(
-            "no playbook: with no LLM it could plan nothing, and the dry run has no plan to check"
+            f"no playbook: with no LLM it could plan nothing with {', '.join(remedies)}, and the dry run "
+            "has no plan to check (a specialist that only diagnoses lists no remediation at all)"
         )
     return problems
+
+
+def unsuitable_actions(design: AgentDesign, gap: Gap, facts: Sequence[FactInput]) -> list[str]:
+    """Remediations whose effect answers none of the gap's evidence, each with what it would change.
+
+    The evidence is the facts of the gap's symptoms (`symptoms_of`: observed facts and the facts its
+    words imply, minus consequences a named subject explains) and any other abnormal fact observed.
+    A playbook's own condition is no evidence: a design could key `restart` to `log_errors` on a gap
+    about a certificate. A `restart` or `start` that completes an action read only at start
+    (`restore_config`, `rollback_release`) answers what that action answers.
+    """
+    from agentheal.estate.actions import CATALOGUE
+    from agentheal.factory.symptoms import HEALTHY_FACTS, SYMPTOMS, symptoms_of
+    from agentheal.persona_model import fact_names
+
+    names = fact_names(facts)
+    found = symptoms_of(gap, names)
+    covered = {f for s in SYMPTOMS for f in s.facts}
+    evidence = {f for s in found for f in s.facts}
+    evidence |= {n for n in names if n not in HEALTHY_FACTS and n not in covered}
+    beyond = [s.cause.split(" is wrong")[0] for s in found if not s.facts]
+    about = f"; it is about {' and '.join(beyond)}, which no action changes" if beyond else ""
+    said = ", ".join(sorted(evidence)) or "none"
+    problems: list[str] = []
+    sequences = [(f"playbooks.{b.name}", [s.action for s in b.steps]) for b in design.playbooks]
+    sequences.append(("actions", list(design.actions)))
+    for where, actions in sequences:
+        for i, action in enumerate(actions):
+            spec = CATALOGUE.get(action)
+            if spec is None or spec.read_only or set(spec.answers) & evidence:
+                continue
+            before = [CATALOGUE[a] for a in actions[:i] if a in CATALOGUE]
+            if action in ("restart", "start") and any(
+                b.needs_restart and set(b.answers) & evidence for b in before
+            ):
+                continue
+            answers = ", ".join(spec.answers) or "no fact"
+            problems.append(
+                f"{where}: {action!r} does not answer this gap: it changes {spec.effect}, which answers "
+                f"{answers}; the gap's evidence is {said}{about}"
+            )
+    return list(dict.fromkeys(problems))
 
 
 def name_problems(name: str, registry: Registry, builtin: set[str], replace: str | None) -> list[str]:
@@ -95,11 +140,41 @@ def closest_persona(
     return others[best].name, round(float(cosines[best]), 4)
 
 
+# Where the stand-in facts of a dry run without an estate say their trouble is; never touched.
+_STAND_IN_PATHS = {
+    "disk_over_budget": "data/stand-in",
+    "logs_large": "logs/stand-in.log",
+    "config_changed": "config/stand-in.conf",
+    "config_missing": "config/stand-in.conf",
+    "stale_lock": "run/stand-in.lock",
+}
+
+
+def stand_in_facts(names: Sequence[str], component: str) -> list[FactInput]:
+    """Facts for a dry run without an estate: the names the gap's words imply, with stand-in paths."""
+    from agentheal.estate.facts import Fact
+
+    return [
+        Fact(
+            name=n, component=component, detail=f"{_STAND_IN_PATHS.get(n, component)} (implied by the words)"
+        )
+        for n in names
+    ]
+
+
 def stand_in_estate(component: str) -> Estate:
     """A one-component estate for a dry run with no estate: the plan is checked, never executed."""
     from agentheal.estate.model import Component, Estate
 
-    return Estate(name="factory-dry-run", components={component: Component(command=["true"])})
+    files = _STAND_IN_PATHS
+    comp = Component(
+        command=["true"],
+        data=[files["disk_over_budget"]],
+        logs=[files["logs_large"]],
+        configs=[files["config_changed"]],
+        locks=[files["stale_lock"]],
+    )
+    return Estate(name="factory-dry-run", components={component: comp})
 
 
 def dry_run(
@@ -121,6 +196,12 @@ def dry_run(
     if estate is None or component not in estate.components:
         estate = stand_in_estate(component)
         notes.append(f"dry run without an estate: the plan was checked against policy for {component!r}")
+    if persona.diagnosis_only:
+        notes.append(
+            f"{persona.name} is diagnosis-only: no action of the catalogue answers this gap, so it gathers "
+            "the evidence with its read-only tools and escalates with it"
+        )
+        return None, [], notes
     plan = persona.plan_for(gap, facts, component)
     if plan is None:
         names = ", ".join(fact_names(facts)) or "none"

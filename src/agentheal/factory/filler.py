@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from agentheal.factory.terms import Vocabulary
+from agentheal.factory.terms import Vocabulary, content_terms, stem
 
 if TYPE_CHECKING:
     from agentheal.factory.design import AgentDesign
+    from agentheal.models import Gap
 
 # Phrases that mark operations prose written to fill space; none of them says what to do.
 BOILERPLATE = (
@@ -114,6 +115,35 @@ def filler_problems(units: list[Unit], vocabulary: Vocabulary) -> list[str]:
             share = f"{len(generic)} of {len(said)}"
             problems.append(f"{title}: {share} sentences are generic filler, e.g. {_cut(generic[0])}")
     return problems
+
+
+# Share of the expertise's own words that come from the gap, from which it only says the gap again.
+ECHO_SHARE = 0.7
+_ECHO_MIN_WORDS = 6
+
+
+def echo_problems(design: AgentDesign, gap: Gap) -> list[str]:
+    """An expertise that quotes the gap, or is mostly the gap's own words, says nothing it knows.
+
+    Specific is not enough: the expertise is what the router matches future gaps on, so it must
+    say what a specialist for such gaps knows (causes, where to look, what fixes it), not the
+    report it was made for. Names in backticks (facts, actions) do not count either way.
+    """
+    expertise = " ".join(design.expertise.split()).lower()
+    quoted = " ".join(gap.text.split()).lower().strip(" .")
+    if len(quoted) >= 30 and quoted in expertise:
+        return [f"Expertise: quotes the gap ({_cut(gap.text)}) instead of saying what the specialist knows"]
+    own = content_terms(re.sub(r"`[^`]*`", " ", design.expertise))
+    if len(own) < _ECHO_MIN_WORDS:
+        return []
+    gap_stems = {stem(t) for t in content_terms(" ".join([gap.text, *gap.evidence, gap.component or ""]))}
+    echoed = [t for t in own if stem(t) in gap_stems]
+    if len(echoed) >= ECHO_SHARE * len(own):
+        return [
+            f"Expertise: repeats the gap's words ({len(echoed)} of its {len(own)} words are the gap's own): "
+            "it must say what the specialist knows about such gaps, not the report again"
+        ]
+    return []
 
 
 def _cut(sentence: str, limit: int = 90) -> str:

@@ -165,7 +165,7 @@ def _render(state: FactoryState, job: _Job) -> FactoryState:
 def _validate(state: FactoryState, job: _Job) -> FactoryState:
     from agentheal.factory import checks
     from agentheal.factory.design import AgentDesign
-    from agentheal.factory.filler import design_units, filler_problems
+    from agentheal.factory.filler import design_units, echo_problems, filler_problems
     from agentheal.factory.terms import Vocabulary
     from agentheal.personas import PersonaLoadError, Registry, parse_persona
 
@@ -175,6 +175,7 @@ def _validate(state: FactoryState, job: _Job) -> FactoryState:
     reasons = list(state.get("reasons", []))
     notes = list(state.get("notes", []))
     reasons += checks.design_problems(design, ctx.policy, gap.component)
+    reasons += checks.unsuitable_actions(design, gap, job.dry_facts)
     builtin = {p.name for p in registry.all() if p.origin == "builtin"}
     reasons += checks.name_problems(state["name"], registry, builtin, replace)
     update: FactoryState = {}
@@ -192,6 +193,7 @@ def _validate(state: FactoryState, job: _Job) -> FactoryState:
         ]
         words = [gap.text, *gap.evidence, gap.component or ""]
         reasons += filler_problems(design_units(design), Vocabulary(words, names))
+        reasons += echo_problems(design, gap)
         closest, cosine = checks.closest_persona(persona, registry, ctx.settings, replace)
         update["closest"] = {"name": closest, "cosine": cosine} if closest else None
         if closest and cosine >= checks.DUPLICATE_COSINE:
@@ -320,19 +322,21 @@ def create_for_gap(
     Returns:
         The result: `created` and `path` when registered, else each reason in `reasons`.
     """
+    from agentheal.factory.checks import STAND_IN, stand_in_facts
     from agentheal.factory.symptoms import implied_facts
 
     tags: list[str] = []
     estate = ctx.estate
     if estate is not None and gap.component in estate.components:
         tags = list(estate.components[gap.component or ""].tags)
-    dry_facts: list[FactInput] = list(facts) if facts else list(implied_facts(gap))
+    implied = implied_facts(gap)
+    dry_facts = list(facts) if facts else stand_in_facts(implied, gap.component or STAND_IN)
     _, _, candidates = ctx.registry.route(gap, facts, tags)
     job = _Job(ctx=ctx, facts=list(facts), dry_facts=dry_facts, tags=tags, candidates=candidates)
     notes = (
         []
         if facts
-        else [f"no facts given: the dry run used those the gap's words imply ({dry_facts or 'none'})"]
+        else [f"no facts given: the dry run used those the gap's words imply ({implied or 'none'})"]
     )
     initial: FactoryState = {
         "gap": gap.model_dump(mode="json"),

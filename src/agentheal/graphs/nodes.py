@@ -210,6 +210,8 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     failed = set(state.get("failed_plans", []))
     run_id = state["run_id"]
     persona = ctx.registry.get(state["persona"])
+    if persona.diagnosis_only:
+        return _diagnosis_only(ctx, run_id, persona.name, diagnosis)
     # memory's playbook and remembered plan (looked up once, in diagnose), then the persona's own
     offers = [Plan.model_validate(p) for p in state.get("remembered", [])]
     own = persona.plan_for(gap, facts, gap.component or "")
@@ -234,6 +236,19 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         ctx.say(run_id, "plan", reason)
         return {"next": "escalate", "reason": reason}
     return _planned(ctx, run_id, chosen, diagnosis)
+
+
+def _diagnosis_only(ctx: HealContext, run_id: str, name: str, diagnosis: Diagnosis) -> dict[str, Any]:
+    """A specialist with no remediation plans nothing, not even a remembered plan: it passes evidence on."""
+    # Each item's first line says what it is; the whole of it stays in the run's diagnosis.
+    heads = [e.strip().splitlines()[0][:160] for e in diagnosis.evidence if e.strip()]
+    reason = (
+        f"{name} is a diagnosis-only specialist: no action of the catalogue answers this gap, so it "
+        f"escalates with the evidence it gathered ({len(heads)} item(s)): {diagnosis.hypothesis}"
+        + "".join(f" | {h}" for h in heads[:4])
+    )
+    ctx.say(run_id, "plan", reason, {"evidence": diagnosis.evidence})
+    return {"next": "escalate", "reason": reason, "plan": None}
 
 
 def _planned(ctx: HealContext, run_id: str, chosen: Plan, diagnosis: Diagnosis) -> dict[str, Any]:
