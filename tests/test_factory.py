@@ -105,12 +105,13 @@ def test_the_same_gap_again_is_a_duplicate_and_is_not_registered(ctx: HealContex
     assert sorted(p.name for p in ctx.settings.generated_personas_dir.glob("*.md")) == [f"{first.name}.md"]
 
 
-def test_a_persona_that_could_only_observe_is_not_registered(ctx: HealContext) -> None:
-    # No symptom the catalogue can treat: its playbook would probe and read logs, and a healthy
-    # component would then "pass" its checks although nothing was changed.
+def test_a_gap_no_action_answers_gets_a_diagnosis_only_specialist(ctx: HealContext) -> None:
+    # Nothing in the catalogue changes LDAP group membership: it observes, and says so.
     result = create_for_gap(ctx, Gap(text="the ldap group sync cron drops nested groups"), [], None)
-    assert not result.registered
-    assert any(r.startswith("dry run: its plan only observes (probe(gap-component)") for r in result.reasons)
+    assert result.registered, result.reasons
+    persona = ctx.registry.get(result.created or "")
+    assert persona.name == "directory-sync" and persona.diagnosis_only and persona.playbooks == []
+    assert result.plan is None and any("is diagnosis-only" in n for n in result.notes)
 
 
 def test_a_generated_persona_never_replaces_a_builtin(ctx: HealContext) -> None:

@@ -17,7 +17,7 @@ from test_factory_llm import design
 pytestmark = pytest.mark.slow
 
 INOTIFY = "the thumbnail worker on web leaks inotify watches until new image thumbnails stop appearing"
-# no built-in persona scores this above the match threshold, and no remedy in the catalogue fits it
+# no built-in persona scores this above the match threshold, and no action of the catalogue answers it
 SITEMAP = "web's sitemap.xml lists product pages that were deleted last week"
 
 
@@ -74,13 +74,16 @@ def test_capability_gap_gets_a_new_persona_that_heals_it_in_the_same_run(
     assert made["runs"] == 1 and made["heals"] == 1
 
 
-def test_capability_gap_the_factory_cannot_serve_is_escalated_with_its_reasons(
+def test_capability_gap_no_action_answers_gets_a_diagnosis_only_persona_and_escalates(
     capsys: pytest.CaptureFixture[str], estate: Path
 ) -> None:
     code, result = _json(capsys, *_heal(estate, SITEMAP))
     assert code == 1 and result["status"] == "escalated"
-    assert result["factory"]["created"] is None and result["factory"]["reasons"]
-    assert "agent factory registered none" in result["reason"]
-    assert result["actions"] == []
+    # Registered in the same run, it gathered the evidence and escalated with it: nothing was run.
+    assert result["factory"] == {"created": "data-integrity", "reasons": []}
+    assert result["persona"] == "data-integrity" and result["actions"] == []
+    assert result["reason"].startswith("data-integrity is a diagnosis-only specialist"), result["reason"]
+    assert any(e.startswith("tail_logs(web):") for e in result["diagnosis"]["evidence"])
     code, agents = _json(capsys, "agents", "list", "--json")
-    assert all(a["origin"] == "builtin" for a in agents)
+    made = next(a for a in agents if a["name"] == "data-integrity")
+    assert made["origin"] == "generated" and made["runs"] == 1 and made["heals"] == 0

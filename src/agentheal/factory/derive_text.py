@@ -167,9 +167,9 @@ def diagnosis_texts(
             f"At once, with whatever {tools_said} returned, when {w.comp} cannot be observed.",
         ],
         "judged_by": [
-            f"Escalations of its {w.phrase} runs that carry evidence, over all its runs, from the event "
-            "store.",
-            f"Median time from a {w.phrase} report{w.on_comp} to its escalation.",
+            f"Share of its runs on gaps naming {w.terms_or}{w.on_comp} that escalate with evidence from "
+            f"{tools_said}, from the event store.",
+            f"Median time from a report that names {w.terms_or} to its escalation, from the event store.",
         ],
     }
 

@@ -241,7 +241,7 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
 def _diagnosis_only(ctx: HealContext, run_id: str, name: str, diagnosis: Diagnosis) -> dict[str, Any]:
     """A specialist with no remediation plans nothing, not even a remembered plan: it passes evidence on."""
     # Each item's first line says what it is; the whole of it stays in the run's diagnosis.
-    heads = [e.strip().splitlines()[0][:160] for e in diagnosis.evidence if e.strip()]
+    heads = [" ".join(e.strip().splitlines()[:2])[:160] for e in diagnosis.evidence if e.strip()]
     reason = (
         f"{name} is a diagnosis-only specialist: no action of the catalogue answers this gap, so it "
         f"escalates with the evidence it gathered ({len(heads)} item(s)): {diagnosis.hypothesis}"
