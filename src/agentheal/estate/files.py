@@ -15,8 +15,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from agentheal.estate.model import Estate
+from agentheal.redaction import redact
 
 CONFIG_READ_LIMIT = 8192
+WHOLE_FILE_BYTES = 65536  # a file up to this size is redacted whole for any window of it
+REDACT_CONTEXT = 16384  # bytes redacted around a window of a larger file (see redacted_window)
 _TAIL_BYTES_PER_LINE = 400
 
 
@@ -182,8 +185,72 @@ def folder_size(folder: Path) -> int:
     return total
 
 
+def redacted_window(path: Path, begin: int, end: int, context: int = REDACT_CONTEXT) -> str:
+    """Bytes `begin`..`end` of a file as text, redacted before the window was taken.
+
+    The window is redacted together with `context` bytes on each side, widened to whole lines
+    (a file up to `WHOLE_FILE_BYTES` is redacted whole), and only then cut out: a PEM body whose
+    BEGIN or END line lies outside the window, or a line the window cuts in two, is still seen
+    whole by the rules. 16 KB holds any single PEM block (an RSA-8192 key is ~6.5 KB) or key
+    file; beyond that the rules that need no context (long base64 runs, secret values) stand on
+    their own. Redaction keeps lines, so the window is found again by line and column.
+
+    Args:
+        path: The file.
+        begin: The window's first byte (clamped to the file).
+        end: The byte after the window's last (clamped to the file).
+        context: Bytes read around the window for redaction only.
+
+    Returns:
+        The redacted text of the window; empty when the file cannot be read.
+    """
+    try:
+        size = path.stat().st_size
+        begin, end = max(0, min(begin, size)), max(0, min(end, size))
+        end = max(begin, end)
+        if size <= WHOLE_FILE_BYTES:
+            start, stop = 0, size
+        else:
+            start, stop = max(0, begin - context), min(size, end + context)
+        with path.open("rb") as f:
+            f.seek(start)
+            data = f.read(stop - start)
+    except OSError:
+        return ""
+    stop = start + len(data)  # the file may have shrunk since stat
+    if start > 0 and (newline := data.find(b"\n", 0, max(begin - start, 0))) >= 0:
+        data, start = data[newline + 1 :], start + newline + 1  # from a whole line on
+    if stop < size and (newline := data.rfind(b"\n", max(end - start, 0))) >= 0:
+        data = data[: newline + 1]
+    raw_lines = data.split(b"\n")
+    lines = redact(data.decode("utf-8", "replace")).split("\n")
+    first, first_col = _line_and_column(data, min(max(begin - start, 0), len(data)))
+    last, last_col = _line_and_column(data, min(max(end - start, 0), len(data)))
+    if len(lines) != len(raw_lines):  # cannot happen (redact keeps lines); never show unredacted
+        return redact(data[max(begin - start, 0) : max(end - start, 0)].decode("utf-8", "replace"))
+    if first == last:
+        return _chars(lines[first], raw_lines[first], first_col, last_col)
+    head = _chars(lines[first], raw_lines[first], first_col, None)
+    tail = _chars(lines[last], raw_lines[last], 0, last_col)
+    return "\n".join([head, *lines[first + 1 : last], tail])
+
+
+def _line_and_column(data: bytes, offset: int) -> tuple[int, int]:
+    line = data.count(b"\n", 0, offset)
+    return line, offset - (data.rfind(b"\n", 0, offset) + 1)
+
+
+def _chars(redacted: str, raw: bytes, begin: int, end: int | None) -> str:
+    """Byte columns of a raw line, applied to its redacted line (a redacted line is clean, so any
+    slice of it is too; columns are exact when the line held nothing to redact)."""
+    left = len(raw[:begin].decode("utf-8", "replace"))
+    right = len(redacted) if end is None else len(raw[:end].decode("utf-8", "replace"))
+    return redacted[min(left, len(redacted)) : min(right, len(redacted))]
+
+
 def tail_lines(path: Path, lines: int, start_offset: int = 0) -> list[str]:
-    """The last `lines` lines of a file, reading at most what they need from its end.
+    """The last `lines` lines of a file, redacted, reading at most what they need from its end
+    (plus the context `redacted_window` redacts them with).
 
     Args:
         path: The file.
@@ -193,25 +260,26 @@ def tail_lines(path: Path, lines: int, start_offset: int = 0) -> list[str]:
     """
     try:
         size = path.stat().st_size
-        with path.open("rb") as f:
-            begin = start_offset if start_offset <= size else 0
-            begin = max(begin, size - lines * _TAIL_BYTES_PER_LINE)
-            f.seek(begin)
-            data = f.read()
     except OSError:
         return []
-    text = data.decode("utf-8", "replace").splitlines()
+    begin = start_offset if start_offset <= size else 0
+    begin = max(begin, size - lines * _TAIL_BYTES_PER_LINE)
+    text = redacted_window(path, begin, size).splitlines()
     if begin > 0 and begin != start_offset and text:
         text = text[1:]  # the first line was cut in the middle
     return text[-lines:]
 
 
-def read_limited(path: Path, limit: int = CONFIG_READ_LIMIT) -> str:
-    """A text file's content, at most `limit` bytes, with a note when it was cut."""
-    with path.open("rb") as f:
-        data = f.read(limit + 1)
-    text = data[:limit].decode("utf-8", "replace")
-    return text + (f"\n... (cut at {limit} bytes of {path.stat().st_size})" if len(data) > limit else "")
+def read_limited(path: Path, limit: int = CONFIG_READ_LIMIT, offset: int = 0) -> str:
+    """A text file's content from `offset`, at most `limit` bytes, redacted, with a note when cut."""
+    size = path.stat().st_size
+    text = redacted_window(path, offset, offset + limit)
+    notes = []
+    if offset > 0:
+        notes.append(f"from byte {offset}")
+    if offset + limit < size:
+        notes.append(f"cut at byte {offset + limit}")
+    return text + (f"\n... ({', '.join(notes)} of {size})" if notes else "")
 
 
 def _size(n: float) -> str:

@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_SECRET_SCAN_BYTES = 1 << 20
 _NAME_RULE = "letters, digits, '_', '.', '-' (up to 63 characters, starting with a letter or digit)"
 
 
@@ -203,6 +212,7 @@ class Estate(BaseModel):
     description: str = ""
     components: dict[str, Component]
     root: SkipJsonSchema[Path] = Field(default=Path("."), exclude=True)
+    _secrets_registered: bool = PrivateAttr(default=False)
 
     @field_validator("name")
     @classmethod
@@ -276,6 +286,29 @@ class Estate(BaseModel):
         """Components that depend on `name` directly."""
         return [n for n, c in self.components.items() if name in c.depends_on]
 
+    def register_secrets(self) -> None:
+        """Add the estate's secret values to the registry `redact` removes everywhere (once).
+
+        The values of secret-looking names (`*_KEY`, `*_TOKEN`, `PASSWORD`, `DSN`, …) in the
+        components' `env` and in agentheal's own environment (which components inherit), and of
+        secret-looking keys in the components' config and flags files (the first MB of each).
+        """
+        if self._secrets_registered:
+            return
+        from agentheal.redaction import register_config_secrets, register_env_secrets
+
+        self._secrets_registered = True
+        register_env_secrets()
+        for comp in self.components.values():
+            register_env_secrets(comp.env)
+            for config in [*comp.configs, *([comp.flags] if comp.flags else [])]:
+                try:
+                    with self.path(config).open("rb") as f:
+                        text = f.read(_SECRET_SCAN_BYTES).decode("utf-8", "replace")
+                except OSError:
+                    continue  # not written yet; read_config registers it when it reads it
+                register_config_secrets(text)
+
 
 def describe_validation_error(error: ValidationError) -> list[str]:
     """One line per problem, each naming its place in the file: `components.a.command: ...`."""
@@ -329,13 +362,15 @@ def load_estate(path: str | Path) -> Estate:
     if "root" in data:
         raise EstateError(f"{file}: root: not allowed; paths are relative to the estate file's folder")
     try:
-        return Estate.model_validate({**data, "root": file.parent})
+        estate = Estate.model_validate({**data, "root": file.parent})
     except ValidationError as e:
         raise EstateError(
             f"{file}: invalid estate file:\n  " + "\n  ".join(describe_validation_error(e))
         ) from None
     except EstateError as e:
         raise EstateError(f"{file}: {e}") from None
+    estate.register_secrets()
+    return estate
 
 
 def estate_schema() -> dict[str, Any]:

@@ -1,20 +1,47 @@
-"""Read-only observations of a component, as text for a diagnosing agent (the caller cuts it)."""
+"""Read-only observations of a component, as text for a diagnosing agent (the caller cuts it).
+
+Every observation comes back redacted. Files are read through `files.redacted_window`: the
+source is redacted (whole, or the window with context around it) before the window is cut
+out, so no window -- a tail, a head, a byte range, a line cut in two -- can hold a secret
+that redacting the window alone would miss. Config files read here also add their
+secret-looking values to the registry `redact` removes everywhere.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Concatenate, ParamSpec
 
 import psutil
 
 from agentheal.estate import changes, files
 from agentheal.estate.process import find_process, read_record
+from agentheal.redaction import redact, register_config_secrets
 
 if TYPE_CHECKING:
     from agentheal.estate.local import LocalBackend
 
+P = ParamSpec("P")
+_SECRET_SCAN_BYTES = 1 << 20  # config files are small; a huge one is scanned for secrets this far
 
+
+def _redacted(
+    observe: Callable[Concatenate[LocalBackend, P], str],
+) -> Callable[Concatenate[LocalBackend, P], str]:
+    """The observation's text, redacted, with the estate's secret values registered first."""
+
+    @functools.wraps(observe)
+    def wrapper(backend: LocalBackend, /, *args: P.args, **kwargs: P.kwargs) -> str:
+        backend.estate.register_secrets()
+        return redact(observe(backend, *args, **kwargs))
+
+    return wrapper
+
+
+@_redacted
 def probe(backend: LocalBackend, component: str) -> str:
     health = backend.health(component)
     if not health.probes:
@@ -22,7 +49,17 @@ def probe(backend: LocalBackend, component: str) -> str:
     return "\n".join(p.line() for p in health.probes)
 
 
-def tail_logs(backend: LocalBackend, component: str, lines: int = 50, path: str | None = None) -> str:
+@_redacted
+def tail_logs(
+    backend: LocalBackend,
+    component: str,
+    lines: int = 50,
+    path: str | None = None,
+    offset: int | None = None,
+    max_bytes: int | None = None,
+) -> str:
+    """The last `lines` lines of each log, or `lines` lines forward from byte `offset`; at most
+    `max_bytes` bytes, which may cut a line in two."""
     comp = backend.estate.component(component)
     logs = [path] if path is not None else comp.logs
     if not logs:
@@ -33,12 +70,22 @@ def tail_logs(backend: LocalBackend, component: str, lines: int = 50, path: str 
         if not file.is_file():
             parts.append(f"== {log}: no such file yet")
             continue
-        tail = files.tail_lines(file, lines)
-        parts.append(f"== {log} (last {len(tail)} lines of {file.stat().st_size} bytes)")
-        parts.extend(tail)
+        size = file.stat().st_size
+        if offset is None and max_bytes is None:
+            window = files.tail_lines(file, lines)
+            parts.append(f"== {log} (last {len(window)} lines of {size} bytes)")
+        else:
+            begin = offset if offset is not None else max(0, size - (max_bytes or 0))
+            stop = size if max_bytes is None else min(size, begin + max_bytes)
+            stop = min(stop, begin + lines * 4096)  # a window is a few lines, not the whole file
+            window = files.redacted_window(file, begin, stop).split("\n")
+            window = window[:lines] if offset is not None else window[-lines:]
+            parts.append(f"== {log} (bytes {begin}..{stop} of {size}, {len(window)} lines)")
+        parts.extend(window)
     return "\n".join(parts)
 
 
+@_redacted
 def process_stats(backend: LocalBackend, component: str) -> str:
     record = read_record(backend.state_dir, component)
     proc = find_process(record)
@@ -69,7 +116,10 @@ def process_stats(backend: LocalBackend, component: str) -> str:
     return "\n".join(rows)
 
 
-def read_config(backend: LocalBackend, component: str, path: str | None = None) -> str:
+@_redacted
+def read_config(
+    backend: LocalBackend, component: str, path: str | None = None, offset: int = 0, max_bytes: int = 8192
+) -> str:
     comp = backend.estate.component(component)
     configs = [path] if path is not None else comp.configs
     if not configs:
@@ -81,10 +131,13 @@ def read_config(backend: LocalBackend, component: str, path: str | None = None) 
             parts.append(f"== {config}: missing")
             continue
         parts.append(f"== {config}")
-        parts.append(files.read_limited(file))
+        with file.open("rb") as f:
+            register_config_secrets(f.read(_SECRET_SCAN_BYTES).decode("utf-8", "replace"))
+        parts.append(files.read_limited(file, max_bytes, offset))
     return "\n".join(parts)
 
 
+@_redacted
 def dependencies(backend: LocalBackend, component: str) -> str:
     comp = backend.estate.component(component)
     if not comp.depends_on:
@@ -99,6 +152,7 @@ def dependencies(backend: LocalBackend, component: str) -> str:
     return "\n".join(rows)
 
 
+@_redacted
 def releases(backend: LocalBackend, component: str) -> str:
     estate, state_dir = backend.estate, backend.state_dir
     comp = estate.component(component)
@@ -117,6 +171,7 @@ def releases(backend: LocalBackend, component: str) -> str:
     return "\n".join(rows)
 
 
+@_redacted
 def read_flags(backend: LocalBackend, component: str) -> str:
     estate = backend.estate
     flags_file = estate.component(component).flags
