@@ -148,7 +148,10 @@ class LLM:
         self._spent_s = 0.0  # wall time spent on this run's LLM calls and back-off
         self._backoff_s, self._max_backoff_s, self._sleep = backoff_s, max_backoff_s, sleep
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
-        self._secrets = [key] if len(key) >= 8 else []
+        # The key joins the values `redact` removes everywhere (prompts, tool outputs, stored events).
+        from agentheal.redaction import register_secrets
+
+        register_secrets([key])
         # openai 3 defaults to httpx2, which respx (our test boundary) does not patch; it still
         # accepts an httpx client, so tests and production run the same transport.
         # A process that drives many runs passes one shared client: building one costs ~15 ms (TLS context).
@@ -264,10 +267,7 @@ class LLM:
     # ------------------------------------------------------------ internals
 
     def _redact(self, text: str) -> str:
-        text = redact(text)
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return redact(text)  # the one function everything leaving the host goes through
 
     def _start(self, system: str, user: str, schema: type[BaseModel]) -> list[dict[str, Any]]:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
