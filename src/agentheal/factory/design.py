@@ -124,7 +124,13 @@ def allowed_actions(policy: Policy, component: str | None) -> list[dict[str, Any
     from agentheal.estate.actions import CATALOGUE
 
     return [
-        {**spec.describe(), "needs_approval": spec.risk.rank > policy.max_auto_risk.rank}
+        {
+            **spec.describe(),
+            "needs_approval": spec.risk.rank > policy.max_auto_risk.rank,
+            # What it changes and the facts that change answers: a design's actions must answer the gap.
+            "effect": spec.effect,
+            "answers": list(spec.answers),
+        }
         for name, spec in CATALOGUE.items()
         if spec.read_only or policy_allows(policy, name, component)
     ]
