@@ -33,11 +33,21 @@ from agentheal.event_schema import (
     fast_inserts,
 )
 from agentheal.models import ActionResult, Gap, LLMUsage, RunStatus, Step, utcnow
+from agentheal.redaction import redact_data
 
 # How long a writer waits for another process's write lock before it gives up.
 BUSY_TIMEOUT_S = 30.0
 # Run ids are uuid4 hex; shorter prefixes than this match too many runs to be meant.
 MIN_PREFIX = 4
+
+
+# The columns that hold observed or free text: redacted before they are written, so the store
+# (and `runs show`, which reads it) never keeps a secret an observation or a gap carried.
+_FREE_TEXT = frozenset({"text", "gap", "gap_text", "detail", "data", "step", "result", "reason", "error"})
+
+
+def _redacted(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: redact_data(v) if k in _FREE_TEXT and v is not None else v for k, v in values.items()}
 
 
 class EventStoreError(Exception):
@@ -218,7 +228,7 @@ class EventStore:
             raise EventStoreError(f"cannot record {what}: {exc.orig}") from exc
 
     def _insert(self, table: str, what: str, **values: Any) -> None:
-        values = {"at": utcnow(), **values}
+        values = _redacted({"at": utcnow(), **values})
         fast = self._fast_inserts.get(table)
         if fast is None:
             self._write(INSERTS[table], what, values)
@@ -240,7 +250,7 @@ class EventStore:
             raise
 
     def _update_run(self, run_id: str, what: str, **values: Any) -> None:
-        if self._write(UPDATE_RUN, what, {"which_run": run_id, **values}) == 0:
+        if self._write(UPDATE_RUN, what, _redacted({"which_run": run_id, **values})) == 0:
             raise EventStoreError(f"no run {run_id!r} to record {what} for; start_run was not called")
 
     def record_gap(self, gap: Gap) -> None:
@@ -249,28 +259,32 @@ class EventStore:
 
     @staticmethod
     def _gap_values(gap: Gap) -> dict[str, Any]:
-        return {
-            "fingerprint": gap.fingerprint,
-            "kind": gap.kind.value,
-            "component": gap.component,
-            "severity": gap.severity.value,
-            "text": gap.text,
-            "gap": gap.model_dump(mode="json"),
-            "created_at": gap.created_at,
-            "recorded_at": utcnow(),
-        }
+        return _redacted(
+            {
+                "fingerprint": gap.fingerprint,
+                "kind": gap.kind.value,
+                "component": gap.component,
+                "severity": gap.severity.value,
+                "text": gap.text,
+                "gap": gap.model_dump(mode="json"),
+                "created_at": gap.created_at,
+                "recorded_at": utcnow(),
+            }
+        )
 
     @staticmethod
     def _run_values(run_id: str, gap: Gap) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "fingerprint": gap.fingerprint,
-            "component": gap.component,
-            "gap_text": gap.text,
-            "gap": gap.model_dump(mode="json"),
-            "status": RunStatus.running.value,
-            "started_at": utcnow(),
-        }
+        return _redacted(
+            {
+                "run_id": run_id,
+                "fingerprint": gap.fingerprint,
+                "component": gap.component,
+                "gap_text": gap.text,
+                "gap": gap.model_dump(mode="json"),
+                "status": RunStatus.running.value,
+                "started_at": utcnow(),
+            }
+        )
 
     def begin_heal(self, gap: Gap, run_id: str) -> str | None:
         """Record a reported gap and, unless its fingerprint has an open run, start `run_id` for it:

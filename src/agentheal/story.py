@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from agentheal.redaction import redact
+
 if TYPE_CHECKING:
     from agentheal.events import RunDetail
 
@@ -67,14 +69,16 @@ def render_story(detail: RunDetail) -> str:
         lines.append(f"  {'ok' if validation.get('ok') else 'NOT OK'}: {validation.get('detail', '')}")
     lines.append(_section("LLM"))
     usage = totals.llm
+    unknown = f" (unknown for {usage.unknown_usage_calls})" if usage.unknown_usage_calls else ""
     lines.append(
         f"  {usage.calls} call(s), {usage.prompt_tokens} prompt + {usage.completion_tokens} "
-        f"completion tokens, {totals.llm_duration_s:.2f} s"
+        f"completion tokens{unknown}, {totals.llm_duration_s:.2f} s"
     )
     for call in detail.llm_calls:
-        mark = "ok" if call.ok else "FAILED"
+        mark = "ok" if call.ok else f"FAILED: {call.error}" if call.error else "FAILED"
+        tokens = f"{call.prompt_tokens}+{call.completion_tokens} tokens" if call.usage_known else "tokens unknown"
         lines.append(
-            f"  {call.at:%H:%M:%S} {call.purpose:<10} {call.model} "
-            f"{call.prompt_tokens}+{call.completion_tokens} tokens {call.duration_s:.2f} s {mark}"
+            f"  {call.at:%H:%M:%S} {call.purpose:<10} {call.model} {tokens} {call.duration_s:.2f} s {mark}"
         )
-    return "\n".join(lines)
+    # The store keeps redacted text; a run recorded before redaction covered it is cleaned here.
+    return redact("\n".join(lines))

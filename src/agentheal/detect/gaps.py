@@ -68,12 +68,16 @@ def problem(
         fingerprint: Join a known gap instead of deriving one (feedback matching a pattern).
         at: When it was observed (default: now).
     """
+    from agentheal.redaction import redact
+
+    # Evidence is log lines and probe output: redacted here, where every detector's signal is made.
+    text = redact(text)
     data: dict[str, Any] = {
         "problem": problem_class,
         "channel": channel or problem_class,
         "kind": kind.value,
         "severity": severity.value,
-        "evidence": list(evidence or []),
+        "evidence": [redact(e) for e in evidence or []],
         "details": dict(details or {}),
     }
     if ttl_s is not None:

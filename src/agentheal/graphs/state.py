@@ -24,7 +24,8 @@ def fact_names(state: dict[str, Any]) -> list[str]:
 
 
 def cut_evidence(text: str, budget: int = _EVIDENCE_CHARS) -> str:
-    from agentheal.llm import redact
+    """Evidence redacted, then cut to `budget` keeping both ends (cut after: a cut could halve a secret)."""
+    from agentheal.redaction import redact
 
     text = redact(text)
     if len(text) <= budget:
