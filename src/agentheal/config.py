@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="Wall time one heal run may spend waiting on the LLM, retries and back-off included; "
         "each call's time-out is cut to what is left.",
     )
+    llm_max_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description="Cap on the tokens of each reply (0: the server's own); a small local model can "
+        "otherwise write until its context is full.",
+    )
     llm_max_tool_iterations: int = Field(default=6, ge=1, le=50)
     llm_tool_output_chars: int = Field(
         default=3000, ge=200, description="Budget per observation tool output."

@@ -279,10 +279,11 @@ class LLM:
     def _learn(self, purpose: str, note: str, **change: Any) -> None:
         """Remember what the endpoint was seen to support (and say so in the run's story)."""
         profile = self.profile.model_copy(update=change)
-        profile.learn(f"{purpose}: {note} -> {', '.join(f'{k}={v}' for k, v in change.items())}")
+        now = ", ".join(f"{k}={getattr(v, 'value', v)}" for k, v in change.items())
+        profile.learn(f"{purpose}: {note} -> {now}")
         self.profile = profile
         profiles_at(self.settings.llm_endpoints_path).save(profile)
-        self._note(purpose, f"endpoint {profile.model}@{profile.base_url}: {note}; from now on {change}")
+        self._note(purpose, f"endpoint {profile.model}@{profile.base_url}: {note}; from now on {now}")
 
     @staticmethod
     def _answered_tools_in_text(message: ChatCompletionMessage, known: set[str]) -> bool:
@@ -390,8 +391,18 @@ class LLM:
                 last = f"HTTP {err.status_code}: {_error_text(err)}"
                 self._record(purpose, started, None, error=last)
                 part = refused_part(
-                    err.status_code, _error_text(err), "response_format" in request, "tools" in request
+                    err.status_code,
+                    _error_text(err),
+                    "response_format" in request,
+                    "tools" in request,
+                    self.profile.token_cap in request,
                 )
+                if part == "token_cap":
+                    step_cap = "max_completion_tokens" if self.profile.token_cap == "max_tokens" else "none"
+                    self._learn(
+                        purpose, note=f"refused {self.profile.token_cap} ({_short(last)})", token_cap=step_cap
+                    )
+                    continue
                 if part == "response_format" and (step := self.profile.step_down()) is not None:
                     self._learn(
                         purpose,
@@ -460,6 +471,8 @@ class LLM:
         if tools:
             request["tools"] = tools
             request["tool_choice"] = tool_choice or "auto"
+        if self.settings.llm_max_tokens and self.profile.token_cap != "none":
+            request[self.profile.token_cap] = self.settings.llm_max_tokens
         return request
 
     def _left_s(self) -> float:

@@ -36,6 +36,9 @@ STEPS = list(Structured)
 NOTES_KEPT = 20
 
 ToolSupport = Literal["unknown", "native", "unsupported"]
+# How a reply's length is capped: OpenAI's newer models refuse `max_tokens` and name
+# `max_completion_tokens`; most other servers know only `max_tokens`.
+TokenCap = Literal["max_tokens", "max_completion_tokens", "none"]
 UsageSupport = Literal["unknown", "reported", "absent"]
 
 
@@ -48,6 +51,7 @@ class EndpointProfile(BaseModel):
     model: str
     structured: Structured = Structured.json_schema
     tools: ToolSupport = "unknown"
+    token_cap: TokenCap = "max_tokens"
     usage: UsageSupport = "unknown"
     notes: list[str] = Field(default_factory=list, description="What was learnt, and from which answer.")
     updated_at: datetime | None = None
@@ -68,11 +72,14 @@ class EndpointProfile(BaseModel):
 # the tools-free path, and a format refusal is the one to act on first.
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|\bschema\b|structured output", re.I)
 _TOOL_WORDS = re.compile(r"\btools?\b|tool_choice|tool calls?|function[_ ]call", re.I)
+_CAP_WORDS = re.compile(r"max_tokens|max_completion_tokens", re.I)
 
-RefusedPart = Literal["response_format", "tools"]
+RefusedPart = Literal["response_format", "tools", "token_cap"]
 
 
-def refused_part(status: int, message: str, sent_format: bool, sent_tools: bool) -> RefusedPart | None:
+def refused_part(
+    status: int, message: str, sent_format: bool, sent_tools: bool, sent_cap: bool = False
+) -> RefusedPart | None:
     """Which part of the request a 4xx/5xx answer refuses, when its message names one.
 
     Args:
@@ -80,13 +87,16 @@ def refused_part(status: int, message: str, sent_format: bool, sent_tools: bool)
         message: The server's error message (body text).
         sent_format: Whether the request carried a `response_format`.
         sent_tools: Whether the request carried `tools`.
+        sent_cap: Whether the request capped the reply's tokens.
 
     Returns:
-        "response_format" or "tools" when the refusal names a part the request had, else None
+        "response_format", "tools" or "token_cap" when the refusal names a part the request had, else None
         (an outage, a bad model name, an auth error: the caller's usual handling applies).
     """
     if status < 400 or status in (401, 403, 404, 408, 429):
         return None
+    if sent_cap and _CAP_WORDS.search(message):
+        return "token_cap"
     if sent_format and _FORMAT_WORDS.search(message):
         return "response_format"
     if sent_tools and _TOOL_WORDS.search(message):

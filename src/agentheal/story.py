@@ -76,7 +76,9 @@ def render_story(detail: RunDetail) -> str:
     )
     for call in detail.llm_calls:
         mark = "ok" if call.ok else f"FAILED: {call.error}" if call.error else "FAILED"
-        tokens = f"{call.prompt_tokens}+{call.completion_tokens} tokens" if call.usage_known else "tokens unknown"
+        tokens = "tokens unknown"
+        if call.usage_known:
+            tokens = f"{call.prompt_tokens}+{call.completion_tokens} tokens"
         lines.append(
             f"  {call.at:%H:%M:%S} {call.purpose:<10} {call.model} {tokens} {call.duration_s:.2f} s {mark}"
         )

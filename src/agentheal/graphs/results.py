@@ -61,7 +61,10 @@ def result_of(state: dict[str, Any]) -> dict[str, Any]:
             for a in state.get("actions", [])
         ],
         "validation": {"ok": bool(validation.get("ok")), "detail": validation.get("detail", "")},
-        "llm": {k: int(usage.get(k, 0)) for k in ("calls", "prompt_tokens", "completion_tokens")},
+        "llm": {
+            k: int(usage.get(k, 0))
+            for k in ("calls", "prompt_tokens", "completion_tokens", "unknown_usage_calls")
+        },
         "reason": state.get("reason"),
         "fingerprint": (state.get("gap") or {}).get("fingerprint"),
         "component": (state.get("gap") or {}).get("component"),

@@ -1,0 +1,1 @@
+"""The real-LLM-server tier (`make test-llm`)."""
