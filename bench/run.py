@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["bench_help", "bench_heal", "bench_recall", "bench_detect", "bench_kill"]
+BENCHES = ["bench_help", "bench_heal", "bench_recall", "bench_detect", "bench_kill", "bench_redact"]
 
 
 def main(names: list[str]) -> int:
