@@ -379,10 +379,10 @@ class LLM:
                 completion = self._complete(request)
             except openai.APITimeoutError as err:
                 self._spent_s += time.monotonic() - started
-                last = f"no answer within {self._timeout_s:.0f} s"
+                last = f"no answer within {self._timeout_s:.3g} s"
                 self._record(purpose, started, None, error=last)
                 raise LLMTimeout(
-                    f"LLM endpoint {url} gave no answer to {purpose} within {self._timeout_s:.0f} s; "
+                    f"LLM endpoint {url} gave no answer to {purpose} within {self._timeout_s:.3g} s; "
                     "not asked again, a slow model stays slow (raise AGENTHEAL_LLM_TIMEOUT_S, or use "
                     "a faster model)"
                 ) from err

@@ -57,7 +57,9 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sys.executable,
         *("-m", "llama_cpp.server", "--model", str(model_file())),
         *("--host", "127.0.0.1", "--port", str(port)),
-        *("--n_ctx", "8192", "--n_threads", str(os.cpu_count() or 2)),
+        # Prompts are long (the factory's is ~6k tokens) and evaluated on every core; one thread
+        # writes the reply, where more threads only wait on each other.
+        *("--n_ctx", "8192", "--n_threads", "1", "--n_threads_batch", str(os.cpu_count() or 2)),
     ]
     with log.open("wb") as out:
         server = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -83,20 +85,25 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.wait()
 
 
-@pytest.fixture
-def llm_env(llm_server: str, tmp_path: Path) -> dict[str, str]:
+def env_for(base_url: str, home: Path) -> dict[str, str]:
     """The environment of an `agentheal` process that talks to the real server, with its own home."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_") and k != "OPENAI_API_KEY"}
     env.update(
-        AGENTHEAL_HOME=str(tmp_path / "home"),
-        AGENTHEAL_CONFIG=str(tmp_path / "no-agentheal.toml"),
-        AGENTHEAL_LLM_BASE_URL=llm_server,
+        AGENTHEAL_HOME=str(home),
+        AGENTHEAL_CONFIG=str(home.parent / "no-agentheal.toml"),
+        AGENTHEAL_LLM_BASE_URL=base_url,
         AGENTHEAL_LLM_MODEL="smollm2-135m-instruct",
-        # 135M parameters on two cores write ~60 tokens/s; a plan needs far fewer than this
-        AGENTHEAL_LLM_MAX_TOKENS="600",
+        # 135M parameters on two cores write ~25-50 tokens a second; a plan needs far fewer
+        AGENTHEAL_LLM_MAX_TOKENS="400",
+        AGENTHEAL_LLM_TIMEOUT_S="120",
         AGENTHEAL_MODEL_CACHE=os.environ.get("AGENTHEAL_MODEL_CACHE", str(Path.home() / ".cache/agentheal")),
     )
     return env
+
+
+@pytest.fixture
+def llm_env(llm_server: str, tmp_path: Path) -> dict[str, str]:
+    return env_for(llm_server, tmp_path / "home")
 
 
 def agentheal(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -111,22 +118,37 @@ def agentheal(env: dict[str, str], *args: str, timeout: float = 300) -> subproce
     )
 
 
+_SEEN: dict[Path, tuple[int, int]] = {}  # per home: the last llm_calls and node_events ids read
+
+
 def collect_refusals(home: Path, test: str) -> list[str]:
-    """What agentheal refused of the server's answers in `home`'s runs, and why (also printed at the end)."""
+    """What agentheal refused of the server's answers in `home`'s runs since the last look, and why.
+
+    Printed again at the end of the session, under the test that saw it.
+    """
     db = home / "events.sqlite"
     if not db.is_file():
         return []
+    last_call, last_node = _SEEN.get(home, (0, 0))
     found: list[str] = []
     with sqlite3.connect(db) as conn:
-        rows: list[Any] = conn.execute(
-            "SELECT purpose, error FROM llm_calls WHERE ok = 0 OR error != '' ORDER BY id"
+        calls: list[Any] = conn.execute(
+            "SELECT id, purpose, error FROM llm_calls WHERE id > ? AND (ok = 0 OR error != '') ORDER BY id",
+            (last_call,),
         ).fetchall()
-        found += [f"{purpose}: server answered {error}" for purpose, error in rows]
-        rows = conn.execute(
-            "SELECT node, detail FROM node_events WHERE node IN ('llm', 'plan', 'guard', 'escalate') "
-            "ORDER BY id"
+        found += [f"{purpose}: server answered {' '.join(error.split())}" for _, purpose, error in calls]
+        nodes: list[Any] = conn.execute(
+            "SELECT id, node, detail FROM node_events WHERE id > ? AND node IN ('llm', 'plan', 'guard') "
+            "ORDER BY id",
+            (last_node,),
         ).fetchall()
-        found += [f"{node}: {detail}" for node, detail in rows if node == "llm" or "refus" in detail.lower()]
+        found += [
+            f"{node}: {detail}" for _, node, detail in nodes if node == "llm" or "refus" in detail.lower()
+        ]
+        _SEEN[home] = (
+            conn.execute("SELECT coalesce(max(id), 0) FROM llm_calls").fetchone()[0],
+            conn.execute("SELECT coalesce(max(id), 0) FROM node_events").fetchone()[0],
+        )
     REFUSED.extend(f"[{test}] {line}" for line in found)
     return found
 
