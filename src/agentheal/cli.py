@@ -274,10 +274,11 @@ def reject(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
     from agentheal import cli_admin, cli_agents, cli_detect, cli_eval, cli_faults  # noqa: F401  (registers the remaining commands)
+    from agentheal.embedding import EmbeddingError
 
     try:
         code = app(args=argv, standalone_mode=False, prog_name="agentheal")
-    except UsageProblem as exc:
+    except (UsageProblem, EmbeddingError) as exc:  # EmbeddingError: a damaged model file, an endpoint down
         _err(f"error: {exc}")
         return EXIT_USAGE
     except typer.Exit as exc:

@@ -34,7 +34,7 @@ class TailLogsArgs(BaseModel):
     lines: int = Field(default=50, ge=1, le=500, description="Lines from the end of each log.")
     path: str | None = Field(default=None, description="One of the component's log files; default all.")
     offset: int | None = Field(
-        default=None, ge=0, description="Read forward from this byte offset (0 = the head) instead of the end."
+        default=None, ge=0, description="Read forward from this byte offset (0: the head), not from the end."
     )
     max_bytes: int | None = Field(
         default=None, ge=1, le=65536, description="At most this many bytes (a line may be cut in two)."
@@ -45,6 +45,11 @@ class ConfigArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str | None = Field(default=None, description="One of the component's config files; default all.")
+
+
+class ReadConfigArgs(ConfigArgs):
+    """read_config's window; restore_config puts back whole files and takes none."""
+
     offset: int = Field(default=0, ge=0, description="Read from this byte offset.")
     max_bytes: int = Field(default=8192, ge=1, le=65536, description="At most this many bytes of each file.")
 
@@ -278,7 +283,7 @@ CATALOGUE: dict[str, ActionSpec] = {
             Risk.none,
             True,
             "The content of the component's config files (8 KB each at most).",
-            ConfigArgs,
+            ReadConfigArgs,
         ),
         _spec("dependencies", Risk.none, True, "The components this one depends on, each with its health."),
         _spec(
