@@ -6,17 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from agentheal.cli import main
 from agentheal.config import Settings
-from agentheal.detect import AlertError, DetectConfig, Detector, GapBook, alert_signals, parse_webhook
+from agentheal.detect import AlertError, GapBook, alert_signals, parse_webhook
 from agentheal.detect.alerts import feedback_signal
-from agentheal.detect.inbox import Inbox
-from agentheal.estate import LocalBackend, load_estate
+from agentheal.estate import load_estate
 from agentheal.models import Gap
-from conftest import free_port
 
 
 def _payload(status: str = "firing", **labels: str) -> dict[str, Any]:
@@ -113,27 +110,11 @@ def test_feedback_is_linked_to_a_component_and_to_a_known_gap(tiny_estate_api_fi
         feedback_signal("  ", estate)
 
 
-def test_the_inbox_takes_webhooks_and_feedback_and_answers_400_to_bad_ones(
-    tiny_estate_api_file: Path, settings: Settings
+def test_watch_listen_says_to_use_the_http_api_instead(
+    tiny_estate_api_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import threading
-
-    backend = LocalBackend.from_settings(load_estate(tiny_estate_api_file), settings)
-    detector = Detector(settings, DetectConfig(), backend)
-    reports: list[str] = []
-    inbox = Inbox(detector, "127.0.0.1", free_port(), reports.append, threading.Lock())
-    inbox.start()
-    try:
-        with httpx.Client(base_url=inbox.address, trust_env=False, timeout=5) as client:
-            assert client.post("/alerts", content=b"{broken").status_code == 400
-            bad = client.post("/alerts", json={"version": "4", "status": "firing", "alerts": [{}]})
-            assert bad.status_code == 400 and "alerts.0.status" in bad.json()["error"]
-            assert client.post("/alerts", json=_payload(component="api")).json() == {"alerts": 1}
-            assert client.post("/feedback", json={"text": "web looks broken"}).json()["component"] == "web"
-            assert client.post("/feedback", json={"nope": 1}).status_code == 400
-            detector.round()  # takes the queued signals
-            texts = {g["text"] for g in client.get("/gaps").json()}
-    finally:
-        inbox.close()
-    assert {"alert HighErrorRate is firing on api", "user reports: web looks broken"} <= texts
-    assert len(reports) == 3 and all("payload skipped" in r for r in reports)
+    # The unauthenticated receiver gave way to `serve`'s routes (tests/test_api_ops.py takes both there).
+    code = main(["watch", "--estate", str(tiny_estate_api_file), "--listen", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "agentheal serve" in err and "POST /alerts/alertmanager" in err and "--role operator" in err

@@ -59,7 +59,9 @@ def estate_down(file: Path, as_json: JsonFlag = False) -> None:
 @estate_app.command("status")
 def estate_status(file: Path, as_json: JsonFlag = False) -> None:
     """Health of every component; exit 1 when any is unhealthy."""
-    health = _backend(file).status()
+    from agentheal.services.estate import health as estate_health
+
+    health = estate_health(_backend(file))
     if as_json:
         _print_json({"components": [h.model_dump(mode="json") for h in health]})
     else:
@@ -76,11 +78,12 @@ def estate_status(file: Path, as_json: JsonFlag = False) -> None:
 def memory_import(file: Path) -> None:
     """Import past resolutions from JSON Lines: {"gap", "resolution", "outcome", "component"?, ...}."""
     from agentheal.memory import Memory, MemoryImportError
+    from agentheal.services.memory import import_file
 
     if not file.is_file():
         _fail(f"{file}: no such file")
     try:
-        report = Memory(_settings()).import_jsonl(file)
+        report = import_file(Memory(_settings()), file)
     except MemoryImportError as exc:
         _fail(str(exc))
     for problem in report.errors:
@@ -97,13 +100,13 @@ def memory_search(
 ) -> None:
     """Past resolutions most similar in meaning to TEXT, best first."""
     from agentheal.memory import Memory
+    from agentheal.services.memory import search
 
     if not text.strip():
         _fail("the search text is empty")
-    hits = Memory(_settings()).search(text, k=k)
+    hits = search(Memory(_settings()), text, k=k)
     if as_json:
-        keys = ("id", "gap", "resolution", "outcome", "similarity", "component")
-        _print_json([{key: getattr(h, key) for key in keys} for h in hits])
+        _print_json([h.model_dump(mode="json") for h in hits])
         return
     if not hits:
         typer.echo("memory is empty: heal something, or `agentheal memory import FILE`")

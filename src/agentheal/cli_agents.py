@@ -46,10 +46,10 @@ def _pct(value: float | None) -> str:
 @agents_app.command("list")
 def agents_list(as_json: JsonFlag = False) -> None:
     """Every persona with its record: origin, version, status, runs, heals, success rate."""
-    from agentheal.agents import records
+    from agentheal.services.agents import list_agents
 
     settings, registry, events = _registry_and_events()
-    recs = records(registry, events, settings)
+    recs = list_agents(registry, events, settings).agents
     if as_json:
         _print_json([r.brief() for r in recs])
         return
@@ -64,15 +64,16 @@ def agents_list(as_json: JsonFlag = False) -> None:
 @agents_app.command("show")
 def agents_show(name: str, as_json: JsonFlag = False) -> None:
     """One persona: its record, provenance, versions and retirement."""
-    from agentheal.agents import records
-    from agentheal.factory.store import versions
+    from agentheal.agents import AgentRecord
+    from agentheal.services.agents import UnknownAgent, show_agent
 
     settings, registry, events = _registry_and_events()
-    found = [r for r in records(registry, events, settings) if r.name == name]
-    if not found:
+    try:
+        detail = show_agent(name, registry, events, settings)
+    except UnknownAgent:
         _fail(f"no persona named {name!r}; `agentheal agents list` shows them")
-    rec = found[0]
-    stored = [{"version": n, "path": str(p)} for n, p in versions(settings, name)]
+    rec = AgentRecord.model_validate(detail.model_dump(include=set(AgentRecord.model_fields)))
+    stored = [v.model_dump() for v in detail.versions]
     if as_json:
         _print_json({**rec.model_dump(mode="json"), "versions": stored})
         return

@@ -137,13 +137,12 @@ def _follow(settings: Any, estate: Path | None, cfg: Any, logs: list[Path]) -> i
     return w.run()
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        _fail(f"--listen {text!r}: expected HOST:PORT or PORT")
-    return host or "127.0.0.1", int(port)
+LISTEN_GONE = (
+    "watch --listen is gone: alerts and feedback now go to the HTTP API, with its tokens. Run "
+    "`agentheal serve --estate FILE --watch` and point Alertmanager at POST /alerts/alertmanager "
+    "(feedback: POST /feedback), with `Authorization: Bearer TOKEN` of an operator token "
+    "(`agentheal tokens add NAME --role operator`)"
+)
 
 
 @app.command()
@@ -153,7 +152,9 @@ def watch(
     config: ConfigOpt = None,
     listen: Annotated[
         str | None,
-        typer.Option(help="HOST:PORT for Alertmanager webhooks (POST /alerts) and POST /feedback."),
+        typer.Option(
+            help="Gone: alerts and feedback go to `agentheal serve --watch` (POST /alerts/alertmanager)."
+        ),
     ] = None,
     policy: Annotated[Path | None, typer.Option(help="A policy file (default: built-in policy).")] = None,
     interval: Annotated[float | None, typer.Option(help="Seconds between probe rounds.")] = None,
@@ -165,6 +166,8 @@ def watch(
     """Detect and heal continuously until SIGTERM or Ctrl-C (running heals finish first)."""
     from agentheal.detect.watch import Watch
 
+    if listen is not None:
+        _fail(LISTEN_GONE)
     if estate is None:
         _fail("give the estate to watch: --estate FILE")
     settings = _settings()
@@ -177,13 +180,9 @@ def watch(
             load_policy(policy, settings)
         except PolicyError as exc:
             _fail(str(exc))
-    address = _listen_address(listen) if listen else None
     live = not plain and sys.stdout.isatty()
-    try:
-        w = Watch(
-            settings, estate.resolve(), cfg, heal=not no_heal, logs=list(log or []), listen=address,
-            policy_path=policy, dry_run=dry_run, say=(lambda line: None) if live else _printer(), live=live,
-        )  # fmt: skip
-    except OSError as exc:
-        _fail(f"--listen {listen}: {exc.strerror or exc}")
+    w = Watch(
+        settings, estate.resolve(), cfg, heal=not no_heal, logs=list(log or []),
+        policy_path=policy, dry_run=dry_run, say=(lambda line: None) if live else _printer(), live=live,
+    )  # fmt: skip
     raise typer.Exit(w.run())

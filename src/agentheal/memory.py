@@ -38,6 +38,7 @@ COLLECTION = "resolutions"
 # Texts per embedding call on import: large enough to amortise the call, small enough to stay in cache.
 _EMBED_BATCH = 64
 _SUMMARY_CHARS = 1000
+_NOT_JSON = object()  # an import line that did not parse (already reported)
 
 
 class MemoryStoreError(Exception):
@@ -56,8 +57,8 @@ class ImportReport(BaseModel):
     errors: list[str]
 
 
-class _ImportLine(BaseModel):
-    """One line of the import contract."""
+class ImportLine(BaseModel):
+    """One record of the import contract (a line of `memory import`, an item of `POST /memory`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -154,7 +155,7 @@ def heal_record(resolution: Resolution, facts: list[str]) -> Record:
     return record_id, gap.text, metadata
 
 
-def _import_record(line: _ImportLine) -> Record:
+def _import_record(line: ImportLine) -> Record:
     occurred = line.occurred_at or datetime.now(UTC)
     if occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)  # the contract's times are UTC unless they say otherwise
@@ -337,8 +338,6 @@ class Memory:
         Raises:
             MemoryImportError: the file cannot be read, is empty, or has no valid line.
         """
-        import numpy as np
-
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -347,43 +346,66 @@ class Memory:
         except (OSError, UnicodeDecodeError) as exc:
             raise MemoryImportError(f"{path}: cannot read it as UTF-8 text: {exc}") from exc
         errors: list[str] = []
-        records: dict[str, tuple[int, str, dict[str, Any]]] = {}
-        seen = 0
+        entries: list[tuple[int, Any]] = []
         for number, raw in enumerate(text.splitlines(), start=1):
             if not raw.strip():
                 continue
-            seen += 1
             try:
-                data = json.loads(raw)
+                entries.append((number, json.loads(raw)))
             except json.JSONDecodeError as exc:
                 errors.append(f"line {number}: not JSON: {exc.msg} at column {exc.colno}")
+                entries.append((number, _NOT_JSON))
+        if not entries:
+            raise MemoryImportError(f"{path}: the file is empty; expected one JSON object per line")
+        return self._import(entries, errors, f"{path}: ", "line")
+
+    def import_objects(self, items: list[Any]) -> ImportReport:
+        """Import incident history given as objects (the HTTP door), by the same rules as `import_jsonl`;
+        problems name the item by its 0-based index (`records.3: field 'gap' is missing`).
+
+        Raises:
+            MemoryImportError: no item given, or none is valid.
+        """
+        if not items:
+            raise MemoryImportError("no records given; expected a list of resolution objects")
+        return self._import(list(enumerate(items)), [], "", "records.")
+
+    def _import(
+        self, entries: list[tuple[int, Any]], errors: list[str], where: str, label: str
+    ) -> ImportReport:
+        import numpy as np
+
+        def name(number: int) -> str:
+            return f"line {number}" if label == "line" else f"{label}{number}"
+
+        records: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        for number, data in entries:
+            if data is _NOT_JSON:
                 continue
             if not isinstance(data, dict):
-                errors.append(f"line {number}: expected a JSON object, got {type(data).__name__}")
+                errors.append(f"{name(number)}: expected a JSON object, got {type(data).__name__}")
                 continue
             try:
-                line = _ImportLine.model_validate(data)
+                line = ImportLine.model_validate(data)
             except ValidationError as exc:
-                errors.append(f"line {number}: {_why(exc)}")
+                errors.append(f"{name(number)}: {_why(exc)}")
                 continue
             record_id, document, metadata = _import_record(line)
             if record_id in records:
-                errors.append(f"line {number}: skipped, the same record as line {records[record_id][0]}")
+                errors.append(f"{name(number)}: skipped, the same record as {name(records[record_id][0])}")
                 continue
             records[record_id] = (number, document, metadata)
-        if seen == 0:
-            raise MemoryImportError(f"{path}: the file is empty; expected one JSON object per line")
         if not records:
             shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
-            raise MemoryImportError(f"{path}: no valid line: {shown}")
+            raise MemoryImportError(f"{where}no valid {'line' if label == 'line' else 'record'}: {shown}")
         known = self._records.known(list(records))
         for record_id in sorted(known, key=lambda r: records[r][0]):
-            errors.append(f"line {records[record_id][0]}: skipped, already in memory")
+            errors.append(f"{name(records[record_id][0])}: skipped, already in memory")
         new: list[Record] = [(rid, doc, md) for rid, (_, doc, md) in records.items() if rid not in known]
         for part in _chunks(new, self._batch):
             vectors = [self.embedder.embed([r[1] for r in texts]) for texts in _chunks(part, _EMBED_BATCH)]
             self.add_records(part, np.concatenate(vectors))
-        return ImportReport(imported=len(new), skipped=seen - len(new), errors=errors)
+        return ImportReport(imported=len(new), skipped=len(entries) - len(new), errors=errors)
 
     def search(self, text: str, k: int = 5) -> list[MemoryHit]:
         """The `k` records most similar to `text`, best first; similarity is cosine, in [-1, 1]."""

@@ -41,7 +41,6 @@ class Watch:
         config: DetectConfig | None = None,
         heal: bool = True,
         logs: list[Path] | None = None,
-        listen: tuple[str, int] | None = None,
         policy_path: Path | None = None,
         dry_run: bool = False,
         say: Callable[[str], None] | None = None,
@@ -57,7 +56,7 @@ class Watch:
             settings, self.config, self.ctx.backend, logs, persist=True, events=self.ctx.events
         )
         self.stop = threading.Event()
-        self.lock = threading.Lock()  # the gap book is read by the inbox thread
+        self.lock = threading.Lock()  # the gap book is read by other threads (the server's intake)
         self.pool = ThreadPoolExecutor(max_workers=self.config.max_heals, thread_name_prefix="heal")
         self.in_flight: dict[str, tuple[Gap, Future[dict[str, Any]]]] = {}
         self.cooldown: dict[str, float] = {}
@@ -68,11 +67,6 @@ class Watch:
         self.live = live
         self._warm = False
         self._hard_stop = False
-        self.inbox = None
-        if listen is not None:
-            from agentheal.detect.inbox import Inbox
-
-            self.inbox = Inbox(self.detector, listen[0], listen[1], self._report, self.lock)
 
     def _report(self, message: str) -> None:
         self.reports.append(message)
@@ -208,9 +202,6 @@ class Watch:
                 handlers[sig] = signal.signal(sig, self._on_signal)
         live = None
         try:
-            if self.inbox is not None:
-                self.inbox.start()
-                self.say(f"listening for alerts and feedback on {self.inbox.address}")
             estate = self.ctx.estate
             what = f"{estate.name}: {len(estate.components)} component(s)" if estate else "log files"
             logs = len(self.detector.streams)
@@ -230,8 +221,6 @@ class Watch:
                     live.update(self._view())
                 self.stop.wait(self._sleep())
         finally:
-            if self.inbox is not None:
-                self.inbox.close()
             self.pool.shutdown(wait=True)  # running heals finish
             self._collect()
             self.detector.close()
