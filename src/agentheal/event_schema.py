@@ -138,10 +138,26 @@ LLM_CALLS = sa.Table(
     _req("usage_known", sa.Boolean, server_default=sa.true()),
     _req("error", sa.Text, server_default=""),
 )
+# Who changed what, through which door: gaps submitted, approvals, rejections, imports, agent
+# changes, tokens, and changes refused for want of a token or a role. Only ever appended to.
+AUDIT = sa.Table(
+    "audit",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _req("at", _UTCDateTime, index=True),
+    _req("actor", sa.String(200), index=True),
+    sa.Column("role", sa.String(16)),
+    _req("door", sa.String(16)),
+    _req("action", sa.String(64), index=True),
+    sa.Column("target", sa.String(200)),
+    _req("outcome", sa.String(16)),
+    _req("detail", sa.Text),
+    _req("data", sa.JSON),
+)
 # Columns added to a table after stores were made without them, each with its server default:
 # EventStore adds what an older store lacks when it opens it.
 ADDED_COLUMNS = {"llm_calls": ("usage_known", "error")}
-TABLES = {t.name: t for t in (GAPS, RUNS, NODE_EVENTS, ACTIONS, LLM_CALLS)}
+TABLES = {t.name: t for t in (GAPS, RUNS, NODE_EVENTS, ACTIONS, LLM_CALLS, AUDIT)}
 # Statements built once, values bound at execution: a heal writes a dozen rows, and building and
 # caching a new statement for each costs more than SQLite's commit.
 INSERTS = {name: t.insert() for name, t in TABLES.items()}

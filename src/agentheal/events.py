@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from agentheal.event_schema import (
     ADDED_COLUMNS,
+    AUDIT,
     COUNT_ACTIONS,
     GAPS,
     INSERTS,
@@ -114,6 +115,21 @@ class LLMCallRow(BaseModel):
     ok: bool
     usage_known: bool = True
     error: str = ""
+
+
+class AuditRow(BaseModel):
+    """One change recorded in the audit trail, with who made it."""
+
+    id: int
+    at: datetime
+    actor: str
+    role: str | None = None
+    door: str
+    action: str
+    target: str | None = None
+    outcome: str
+    detail: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunTotals(BaseModel):
@@ -497,3 +513,55 @@ class EventStore:
             completion_tokens=int(completion),
             unknown_usage_calls=int(unknown),
         )
+
+    # -- the audit trail, and reads the application services compose --
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        door: str,
+        role: str | None = None,
+        target: str | None = None,
+        outcome: str = "ok",
+        detail: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one row to the audit trail: who (`actor`, `role`) did `action` to `target` through
+        which door (`cli`, `api`, ...), and whether it was done (`ok`) or `refused`."""
+        self._insert(
+            "audit",
+            f"audit of {action}",
+            actor=actor[:200],
+            role=role,
+            door=door,
+            action=action,
+            target=target[:200] if target else None,
+            outcome=outcome,
+            detail=detail,
+            data=data or {},
+        )
+
+    def audit_rows(
+        self,
+        limit: int = 100,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditRow]:
+        """The audit trail, newest first, optionally since a time, of one actor or one action."""
+        stmt = AUDIT.select().order_by(AUDIT.c.id.desc()).limit(limit)
+        if since is not None:
+            stmt = stmt.where(AUDIT.c.at >= since)
+        if actor is not None:
+            stmt = stmt.where(AUDIT.c.actor == actor)
+        if action is not None:
+            stmt = stmt.where(AUDIT.c.action == action)
+        return [AuditRow.model_validate(r) for r in self.query(stmt)]
+
+    def query(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+        """Rows of a SELECT over the store's tables (`agentheal.event_schema`), as dicts."""
+        with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]

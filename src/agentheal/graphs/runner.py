@@ -68,11 +68,13 @@ class Healer:
                 + ", ".join(sorted(estate.components))
             )
 
-    def heal(self, gap: Gap, dry_run: bool = False) -> dict[str, Any]:
-        """Heal one gap to the end, to an approval wait, or join the open run of the same fingerprint."""
+    def heal(self, gap: Gap, dry_run: bool = False, run_id: str | None = None) -> dict[str, Any]:
+        """Heal one gap to the end, to an approval wait, or join the open run of the same fingerprint.
+
+        `run_id`: the id a new run gets (a server answers with it before the heal starts)."""
         self.check_gap(gap)
         self.ctx.memory.embedder.prefetch([gap.text])  # recall and routing need it; triage runs meanwhile
-        run_id = uuid.uuid4().hex
+        run_id = run_id or uuid.uuid4().hex
         # Records the gap, and starts run_id unless the fingerprint has an open run.
         open_run = self.ctx.events.begin_heal(gap, run_id)
         if open_run is not None:

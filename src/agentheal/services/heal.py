@@ -1,0 +1,346 @@
+"""Healing a gap for every door: a gap read from a door's input, a heal at once (the CLI), heals in a
+bounded pool (the server), and the answer to an approval.
+
+The pool runs at most `max_heals` heals at once and one per component, as `agentheal watch` does:
+two heals acting on one component at the same time would undo each other. A gap whose fingerprint
+already has a run queued or running in the pool joins it; one whose run is open in the event store
+is handed to `Healer.heal`, which joins it (or resumes it, when the process driving it died).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agentheal.models import Gap, RunStatus
+from agentheal.services import audit
+
+if TYPE_CHECKING:
+    from agentheal.graphs.context import HealContext
+    from agentheal.graphs.runner import Healer
+
+DEFAULT_MAX_HEALS = 4
+
+
+class GapProblem(ValueError):
+    """A gap that cannot be healed as given; the message names the field."""
+
+
+def parse_gap(data: Any) -> Gap:
+    """A gap from a door's JSON: `{"text", "component"?, "kind"?, "severity"?, "evidence"?}`.
+
+    Raises:
+        GapProblem: not an object, or a field missing or malformed (named in the message).
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        raise GapProblem('gap: expected a JSON object like {"text": "...", "component": "..."}')
+    data = dict(data)
+    if "gap" in data and "text" not in data:  # the memory import spelling
+        data["text"] = data.pop("gap")
+    try:
+        return Gap.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e["loc"]) or "(top level)"
+            parts.append(f"{where}: {e['msg']}")
+        raise GapProblem("gap: " + "; ".join(parts)) from None
+
+
+def check_component(ctx: HealContext, gap: Gap) -> None:
+    """Refuse a gap naming a component the estate does not have (before anything is recorded).
+
+    Raises:
+        UnknownComponent: the message names the component and the estate's components.
+    """
+    from agentheal.graphs.runner import UnknownComponent
+
+    estate = ctx.estate
+    if estate is not None and gap.component is not None and gap.component not in estate.components:
+        raise UnknownComponent(
+            f"unknown component {gap.component!r}: the estate {estate.name!r} has "
+            + ", ".join(sorted(estate.components))
+        )
+
+
+def _record_gap(ctx: HealContext, gap: Gap, actor: str, door: str, role: str | None) -> None:
+    audit.record(
+        ctx.events,
+        actor,
+        "gap",
+        door=door,
+        role=role,
+        target=gap.component or gap.fingerprint,
+        detail=gap.text[:200],
+        data={"fingerprint": gap.fingerprint, "kind": gap.kind.value, "severity": gap.severity.value},
+    )
+
+
+def heal_now(
+    ctx: HealContext, gap: Gap, *, dry_run: bool = False, actor: str, door: str, role: str | None = None
+) -> dict[str, Any]:
+    """Heal one gap in this thread, to its end or an approval wait; returns the heal JSON object."""
+    from agentheal.graphs.runner import Healer
+
+    check_component(ctx, gap)
+    _record_gap(ctx, gap, actor, door, role)
+    with Healer(ctx) as healer:
+        return healer.heal(gap, dry_run=dry_run)
+
+
+def answer_run(
+    healer: Healer,
+    run_id: str,
+    approved: bool,
+    *,
+    by: str,
+    note: str = "",
+    actor: str | None = None,
+    door: str,
+    role: str | None = None,
+) -> dict[str, Any]:
+    """Approve or reject a run waiting for approval; it carries on (or ends) from its checkpoint.
+
+    `by` is who decided; `actor` who passed the decision on (a token's name), when not `by`.
+
+    Raises:
+        RunNotFound: no such run. HealError: the run is not waiting for approval.
+    """
+    from agentheal.graphs.runner import HealError, RunNotFound
+
+    events = healer.ctx.events
+    detail = events.run(run_id)
+    if detail is None:
+        raise RunNotFound(f"no run {run_id!r}; `agentheal runs` lists them")
+    row = detail.row
+    if row.status != RunStatus.awaiting_approval.value:
+        raise HealError(f"run {row.run_id[:12]} is {row.status.value}, not awaiting approval")
+    action = "approve" if approved else "reject"
+    audit.record(
+        events,
+        actor or by,
+        action,
+        door=door,
+        role=role,
+        target=row.run_id,
+        detail=note,
+        data={"by": by, "note": note},
+    )
+    return healer.resume(row.run_id, {"approved": approved, "by": by, "note": note})
+
+
+@dataclass
+class _Job:
+    key: str  # what one heal at a time is held to: the component, or the fingerprint without one
+    run_id: str
+    fingerprint: str
+    work: Callable[[Healer], dict[str, Any]]
+    what: str
+    future: Future[dict[str, Any]] = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+
+
+class HealPool:
+    """Heals (and approvals) of a long-lived process, in worker threads, one per component at a time."""
+
+    def __init__(self, ctx: HealContext, max_heals: int = DEFAULT_MAX_HEALS) -> None:
+        self.ctx = ctx
+        self.max_heals = max_heals
+        self._lock = threading.Lock()
+        self._queues: dict[str, deque[_Job]] = {}
+        self._busy: set[str] = set()
+        self._jobs: dict[str, _Job] = {}  # by run id, until done
+        self._by_fingerprint: dict[str, _Job] = {}
+        self._executor = ThreadPoolExecutor(max_workers=max_heals, thread_name_prefix="heal")
+        self._local = threading.local()
+        self._healers: list[Healer] = []
+        self._closed = False
+
+    def warm(self) -> None:
+        """Open every edge now, in one thread: HealContext's parts are not safe to open concurrently."""
+        _ = (self.ctx.events, self.ctx.registry, self.ctx.policy, self.ctx.memory, self.ctx.backend)
+
+    # -- submissions --
+
+    def submit(
+        self, gap: Gap, *, actor: str, door: str, role: str | None = None, dry_run: bool = False
+    ) -> tuple[str, Future[dict[str, Any]], bool]:
+        """Queue a heal of `gap`; returns its run id, a future of the heal JSON, and whether it joined
+        a run already queued, running or open.
+
+        Raises:
+            UnknownComponent: the estate has no such component.
+        """
+        check_component(self.ctx, gap)
+        _record_gap(self.ctx, gap, actor, door, role)
+        with self._lock:
+            self._refuse_if_closed()
+            queued = self._by_fingerprint.get(gap.fingerprint)
+            if queued is not None:
+                return queued.run_id, queued.future, True
+            open_run = self.ctx.events.open_run(gap.fingerprint)
+            run_id = open_run or uuid.uuid4().hex
+
+            def work(healer: Healer) -> dict[str, Any]:
+                return healer.heal(gap, dry_run=dry_run, run_id=run_id)
+
+            job = _Job(self._key(gap.component, gap.fingerprint), run_id, gap.fingerprint, work, "heal")
+            self._enqueue(job)
+        return run_id, job.future, open_run is not None
+
+    def answer(
+        self,
+        run_id: str,
+        approved: bool,
+        *,
+        by: str,
+        note: str = "",
+        actor: str | None = None,
+        door: str,
+        role: str | None = None,
+    ) -> Future[dict[str, Any]]:
+        """Queue the answer to a run waiting for approval (behind any heal of its component).
+
+        Raises:
+            RunNotFound, HealError: as `answer_run`, checked before anything is queued.
+        """
+        from agentheal.graphs.runner import HealError, RunNotFound
+
+        detail = self.ctx.events.run(run_id)
+        if detail is None:
+            raise RunNotFound(f"no run {run_id!r}")
+        row = detail.row
+        if row.status != RunStatus.awaiting_approval.value:
+            raise HealError(f"run {row.run_id[:12]} is {row.status.value}, not awaiting approval")
+
+        def work(healer: Healer) -> dict[str, Any]:
+            return answer_run(
+                healer, row.run_id, approved, by=by, note=note, actor=actor, door=door, role=role
+            )
+
+        job = _Job(self._key(row.component, row.fingerprint), row.run_id, row.fingerprint, work, "answer")
+        with self._lock:
+            self._refuse_if_closed()
+            if row.run_id in self._jobs:
+                raise HealError(f"run {row.run_id[:12]} is being answered already")
+            self._enqueue(job)
+        return job.future
+
+    def resume_open_runs(self) -> list[str]:
+        """Queue the runs left `running` by a process that died (on this estate); returns their ids."""
+        estate = self.ctx.estate
+        if estate is None:
+            return []
+        resumed = []
+        for row in self.ctx.events.runs(limit=500, status=RunStatus.running.value):
+            detail = self.ctx.events.run(row.run_id)
+            if row.component not in estate.components or detail is None or detail.gap is None:
+                continue
+            gap, run_id = detail.gap, row.run_id
+
+            def work(healer: Healer, gap: Gap = gap, run_id: str = run_id) -> dict[str, Any]:
+                return healer.heal(gap, run_id=run_id)  # finds its open run, free: resumed
+
+            with self._lock:
+                if run_id in self._jobs or gap.fingerprint in self._by_fingerprint:
+                    continue
+                self._enqueue(
+                    _Job(self._key(gap.component, gap.fingerprint), run_id, gap.fingerprint, work, "resume")
+                )
+            resumed.append(run_id)
+        return resumed
+
+    def queued(self, run_id: str) -> dict[str, Any] | None:
+        """A run this pool holds that has no row in the event store yet (still queued), as heal JSON."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+        if job is None:
+            return None
+        waiting = "starting" if job.started_at else f"queued behind another heal of {job.key}"
+        return {"run_id": run_id, "status": RunStatus.running.value, "reason": waiting,
+                "fingerprint": job.fingerprint, "queued": job.started_at is None}  # fmt: skip
+
+    def busy(self) -> dict[str, int]:
+        """How many jobs run and wait now."""
+        with self._lock:
+            return {"running": len(self._busy), "queued": sum(len(q) for q in self._queues.values())}
+
+    # -- the workers --
+
+    @staticmethod
+    def _key(component: str | None, fingerprint: str) -> str:
+        return component if component is not None else f"fingerprint:{fingerprint}"
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError("the server is stopping; nothing new is started")
+
+    def _enqueue(self, job: _Job) -> None:  # holds self._lock
+        self._queues.setdefault(job.key, deque()).append(job)
+        self._jobs[job.run_id] = job
+        self._by_fingerprint[job.fingerprint] = job
+        self._pump()
+
+    def _pump(self) -> None:  # holds self._lock
+        for key, queue in list(self._queues.items()):
+            if len(self._busy) >= self.max_heals:
+                return
+            if key in self._busy or not queue:
+                continue
+            job = queue.popleft()
+            if not queue:
+                del self._queues[key]
+            self._busy.add(key)
+            self._executor.submit(self._run, job)
+
+    def _run(self, job: _Job) -> None:
+        job.started_at = time.time()
+        try:
+            if job.future.set_running_or_notify_cancel():  # False: the door gave up before it started
+                job.future.set_result(job.work(self._healer()))
+        except BaseException as exc:  # the waiting door gets it; the pool carries on
+            job.future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._busy.discard(job.key)
+                if self._jobs.get(job.run_id) is job:
+                    del self._jobs[job.run_id]
+                if self._by_fingerprint.get(job.fingerprint) is job:
+                    del self._by_fingerprint[job.fingerprint]
+                self._pump()
+
+    def _healer(self) -> Healer:
+        """This worker thread's Healer, kept: it holds a checkpoint connection and a compiled graph."""
+        from agentheal.graphs.runner import Healer
+
+        healer: Healer | None = getattr(self._local, "healer", None)
+        if healer is None:
+            healer = Healer(self.ctx)
+            self._local.healer = healer
+            with self._lock:
+                self._healers.append(healer)
+        return healer
+
+    def close(self) -> None:
+        """Let running jobs finish, drop queued ones (their doors hear why), close the checkpoints."""
+        with self._lock:
+            self._closed = True
+            dropped = [job for queue in self._queues.values() for job in queue]
+            self._queues.clear()
+        for job in dropped:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(RuntimeError("the server stopped before this heal started"))
+        self._executor.shutdown(wait=True)
+        for healer in self._healers:
+            healer.__exit__(None, None, None)
+        self._healers.clear()
+        self.ctx.flush()
