@@ -88,9 +88,7 @@ def _load_estate(path: Path) -> Any:
 def _read_gap(
     text: str | None, gap_file: str | None, component: str | None, kind: str | None, severity: str | None
 ) -> Any:
-    from pydantic import ValidationError
-
-    from agentheal.models import Gap
+    from agentheal.services.heal import GapProblem, parse_gap
 
     if (text is None) == (gap_file is None):
         _fail("give the gap as --gap TEXT or --gap-file FILE (or - for standard input), not both or neither")
@@ -108,17 +106,15 @@ def _read_gap(
         if not isinstance(loaded, dict):
             _fail(f'gap file {where}: expected a JSON object like {{"text": "...", "component": "..."}}')
         data = loaded
-        if "gap" in data and "text" not in data:  # the memory import spelling
-            data["text"] = data.pop("gap")
     else:
         data = {"text": text}
     for key, value in (("component", component), ("kind", kind), ("severity", severity)):
         if value is not None:
             data[key] = value
     try:
-        return Gap.model_validate(data)
-    except ValidationError as exc:
-        _fail("gap: " + _pydantic_problems(exc))
+        return parse_gap(data)
+    except GapProblem as exc:
+        _fail(str(exc))
 
 
 def _progress_printer(quiet: bool) -> Any:
@@ -201,22 +197,23 @@ def heal(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress on standard error.")] = False,
 ) -> None:
     """Heal one gap: triage, recall, route, diagnose, plan, guard, execute, validate, learn."""
-    from agentheal.graphs.runner import Healer, HealError
+    from agentheal.graphs.runner import HealError
+    from agentheal.services import audit
+    from agentheal.services.heal import heal_now
 
     the_gap = _read_gap(gap, gap_file, component, kind, severity)
     ctx = _context(estate, policy, quiet)
     try:
-        with Healer(ctx) as healer:
-            result = healer.heal(the_gap, dry_run=dry_run)
+        result = heal_now(ctx, the_gap, dry_run=dry_run, actor=audit.local_actor(), door="cli")
     except HealError as exc:
         _fail(str(exc))
     raise typer.Exit(_show_result(result, as_json))
 
 
 def _answer(run: str, approved: bool, by: str | None, note: str, estate: Path | None, as_json: bool) -> None:
-    import getpass
-
     from agentheal.graphs.runner import Healer, HealError
+    from agentheal.services import audit
+    from agentheal.services.heal import answer_run
 
     ctx = _context(None, None, as_json)
     detail = ctx.events.run(run)
@@ -224,10 +221,11 @@ def _answer(run: str, approved: bool, by: str | None, note: str, estate: Path | 
         _fail(f"no run {run!r}; `agentheal runs` lists them")
     estate_path = estate or _estate_of(ctx, detail.row.run_id)
     ctx = _context(estate_path, None, as_json)
+    actor = audit.local_actor()
     try:
         with Healer(ctx) as healer:
-            result = healer.resume(
-                detail.row.run_id, {"approved": approved, "by": by or getpass.getuser(), "note": note}
+            result = answer_run(
+                healer, detail.row.run_id, approved, by=by or actor, note=note, actor=actor, door="cli"
             )
     except HealError as exc:
         _fail(str(exc))
@@ -273,7 +271,7 @@ def reject(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
-    from agentheal import cli_admin, cli_agents, cli_detect, cli_eval, cli_faults  # noqa: F401  (registers the remaining commands)
+    from agentheal import cli_admin, cli_agents, cli_detect, cli_eval, cli_faults, cli_serve  # noqa: F401  (registers the remaining commands)
     from agentheal.embedding import EmbeddingError
 
     try:

@@ -122,14 +122,35 @@ def runs_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 30,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    component: Annotated[str | None, typer.Option(help="Only runs about this component.")] = None,
+    persona: Annotated[str | None, typer.Option(help="Only runs of this persona.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Recent heal runs, newest first."""
     if ctx.invoked_subcommand is not None:
         return
     from agentheal.events import EventStore
+    from agentheal.services.runs import MAX_PAGE, RunQueryError, list_runs
 
-    rows = EventStore(_settings().events_url).runs(limit=limit, status=status)
+    events = EventStore(_settings().events_url)
+    rows: list[Any] = []
+    cursor = None
+    try:
+        while len(rows) < limit:
+            page = list_runs(
+                events,
+                limit=min(limit - len(rows), MAX_PAGE),
+                status=status,
+                component=component,
+                persona=persona,
+                cursor=cursor,
+            )
+            rows += page.runs
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    except RunQueryError as exc:
+        _fail(str(exc))
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
@@ -147,9 +168,10 @@ def runs_list(
 def runs_show(run: str, as_json: JsonFlag = False) -> None:
     """The whole story of a run: timeline, evidence, diagnosis, plan, actions, validation, LLM use."""
     from agentheal.events import EventStore
+    from agentheal.services.runs import run_detail
 
     try:
-        detail = EventStore(_settings().events_url).run(run)
+        detail = run_detail(EventStore(_settings().events_url), run)
     except LookupError as exc:
         _fail(str(exc))
     if detail is None:
