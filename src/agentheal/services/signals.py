@@ -87,7 +87,6 @@ class SignalIntake:
         self,
         estate: Estate | None,
         events: EventStore | None,
-        submit: SubmitFn | None,
         detector: Detector | None = None,
         detector_lock: threading.Lock | None = None,
     ) -> None:
@@ -96,13 +95,11 @@ class SignalIntake:
         Args:
             estate: The estate signals are tied to (components by name, labels or port).
             events: Where unhealed gaps are recorded and known gaps are read for feedback.
-            submit: Starts (or joins) the heal of a gap; None when this holder does not heal.
             detector: A running watch loop's detector: signals are queued for its next round.
             detector_lock: The lock the watch loop holds while it reads its gap book.
         """
         self.estate = estate
         self.events = events
-        self.submit = submit
         self.detector = detector
         self._detector_lock = detector_lock or threading.Lock()
         self.book = GapBook(estate)
@@ -110,8 +107,11 @@ class SignalIntake:
 
     # -- what comes in -----------------------------------------------------------------------------
 
-    def alertmanager(self, payload: WebhookMessage | bytes | str | dict[str, Any]) -> IntakeResult:
-        """Take an Alertmanager webhook payload.
+    def alertmanager(
+        self, payload: WebhookMessage | bytes | str | dict[str, Any], submit: SubmitFn | None = None
+    ) -> IntakeResult:
+        """Take an Alertmanager webhook payload; `submit` starts (or joins) the heal of a gap that
+        watch would heal (None: heal nothing).
 
         Raises:
             AlertError: The payload is malformed; the field is named (`alerts.0.labels.alertname: missing`).
@@ -119,10 +119,13 @@ class SignalIntake:
         if isinstance(payload, WebhookMessage):
             payload = payload.model_dump(mode="json")
         message = parse_webhook(payload)
-        return self._take(alert_signals(message, self.estate))
+        return self._take(alert_signals(message, self.estate), submit)
 
-    def feedback(self, text: str, component: str | None = None) -> IntakeResult:
-        """Take a person's report, linked to a component and to a known gap when its words match one.
+    def feedback(
+        self, text: str, component: str | None = None, submit: SubmitFn | None = None
+    ) -> IntakeResult:
+        """Take a person's report, linked to a component and to a known gap when its words match one;
+        `submit` as for `alertmanager`.
 
         Raises:
             AlertError: The text is empty.
@@ -141,11 +144,11 @@ class SignalIntake:
                 known_gaps += [t.gap for t in self.detector.book.open.values()]
         if self.events is not None:
             known_gaps += self.events.gaps(limit=500)
-        return self._take([feedback_signal(text, self.estate, known_gaps, component)])
+        return self._take([feedback_signal(text, self.estate, known_gaps, component)], submit)
 
     # -- into gaps and heals ----------------------------------------------------------------------
 
-    def _take(self, signals: list[Signal]) -> IntakeResult:
+    def _take(self, signals: list[Signal], submit: SubmitFn | None) -> IntakeResult:
         if self.detector is not None:
             for s in signals:
                 self.detector.push(s)
@@ -178,25 +181,25 @@ class SignalIntake:
                 t.gap.model_copy(deep=True) for t in touched.values() if t.gap.fingerprint in self.book.open
             ]
         out = [_outcome(t.gap, "closed") for t in closed]
-        out += [self._dispatch(gap) for gap in gaps]
+        out += [self._dispatch(gap, submit) for gap in gaps]
         return IntakeResult(signals=len(signals), gaps=out)
 
-    def _why_not(self, gap: Gap) -> str | None:
+    def _why_not(self, gap: Gap, submit: SubmitFn | None) -> str | None:
         if gap.root is not None:
             return f"it follows the root gap {gap.root}, which is healed instead"
         if gap.kind not in HEAL_KINDS:
             return f"{gap.kind.value} gaps are reported, not healed"
         if gap.component is None or self.estate is None or gap.component not in self.estate.components:
             return "no component of the estate is named by it"
-        if self.submit is None:
-            return "this server does not heal"
+        if submit is None:
+            return "nothing heals it here (detection only)"
         return None
 
-    def _dispatch(self, gap: Gap) -> GapOutcome:
-        why = self._why_not(gap)
+    def _dispatch(self, gap: Gap, submit: SubmitFn | None) -> GapOutcome:
+        why = self._why_not(gap, submit)
         if why is None:
-            assert self.submit is not None
-            run_id = self.submit(gap)
+            assert submit is not None
+            run_id = submit(gap)
             if run_id is not None:
                 return _outcome(gap, "healing", run_id=run_id)
             why = f"a heal of {gap.component} is running; this gap waits for the next signal"
