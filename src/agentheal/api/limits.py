@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.exceptions import HTTPException
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,11 +56,12 @@ class LimitSettings(BaseSettings):
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
-class BodyTooLarge(Exception):
-    """A request body past its limit (raised from `receive` while a route reads it)."""
+class BodyTooLarge(HTTPException):
+    """A request body past its limit, raised from `receive` while a route reads it: an HTTPException,
+    so the app answers it 413 (FastAPI would turn any other error of a body read into a 400)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the request body is over the limit of {limit} bytes")
+        super().__init__(413, f"the request body is over the limit of {limit} bytes")
         self.limit = limit
 
 
@@ -124,7 +126,7 @@ class BodyLimit:
         except BodyTooLarge as exc:
             if started:
                 raise
-            await _answer(send, 413, str(exc))
+            await _answer(send, 413, str(exc.detail))
 
 
 class RateLimit:
