@@ -162,6 +162,7 @@ class HealPool:
         self._by_fingerprint: dict[str, _Job] = {}
         self._executor = ThreadPoolExecutor(max_workers=max_heals, thread_name_prefix="heal")
         self._local = threading.local()
+        self._opening = threading.Lock()
         self._healers: list[Healer] = []
         self._closed = False
 
@@ -324,7 +325,9 @@ class HealPool:
 
         healer: Healer | None = getattr(self._local, "healer", None)
         if healer is None:
-            healer = Healer(self.ctx)
+            # one at a time: connections switching a new checkpoint file to WAL at once find it locked
+            with self._opening:
+                healer = Healer(self.ctx)
             self._local.healer = healer
             with self._lock:
                 self._healers.append(healer)
