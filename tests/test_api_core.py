@@ -297,3 +297,22 @@ components:
                 proc.terminate()
                 proc.wait(30)
         backend.down()
+
+
+def test_serve_watch_detects_and_heals_in_the_same_process(
+    settings: Settings, estate_up: tuple[Path, LocalBackend]
+) -> None:
+    from agentheal.detect.config import DetectConfig
+
+    estate_file, backend = estate_up
+    token = TokenStore(settings.home_dir).add("eyes", "viewer")
+    url = _web_url(estate_file)
+    app = create_app(settings, estate_path=estate_file, watch=True, watch_config=DetectConfig(interval_s=0.3))
+    with served(app) as base:
+        _kill_web(backend, url)
+        deadline, healed = time.monotonic() + 30, []
+        while not healed and time.monotonic() < deadline:
+            time.sleep(0.2)
+            page = httpx.get(f"{base}/runs", params={"status": "healed"}, headers=_bearer(token)).json()
+            healed = page["runs"]
+        assert [r["component"] for r in healed] == ["web"] and _answers(url)

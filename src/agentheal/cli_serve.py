@@ -6,7 +6,7 @@ import ipaddress
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,6 +48,12 @@ def serve(
     watch: Annotated[
         bool, typer.Option("--watch", help="Also run the detection loop (`agentheal watch`) here.")
     ] = False,
+    watch_config: Annotated[
+        Path | None, typer.Option(help="The detection loop's settings file (as `watch --config`).")
+    ] = None,
+    watch_interval: Annotated[
+        float | None, typer.Option(help="Seconds between the detection loop's probe rounds.")
+    ] = None,
     max_heals: Annotated[int, typer.Option(min=1, max=64, help="Heals at once (one per component).")] = 4,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
@@ -66,6 +72,7 @@ def serve(
             _fail(str(exc))
     if watch and estate is None:
         _fail("--watch needs --estate FILE: the detection loop watches an estate")
+    detect_config = _detect_config(watch_config, watch_interval) if watch else None
     tokens = TokenStore(settings.home_dir)
     try:
         configured = tokens.configured()
@@ -94,9 +101,24 @@ def serve(
         insecure_local=insecure_local,
         allow_faults=allow_faults,
         watch=watch,
+        watch_config=detect_config,
         max_heals=max_heals,
     )
     uvicorn.run(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+
+
+def _detect_config(path: Path | None, interval: float | None) -> Any:
+    from agentheal.detect.config import DetectConfigError, load_detect_config
+
+    try:
+        config = load_detect_config(path)
+    except DetectConfigError as exc:
+        _fail(str(exc))
+    if interval is not None:
+        if interval <= 0:
+            _fail(f"--watch-interval {interval}: give a number of seconds above 0")
+        config = config.model_copy(update={"interval_s": interval})
+    return config
 
 
 # ---------------------------------------------------------------- tokens

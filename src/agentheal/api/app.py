@@ -30,6 +30,7 @@ from agentheal.services.heal import DEFAULT_MAX_HEALS, HealPool
 
 if TYPE_CHECKING:
     from agentheal.config import Settings
+    from agentheal.detect.config import DetectConfig
 
 __all__ = ["create_app"]
 
@@ -48,6 +49,7 @@ def create_app(
     insecure_local: bool = False,
     allow_faults: bool = False,
     watch: bool = False,
+    watch_config: DetectConfig | None = None,
     max_heals: int = DEFAULT_MAX_HEALS,
 ) -> FastAPI:
     """The API app for one server process.
@@ -59,7 +61,8 @@ def create_app(
         insecure_local: No token is checked; every request is the local admin (loopback only: the
             caller binds the server, see `agentheal serve`).
         allow_faults: Whether `POST /faults` may break the estate.
-        watch: Run the detection loop in the server's process too.
+        watch: Run the detection loop in the server's process too (it needs an estate).
+        watch_config: The detection loop's settings (default: DetectConfig's).
         max_heals: Heals running at once (one per component).
     """
     from agentheal.config import Settings
@@ -89,6 +92,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.agentheal = state
+    if watch_config is not None:
+        state.extras["watch_config"] = watch_config
 
     def refused(scope: Any, kind: str, reason: str, caller: Caller | None) -> None:
         audit.record(
@@ -140,10 +145,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.agentheal
     # memory, personas, policy and the estate load once, before the first request
     await anyio.to_thread.run_sync(state.pool.warm)
-    resumed = await anyio.to_thread.run_sync(state.pool.resume_open_runs)
-    if resumed:
-        log.info("resumed %d run(s) left running: %s", len(resumed), ", ".join(r[:12] for r in resumed))
-    watcher = _start_watch(state) if state.watch else None
+    watcher = None
+    if state.watch:
+        watcher = _start_watch(state)  # it resumes the runs left running itself
+    else:
+        resumed = await anyio.to_thread.run_sync(state.pool.resume_open_runs)
+        if resumed:
+            log.info("resumed %d run(s) left running: %s", len(resumed), ", ".join(r[:12] for r in resumed))
     try:
         yield
     finally:
@@ -158,7 +166,8 @@ def _start_watch(state: ServerState) -> threading.Thread:
     """The detection loop (`agentheal watch`) in this process: it heals what it detects itself."""
     from agentheal.detect.watch import Watch
 
-    watcher = Watch(state.settings, state.estate_path, policy_path=state.policy_path, say=log.info)
+    config = state.extras.get("watch_config")
+    watcher = Watch(state.settings, state.estate_path, config, policy_path=state.policy_path, say=log.info)
     state.extras["watch"] = watcher
     thread = threading.Thread(target=watcher.run, name="watch", daemon=True)
     thread.start()
