@@ -198,10 +198,23 @@ _ERROR = {
 }
 
 
+def _either_422(response: dict[str, Any] | None) -> None:
+    """A 422 is FastAPI's list of fields that failed validation, or, from a route that checks more than
+    the schema can say (an unknown component, a cursor this server did not give), one sentence."""
+    if response is None:
+        return
+    media = response.get("content", {}).get("application/json", {})
+    listed = media.get("schema")
+    if listed is None or "anyOf" in listed:
+        return
+    media["schema"] = {"anyOf": [listed, _ERROR["content"]["application/json"]["schema"]]}
+    response["description"] = "The request does not validate: the fields that failed, or what is wrong."
+
+
 def _document(app: Any) -> None:
     """Add what the middleware may answer (401 and 403 where a role is needed; 400, 413, 429) to every
-    operation of the app's schema. The schema says what may be answered, not the configured figures,
-    so it is the same whatever the settings."""
+    operation of the app's schema, and a 422's second form (a sentence). The schema says what may be
+    answered, not the configured figures, so it is the same whatever the settings."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -222,6 +235,7 @@ def _document(app: Any) -> None:
                         "413", {"description": f"The body is over AGENTHEAL_API_{setting}.", **_ERROR}
                     )
                     responses.setdefault("400", {"description": "A malformed request.", **_ERROR})
+                _either_422(responses.get("422"))
                 if path not in UNLIMITED_PATHS:
                     responses.setdefault(
                         "429",
