@@ -7,10 +7,11 @@ import json
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import anyio
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -37,6 +38,28 @@ State = Annotated[ServerState, Depends(get_state)]
 Viewer = Annotated[Caller, Depends(require(Role.viewer))]
 Operator = Annotated[Caller, Depends(require(Role.operator))]
 WaitS = Annotated[float, Query(gt=0, le=3600, description="How long to wait for the end, in seconds.")]
+
+
+class Problem(BaseModel):
+    """What is wrong, in words."""
+
+    detail: str
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
+
+
+NOT_FOUND = _problem("No such run.")
+NOT_WAITING = _problem("The run is not waiting for approval, or a prefix names several runs.")
+STOPPING = _problem("The server is stopping.")
+
+
+def _invalid(where: tuple[str | int, ...], message: str, value: Any = None) -> NoReturn:
+    """A 422 shaped like FastAPI's own (`detail`: [{"loc", "msg", "type"}]), naming the field."""
+    raise RequestValidationError([{"type": "value_error", "loc": where, "msg": message, "input": value}])
+
+
 # How often a live stream looks for a run's new steps in the event store (any process may write them).
 _POLL_S = 0.1
 
@@ -46,7 +69,8 @@ class GapIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=20_000, description="What is wrong, in words.")
+    # the pattern: not blank (JSON Schema patterns search, as pydantic's do)
+    text: str = Field(min_length=1, max_length=4000, pattern=r"\S", description="What is wrong, in words.")
     component: str | None = Field(default=None, max_length=200, description="The component it is about.")
     kind: GapKind = GapKind.incident
     severity: Severity = Severity.medium
@@ -121,7 +145,11 @@ async def _wait(future: Future[dict[str, Any]], timeout_s: float) -> dict[str, A
     "/gaps",
     status_code=202,
     response_model=Submitted,
-    responses={200: {"model": HealAnswer, "description": "`?wait=true`: the heal's end."}},
+    responses={
+        200: {"model": HealAnswer, "description": "`?wait=true`: the heal's end."},
+        409: NOT_WAITING,
+        503: STOPPING,
+    },
 )
 async def submit_gap(
     gap_in: GapIn,
@@ -137,7 +165,12 @@ async def submit_gap(
     try:
         gap = parse_gap(gap_in.model_dump())
     except GapProblem as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise RequestValidationError(
+            [
+                {"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": None}
+                for loc, msg in exc.problems
+            ]
+        ) from None
 
     def submit() -> tuple[str, Future[dict[str, Any]], bool]:
         return state.pool.submit(gap, actor=caller.name, door="api", role=caller.role.value, dry_run=dry_run)
@@ -145,7 +178,7 @@ async def submit_gap(
     try:
         run_id, future, joined = await anyio.to_thread.run_sync(submit)
     except UnknownComponent as exc:
-        raise HTTPException(422, f"component: {exc}") from None
+        _invalid(("body", "component"), str(exc), gap.component)
     except RuntimeError as exc:
         raise HTTPException(503, str(exc)) from None
     if wait:
@@ -182,7 +215,7 @@ def list_runs(
             cursor=cursor,
         )
     except RunQueryError as exc:
-        raise HTTPException(422, str(exc)) from None
+        _invalid(("query", "cursor"), str(exc), cursor)
 
 
 def _show(state: ServerState, run_id: str) -> dict[str, Any]:
@@ -199,7 +232,7 @@ def _show(state: ServerState, run_id: str) -> dict[str, Any]:
     return shown
 
 
-@router.get("/runs/{run_id}", response_model=RunView, responses={404: {"description": "No such run."}})
+@router.get("/runs/{run_id}", response_model=RunView, responses={404: NOT_FOUND, 409: NOT_WAITING})
 def get_run(run_id: str, _caller: Viewer, state: State) -> dict[str, Any]:
     """A run as `heal --json` answers it (status current), with its whole story beside it."""
     return _show(state, run_id)
@@ -210,7 +243,8 @@ def get_run(run_id: str, _caller: Viewer, state: State) -> dict[str, Any]:
     response_class=EventSourceResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "`node`, `status` and `end` events."},
-        404: {"description": "No such run."},
+        404: NOT_FOUND,
+        409: NOT_WAITING,
     },
 )
 async def run_events(
@@ -219,18 +253,17 @@ async def run_events(
     _caller: Viewer,
     state: State,
     last_event_id: Annotated[
-        str | None, Header(description="Resume after this event id (sent back by EventSource clients).")
-    ] = None,
+        str,
+        Header(
+            pattern=r"^\s*[0-9]{0,18}\s*$",
+            description="Resume after this event id (EventSource clients send it back by themselves).",
+        ),
+    ] = "",
 ) -> EventSourceResponse:
     """The run's steps as server-sent events, as they happen: `node` events (id: the event's row id,
     so `Last-Event-ID` resumes after it), a `status` event when its status changes, and `end` once
     it is finished. A run waiting for approval keeps the stream open."""
-    after = 0
-    if last_event_id:
-        try:
-            after = int(last_event_id)
-        except ValueError:
-            raise HTTPException(422, f"Last-Event-ID {last_event_id[:40]!r} is not an event id") from None
+    after = int(last_event_id) if last_event_id.strip() else 0
     full_id = str((await anyio.to_thread.run_sync(_show, state, run_id))["run_id"])
     return EventSourceResponse(_follow(state, request, full_id, after), ping=15)
 
@@ -292,8 +325,9 @@ async def _answer(
 
 _ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Submitted, "description": "Not finished within the time-out; it carries on."},
-    404: {"description": "No such run."},
-    409: {"description": "The run is not waiting for approval."},
+    404: NOT_FOUND,
+    409: NOT_WAITING,
+    503: STOPPING,
 }
 
 

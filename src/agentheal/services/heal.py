@@ -29,7 +29,15 @@ DEFAULT_MAX_HEALS = 4
 
 
 class GapProblem(ValueError):
-    """A gap that cannot be healed as given; the message names the field."""
+    """A gap that cannot be healed as given; the message names the field.
+
+    `problems`: each problem's field path (empty: the gap as a whole) and message.
+    """
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = problems
+        shown = [f"{'.'.join(str(x) for x in loc) or '(top level)'}: {msg}" for loc, msg in problems]
+        super().__init__("gap: " + "; ".join(shown))
 
 
 def parse_gap(data: Any) -> Gap:
@@ -41,18 +49,14 @@ def parse_gap(data: Any) -> Gap:
     from pydantic import ValidationError
 
     if not isinstance(data, dict):
-        raise GapProblem('gap: expected a JSON object like {"text": "...", "component": "..."}')
+        raise GapProblem([((), 'expected a JSON object like {"text": "...", "component": "..."}')])
     data = dict(data)
     if "gap" in data and "text" not in data:  # the memory import spelling
         data["text"] = data.pop("gap")
     try:
         return Gap.model_validate(data)
     except ValidationError as exc:
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e["loc"]) or "(top level)"
-            parts.append(f"{where}: {e['msg']}")
-        raise GapProblem("gap: " + "; ".join(parts)) from None
+        raise GapProblem([(tuple(e["loc"]), e["msg"]) for e in exc.errors()]) from None
 
 
 def check_component(ctx: HealContext, gap: Gap) -> None:
