@@ -77,6 +77,18 @@ def test_a_novel_gap_ends_healed_escalated_or_awaiting_approval_with_a_reason(
     assert result["persona"] == "configuration"
     # the diagnosis and the plan went to the model (a refusal is a call too)
     assert result["llm"]["calls"] >= 2, result["llm"]
+    answered = {p for (p,) in scene.rows("SELECT purpose FROM llm_calls WHERE ok = 1")}
+    assert {"diagnose", "plan"} <= answered, answered
+
+
+def test_the_tool_loop_ends_cleanly_on_a_server_without_tool_calls(scene: Scene) -> None:
+    # llama.cpp's default chat format does not do tool calls: the diagnosis' tool loop gets a
+    # final answer (or a refused one) at once, never loops to its cap, and the run goes on to
+    # plan.
+    diagnose = [d for (d,) in scene.rows("SELECT detail FROM node_events WHERE node = 'diagnose'")]
+    assert diagnose, "no diagnose step recorded"
+    assert not any("observation-tool cap" in d for d in diagnose), diagnose
+    assert scene.rows("SELECT count(*) FROM node_events WHERE node = 'plan'")[0][0] >= 1
 
 
 def test_the_refused_response_format_is_learnt_at_once_not_retried(scene: Scene) -> None:
