@@ -201,6 +201,16 @@ def test_a_refused_token_cap_is_asked_by_its_other_name(tmp_path: Path) -> None:
     assert second["response_format"]["type"] == "json_schema"  # the format was not what it refused
 
 
+def test_raw_newlines_inside_strings_are_read_as_a_constrained_local_model_writes_them() -> None:
+    from agentheal.replies import parse_reply
+
+    # what SmolLM2 under llama.cpp's JSON grammar wrote: a tab and a newline inside a string
+    raw = '{"hypothesis": "the greeting\tis stale\nafter the edit", "root_component": "web", "facts": []}'
+    value, problem = parse_reply(raw, DiagnosisReply)
+    assert value is not None, problem
+    assert value.hypothesis == "the greeting\tis stale\nafter the edit"
+
+
 def test_refused_part_reads_what_the_server_names() -> None:
     assert refused_part(500, LLAMA_CPP_REFUSAL, True, True) == "response_format"
     assert refused_part(400, "tool_choice is not supported", True, True) == "tools"

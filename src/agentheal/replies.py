@@ -99,12 +99,14 @@ def parse_reply(content: str | None, schema: type[T]) -> tuple[T | None, str]:
         return None, "the reply was empty"
     fenced = _FENCE.match(content)
     text = fenced.group(1) if fenced else content.strip()
+    # strict=False lets raw newlines and tabs stand inside strings, as grammar-constrained local
+    # models (llama.cpp) write them; what the JSON says is still validated against the schema.
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)
     except json.JSONDecodeError as err:
         start, end = text.find("{"), text.rfind("}")
         try:
-            data = json.loads(text[start : end + 1]) if 0 <= start < end else None
+            data = json.loads(text[start : end + 1], strict=False) if 0 <= start < end else None
         except json.JSONDecodeError:
             data = None
         if data is None:
