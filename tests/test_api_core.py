@@ -174,6 +174,12 @@ def test_approval_gated_run_is_approved_from_a_second_client(
         assert refused.status_code == 403 and "operator" in refused.json()["detail"]
         shown = httpx.get(f"{base}/runs/{run_id}", headers=_bearer(vic)).json()
         assert shown["status"] == "awaiting_approval" and not _answers(url)
+        assert [s["action"] for s in shown["plan"]["steps"]] == ["restart"]  # what the approver approves
+        assert (
+            shown["reason"]
+            == waiting.json()["reason"]
+            == "awaiting approval: restart(web): restarts need a person here"
+        )
 
         with httpx.Client(base_url=base, headers=_bearer(bob), timeout=60) as second:
             done = second.post(f"/runs/{run_id}/approve", json={"note": "ok, off-peak"})

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sqlite3
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -95,15 +97,35 @@ def run_detail(events: EventStore, run: str) -> RunDetail | None:
     return events.run(run)
 
 
-def result_of_run(detail: RunDetail) -> dict[str, Any]:
+def checkpoint_values(checkpoints: Path, run_id: str) -> dict[str, Any]:
+    """A run's state at its last checkpoint (its plan, diagnosis, persona...); empty without one."""
+    if not checkpoints.is_file():
+        return {}
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(str(checkpoints), check_same_thread=False, timeout=10)
+    try:
+        found = SqliteSaver(conn).get_tuple({"configurable": {"thread_id": run_id}})
+    finally:
+        conn.close()
+    return dict(found.checkpoint.get("channel_values") or {}) if found is not None else {}
+
+
+def result_of_run(detail: RunDetail, checkpoints: Path | None = None) -> dict[str, Any]:
     """The run as `agentheal heal --json` answers it, its status as it is now.
 
-    A finished run has its answer recorded; an open one (running, or waiting for approval) is told
-    from its rows so far.
+    A finished run has its answer recorded. An open one (running, or waiting for approval) is told
+    from its last checkpoint when `checkpoints` is given and it has one (so an approver sees the
+    plan), else from its rows so far.
     """
+    from agentheal.graphs.results import result_of
+
     row = detail.row
+    values = checkpoint_values(checkpoints, row.run_id) if checkpoints and not detail.result else {}
     if detail.result:
         result = dict(detail.result)
+    elif values:
+        result = result_of({**values, "llm": detail.totals.llm.model_dump()})
     else:
         result = {
             "run_id": row.run_id,
@@ -129,11 +151,14 @@ def result_of_run(detail: RunDetail) -> dict[str, Any]:
         }
     result["status"] = row.status.value
     result["reason"] = row.reason if row.reason is not None else result.get("reason")
+    if row.status == RunStatus.awaiting_approval and row.reason:
+        result["reason"] = f"awaiting approval: {row.reason}"  # as the heal that stopped said it
     return result
 
 
-def show_run(events: EventStore, run: str) -> dict[str, Any] | None:
-    """The heal JSON object of a run with its whole story beside it (`story`, as `runs show --json`).
+def show_run(events: EventStore, run: str, checkpoints: Path | None = None) -> dict[str, Any] | None:
+    """The heal JSON object of a run with its whole story beside it (`story`, as `runs show --json`);
+    `checkpoints`: the checkpoint file, to tell an open run from its last checkpoint.
 
     Raises:
         RunLookupError: the prefix is too short or matches several runs.
@@ -141,7 +166,7 @@ def show_run(events: EventStore, run: str) -> dict[str, Any] | None:
     detail = events.run(run)
     if detail is None:
         return None
-    return {**result_of_run(detail), "story": detail.model_dump(mode="json")}
+    return {**result_of_run(detail, checkpoints), "story": detail.model_dump(mode="json")}
 
 
 def node_events_after(
