@@ -149,6 +149,12 @@ class TokenStore:
         """Whether any token exists."""
         return bool(self._load())
 
+    def known(self, token: str) -> Caller | None:
+        """The caller of a token this process has verified since the file last changed, else None
+        (cheap: no scrypt; `verify` decides the rest)."""
+        self._load()
+        return self._verified.get(hashlib.sha256(token.encode()).digest())
+
     def verify(self, token: str) -> Caller | None:
         """The caller a token belongs to, or None for a token that is not (or no longer) valid."""
         entries = self._load()

@@ -235,7 +235,8 @@ class HealPool:
         job = _Job(self._key(row.component, row.fingerprint), row.run_id, row.fingerprint, work, "answer")
         with self._lock:
             self._refuse_if_closed()
-            if row.run_id in self._jobs:
+            held = self._jobs.get(row.run_id)
+            if held is not None and held.what == "answer":
                 raise HealError(f"run {row.run_id[:12]} is being answered already")
             self._enqueue(job)
         return job.future
