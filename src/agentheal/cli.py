@@ -179,6 +179,35 @@ def _context(estate: Path | None, policy: Path | None, quiet: bool) -> Any:
     )
 
 
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="AGENTHEAL_SERVER",
+        help="Talk to a running `agentheal serve` at this URL instead of opening the stores here.",
+    ),
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="AGENTHEAL_TOKEN", help="The bearer token for --server.")
+]
+
+
+def _client(server: str, token: str | None) -> Any:
+    from agentheal.client import Client
+
+    return Client(server, token=token)
+
+
+def _remote(call: Any) -> Any:
+    """Run a call to the server; a refusal or an unreachable server is a usage error with its words."""
+    from agentheal.client import ClientError
+
+    try:
+        return call()
+    except ClientError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def heal(
     gap: Annotated[str | None, typer.Option("--gap", help="What is wrong, in words.")] = None,
@@ -195,6 +224,8 @@ def heal(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on standard output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress on standard error.")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Heal one gap: triage, recall, route, diagnose, plan, guard, execute, validate, learn."""
     from agentheal.graphs.runner import HealError
@@ -202,6 +233,15 @@ def heal(
     from agentheal.services.heal import heal_now
 
     the_gap = _read_gap(gap, gap_file, component, kind, severity)
+    if server is not None:
+        if estate is not None or policy is not None:
+            _fail("--estate and --policy are the server's own (set when it started); drop them with --server")
+        body = the_gap.model_dump(mode="json", include={"text", "component", "kind", "severity", "evidence"})
+        with _client(server, token) as api:
+            result = _remote(lambda: api.heal(body, dry_run=dry_run))
+        if result.get("status") == "running":
+            _fail(f"run {result['run_id']} is still going on the server; `agentheal runs show` follows it")
+        raise typer.Exit(_show_result(result, as_json))
     ctx = _context(estate, policy, quiet)
     try:
         result = heal_now(ctx, the_gap, dry_run=dry_run, actor=audit.local_actor(), door="cli")
@@ -210,11 +250,25 @@ def heal(
     raise typer.Exit(_show_result(result, as_json))
 
 
-def _answer(run: str, approved: bool, by: str | None, note: str, estate: Path | None, as_json: bool) -> None:
+def _answer(
+    run: str,
+    approved: bool,
+    by: str | None,
+    note: str,
+    estate: Path | None,
+    as_json: bool,
+    server: str | None = None,
+    token: str | None = None,
+) -> None:
     from agentheal.graphs.runner import Healer, HealError
     from agentheal.services import audit
     from agentheal.services.heal import answer_run
 
+    if server is not None:
+        with _client(server, token) as api:
+            verb = api.approve if approved else api.reject
+            result = _remote(lambda: verb(run, by=by, note=note))
+        raise typer.Exit(_show_result(result, as_json))
     ctx = _context(None, None, as_json)
     detail = ctx.events.run(run)
     if detail is None:
@@ -250,9 +304,11 @@ def approve(
         Path | None, typer.Option(help="Estate file, if it moved since the run started.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Approve a run waiting for approval; it carries on from its checkpoint."""
-    _answer(run, True, by, note, estate, as_json)
+    _answer(run, True, by, note, estate, as_json, server, token)
 
 
 @app.command()
@@ -264,14 +320,16 @@ def reject(
         Path | None, typer.Option(help="Estate file, if it moved since the run started.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Reject a run waiting for approval; nothing of its plan runs."""
-    _answer(run, False, by, note, estate, as_json)
+    _answer(run, False, by, note, estate, as_json, server, token)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
-    from agentheal import cli_admin, cli_agents, cli_detect, cli_eval, cli_faults, cli_serve  # noqa: F401  (registers the remaining commands)
+    from agentheal import cli_admin, cli_agents, cli_detect, cli_eval, cli_faults, cli_protocols, cli_serve  # noqa: F401  (registers the remaining commands)
     from agentheal.embedding import EmbeddingError
 
     try:

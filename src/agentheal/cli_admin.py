@@ -10,9 +10,13 @@ import typer
 from agentheal.cli import (
     EXIT_NOT_HEALED,
     EXIT_OK,
+    ServerOpt,
+    TokenOpt,
+    _client,
     _fail,
     _load_estate,
     _print_json,
+    _remote,
     _settings,
     app,
     estate_app,
@@ -125,32 +129,45 @@ def runs_list(
     component: Annotated[str | None, typer.Option(help="Only runs about this component.")] = None,
     persona: Annotated[str | None, typer.Option(help="Only runs of this persona.")] = None,
     as_json: JsonFlag = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Recent heal runs, newest first."""
     if ctx.invoked_subcommand is not None:
         return
     from agentheal.events import EventStore
-    from agentheal.services.runs import MAX_PAGE, RunQueryError, list_runs
+    from agentheal.services.runs import MAX_PAGE, RunPage, RunQueryError, list_runs
 
-    events = EventStore(_settings().events_url)
-    rows: list[Any] = []
-    cursor = None
-    try:
-        while len(rows) < limit:
-            page = list_runs(
-                events,
-                limit=min(limit - len(rows), MAX_PAGE),
+    def page_of(cursor: str | None, size: int) -> RunPage:
+        if api is None:
+            return list_runs(
+                EventStore(_settings().events_url),
+                limit=size,
                 status=status,
                 component=component,
                 persona=persona,
                 cursor=cursor,
             )
+        found = _remote(
+            lambda: api.runs(status=status, component=component, persona=persona, limit=size, cursor=cursor)
+        )
+        return RunPage.model_validate(found)
+
+    api = _client(server, token) if server is not None else None
+    rows: list[Any] = []
+    cursor = None
+    try:
+        while len(rows) < limit:
+            page = page_of(cursor, min(limit - len(rows), MAX_PAGE))
             rows += page.runs
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
     except RunQueryError as exc:
         _fail(str(exc))
+    finally:
+        if api is not None:
+            api.close()
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
@@ -165,15 +182,21 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run: str, as_json: JsonFlag = False) -> None:
+def runs_show(run: str, as_json: JsonFlag = False, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """The whole story of a run: timeline, evidence, diagnosis, plan, actions, validation, LLM use."""
-    from agentheal.events import EventStore
+    from agentheal.events import EventStore, RunDetail
     from agentheal.services.runs import run_detail
 
-    try:
-        detail = run_detail(EventStore(_settings().events_url), run)
-    except LookupError as exc:
-        _fail(str(exc))
+    detail: RunDetail | None
+    if server is not None:
+        with _client(server, token) as api:
+            shown = _remote(lambda: api.run(run))
+        detail = RunDetail.model_validate(shown["story"])
+    else:
+        try:
+            detail = run_detail(EventStore(_settings().events_url), run)
+        except LookupError as exc:
+            _fail(str(exc))
     if detail is None:
         _fail(f"no run {run!r}; `agentheal runs` lists them")
     if as_json:
