@@ -1,8 +1,16 @@
-"""The application services every door calls (CLI, HTTP API, and the doors to come): heal a gap,
-show and list runs, approve or reject, the audit trail. No door calls another door.
+"""The application services every door calls (CLI, HTTP API, and the doors to come), so no door
+calls another door:
+
+- `heal`: a gap read from a door's input, healed at once or in a server's bounded pool; approvals;
+- `runs`: pages of runs with filters, one run as `heal --json` with its story, its node events;
+- `audit`: the audit trail of changes and who made them;
+- `memory`: search and import of resolution memory;
+- `agents`: the agents with their records;
+- `estate`: the estate's health, and faults;
+- `signals`: alerts and feedback turned into gaps.
 
 Submodules are imported by name (`from agentheal.services.runs import list_runs`); this package
 imports none of them, so a door loads only what it uses.
 """
 
-__all__ = ["audit", "heal", "runs"]
+__all__ = ["agents", "audit", "estate", "heal", "memory", "runs", "signals"]
