@@ -322,3 +322,6 @@ def test_serve_watch_detects_and_heals_in_the_same_process(
             page = httpx.get(f"{base}/runs", params={"status": "healed"}, headers=_bearer(token)).json()
             healed = page["runs"]
         assert [r["component"] for r in healed] == ["web"] and _answers(url)
+    # its heal went through the server's pool (one heal per component for both doors), and is audited
+    gaps = [r for r in EventStore(settings.events_url).audit_rows() if r.action == "gap"]
+    assert [(r.actor, r.door, r.target) for r in gaps] == [("watch", "watch", "web")]

@@ -31,6 +31,7 @@ from agentheal.services.heal import DEFAULT_MAX_HEALS, HealPool
 if TYPE_CHECKING:
     from agentheal.config import Settings
     from agentheal.detect.config import DetectConfig
+    from agentheal.models import Gap
 
 __all__ = ["create_app"]
 
@@ -110,10 +111,14 @@ def create_app(
     app.state.on_refused = refused
     _routes(app)
     app.add_middleware(AuthMiddleware, tokens=state.tokens, insecure_local=insecure_local, on_refused=refused)
+    # Slack and Teams sign their own requests: their doors sit outside the bearer tokens, inside the limits
+    importlib.import_module("agentheal.chatops.mount").install(app, state)
     # Installed after authentication, so its middlewares wrap it: CORS answers a preflight (which
     # carries no token) and oversized bodies are refused before a token is checked.
     if importlib.util.find_spec("agentheal.api.limits") is not None:
         importlib.import_module("agentheal.api.limits").install(app)
+    # MCP at /mcp and A2A at /a2a behind the tokens; the Agent Card, outside them, public
+    importlib.import_module("agentheal.protocols.serve").install(app)
     return app
 
 
@@ -163,11 +168,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _start_watch(state: ServerState) -> threading.Thread:
-    """The detection loop (`agentheal watch`) in this process: it heals what it detects itself."""
+    """The detection loop (`agentheal watch`) in this process; its heals go through the server's
+    pool, so a heal it starts and one submitted over HTTP never act on one component at once."""
     from agentheal.detect.watch import Watch
 
+    pool = state.pool
+
+    class ServerWatch(Watch):
+        def _heal_one(self, gap: Gap) -> dict[str, Any]:
+            _run_id, future, _joined = pool.submit(gap, actor="watch", door="watch", dry_run=self.dry_run)
+            return future.result()
+
     config = state.extras.get("watch_config")
-    watcher = Watch(state.settings, state.estate_path, config, policy_path=state.policy_path, say=log.info)
+    watcher = ServerWatch(
+        state.settings, state.estate_path, config, policy_path=state.policy_path, say=log.info
+    )
     state.extras["watch"] = watcher
     thread = threading.Thread(target=watcher.run, name="watch", daemon=True)
     thread.start()
