@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["bench_help", "bench_heal", "bench_recall", "bench_detect", "bench_kill", "bench_redact"]
+BENCHES = [
+    "bench_help",
+    "bench_heal",
+    "bench_recall",
+    "bench_detect",
+    "bench_kill",
+    "bench_redact",
+    "bench_serve",
+]
 
 
 def main(names: list[str]) -> int:
