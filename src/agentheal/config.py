@@ -32,6 +32,27 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".agentheal"), description="Folder for all runtime state.")
 
+    # Scale-out (agentheal.storage): the event store and the heal checkpoints in one PostgreSQL
+    # database that every worker shares. Unset: SQLite files under the home folder.
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://USER[:PASSWORD]@HOST:PORT/DB (a secret: it may carry a password); "
+        "schema upgrades by `agentheal db upgrade`.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, v: SecretStr | None) -> SecretStr | None:
+        from agentheal.storage.errors import StorageError
+        from agentheal.storage.urls import check_database_url
+
+        if v is None or not v.get_secret_value().strip():
+            return None
+        try:
+            return SecretStr(check_database_url(v.get_secret_value()))
+        except StorageError as exc:
+            raise ValueError(str(exc)) from None
+
     # The LLM: any OpenAI-compatible endpoint. Unset base URL means no LLM is used.
     llm_base_url: str | None = Field(
         default=None, description="e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1"
@@ -77,6 +98,13 @@ class Settings(BaseSettings):
         description="Heal records gathered before they are written to the vector index together "
         "(until then they are searched in the record store).",
     )
+    # Memory search (agentheal.memory_lexical): how recall ranks; the weight is tuned on eval/retrieval.
+    memory_search_mode: str = Field(
+        default="hybrid", pattern="^(hybrid|dense|lexical)$", description="hybrid, dense or lexical."
+    )
+    memory_hybrid_weight: float = Field(
+        default=0.5, ge=0, le=1, description="Share of the cosine in a hybrid score; the rest is BM25's."
+    )
 
     # Personas and routing.
     personas_dir: Path | None = Field(
@@ -90,6 +118,58 @@ class Settings(BaseSettings):
     max_auto_risk: Risk = Risk.medium
     dry_run: bool = False
     heal_attempts: int = Field(default=2, ge=1, le=5, description="Plans tried before a gap is escalated.")
+
+    # Chat-ops (agentheal.chatops): Slack and Microsoft Teams, and who may do what there.
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="Slack's signing secret: with it, `serve` takes POST /slack/events."
+    )
+    slack_bot_token: SecretStr | None = Field(default=None, description="The bot's token (xoxb-…).")
+    slack_app_token: SecretStr | None = Field(
+        default=None, description="An app-level token (xapp-…) for `agentheal chat slack --socket`."
+    )
+    slack_api_url: str | None = Field(
+        default=None, description="The Slack Web API's base URL (default Slack's own; a stand-in in tests)."
+    )
+    teams_client_id: str | None = Field(
+        default=None, description="The bot's Microsoft app id: with it, `serve` takes POST /teams/messages."
+    )
+    teams_client_secret: SecretStr | None = None
+    teams_tenant_id: str | None = Field(default=None, description="The tenant, for a single-tenant bot.")
+    teams_openid_url: str | None = Field(
+        default=None,
+        description="Bot Framework's OpenID metadata URL, whose keys sign inbound activities "
+        "(default: the public cloud's).",
+    )
+    teams_token_url: str | None = Field(
+        default=None,
+        description="An OAuth2 client-credentials token endpoint for the bot's own token "
+        "instead of Microsoft Entra (a token proxy, or a stand-in in tests).",
+    )
+    chat_roles: dict[str, str] = Field(
+        default_factory=dict,
+        description='Chat users\' roles, e.g. {"slack:U0123": "operator", "teams:29:1abc": "viewer"}.',
+    )
+    chat_default_role: str | None = Field(
+        default="viewer", description="The role of a chat user not in chat_roles (empty: none, help only)."
+    )
+
+    @field_validator("chat_roles")
+    @classmethod
+    def _chat_roles_known(cls, v: dict[str, str]) -> dict[str, str]:
+        for user, role in v.items():
+            if role not in ("viewer", "operator", "admin"):
+                raise ValueError(f"{user}: role {role!r} is not viewer, operator or admin")
+            if ":" not in user:
+                raise ValueError(f"{user!r}: name a chat user as slack:USER_ID or teams:USER_ID")
+        return v
+
+    @field_validator("chat_default_role")
+    @classmethod
+    def _chat_default_role_known(cls, v: str | None) -> str | None:
+        v = (v or "").strip() or None
+        if v not in (None, "viewer", "operator", "admin"):
+            raise ValueError(f"role {v!r} is not viewer, operator or admin (or empty: none)")
+        return v
 
     @field_validator("llm_base_url", "embed_base_url")
     @classmethod
@@ -120,6 +200,11 @@ class Settings(BaseSettings):
 
     @property
     def events_url(self) -> str:
+        """The event store's SQLAlchemy URL: the database's (with psycopg 3's driver), else the file's."""
+        if self.database_url is not None:
+            from agentheal.storage.urls import sqlalchemy_url
+
+            return sqlalchemy_url(self.database_url.get_secret_value())
         return f"sqlite:///{self.home_dir / 'events.sqlite'}"
 
     @property

@@ -1,0 +1,60 @@
+"""The chat doors on `agentheal serve`: `POST /slack/events` when Slack's signing secret is set,
+`POST /teams/messages` when the Teams bot's app id is set.
+
+They sit outside the API's bearer-token authentication (Slack and Microsoft sign their own requests,
+and each adapter checks that signature as its SDK does) and inside the body and rate limits. They
+are not in the API's OpenAPI schema: they speak Slack's and the Bot Framework's protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentheal.api.state import ServerState
+
+__all__ = ["ChatDoor", "install"]
+
+log = logging.getLogger("uvicorn.error")
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+class ChatDoor:
+    """Hands the chat platforms' paths to their adapters; everything else to the API."""
+
+    def __init__(self, app: ASGIApp, routes: dict[str, ASGIApp]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        await (route or self.app)(scope, receive, send)
+
+
+def install(app: Any, state: ServerState) -> None:
+    """Mount the configured chat adapters on the API app (call after its authentication middleware)."""
+    from agentheal.chatops.slack import slack_configured
+
+    settings = state.settings
+    slack, teams = slack_configured(settings), False
+    if not (slack or teams):
+        return
+    from agentheal.chatops.core import ChatOps
+
+    chat = ChatOps(state.pool, settings)
+    state.extras["chatops"] = chat
+    routes: dict[str, ASGIApp] = {}
+    if slack:
+        from agentheal.chatops.slack import SlackEndpoint, build_app
+
+        if settings.slack_bot_token is None:
+            log.warning(
+                "slack: AGENTHEAL_SLACK_BOT_TOKEN is not set; the bot answers commands but cannot post"
+            )
+        routes["/slack/events"] = SlackEndpoint(build_app(chat, settings))
+    app.add_middleware(ChatDoor, routes=routes)
+    log.info("chat-ops: %s", ", ".join(f"POST {p}" for p in routes))

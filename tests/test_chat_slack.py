@@ -1,0 +1,247 @@
+"""The Slack adapter on `agentheal serve` (real uvicorn on loopback), through bolt's real request
+handling with requests signed as Slack signs them, and a loopback stand-in for Slack's Web API that
+records what the bot posts: a heal from chat heals a killed process with each step in its thread;
+an approval request's button finishes the run for an operator and changes nothing for a viewer;
+bad, missing and stale signatures are refused 401."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentheal.api.app import create_app
+from agentheal.config import Settings
+from agentheal.estate.local import LocalBackend
+from agentheal.estate.model import load_estate
+from agentheal.events import EventStore
+from chat_standins import (
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    Call,
+    Recorder,
+    button_body,
+    served,
+    slack_signed,
+    slack_web_api,
+    slash_body,
+)
+
+pytestmark = pytest.mark.slow
+
+ROLES = {"slack:UOPS": "operator", "slack:UVIC": "viewer"}
+
+
+@pytest.fixture
+def slack(settings: Settings) -> Iterator[tuple[Settings, Recorder]]:
+    """Settings for a Slack app whose Web API is the stand-in, with an operator and a viewer."""
+    with slack_web_api() as (url, recorder):
+        chat = Settings(
+            home=settings.home,
+            slack_signing_secret=SIGNING_SECRET,
+            slack_bot_token=BOT_TOKEN,
+            slack_api_url=url,
+            chat_roles=ROLES,
+        )
+        yield chat, recorder
+
+
+@pytest.fixture
+def estate_up(settings: Settings, tiny_estate_file: Path) -> Iterator[tuple[Path, LocalBackend]]:
+    estate = load_estate(tiny_estate_file)
+    backend = LocalBackend(estate, settings.estates_dir / estate.name)
+    assert all(r.outcome == "ok" for r in backend.up())
+    yield tiny_estate_file, backend
+    backend.down()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _kill_web(backend: LocalBackend, url: str) -> None:
+    (web,) = [h for h in backend.status() if h.name == "web"]
+    assert web.pid
+    os.kill(web.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _answers(url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _answers(url)
+
+
+def _post(base: str, body: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"{base}/slack/events", content=body, headers=slack_signed(body) | headers, timeout=30)
+
+
+def _text(call: Call) -> str:
+    """Everything a posted message says, its blocks' text included."""
+    found = [str(call.params.get("text", ""))]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                found.append(node["text"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(call.params.get("blocks"))
+    return "\n".join(found)
+
+
+def _head(recorder: Recorder) -> Call:
+    return recorder.wait(
+        lambda calls: next(
+            (
+                c
+                for c in calls
+                if c.method == "chat.postMessage" and not c.params.get("thread_ts") and "Healing" in _text(c)
+            ),
+            None,
+        ),
+        why="the run's head message",
+    )
+
+
+def _updated_to(recorder: Recorder, ts: str, words: str) -> Call:
+    return recorder.wait(
+        lambda calls: next(
+            (
+                c
+                for c in calls
+                if c.method == "chat.update" and c.params.get("ts") == ts and words in _text(c)
+            ),
+            None,
+        ),
+        why=f"message {ts} updated to say {words!r}",
+    )
+
+
+def _thread(recorder: Recorder, ts: str) -> list[Call]:
+    return [c for c in recorder.of("chat.postMessage") if c.params.get("thread_ts") == ts]
+
+
+def test_heal_in_chat_heals_a_killed_process_and_its_thread_shows_each_step(
+    slack: tuple[Settings, Recorder], estate_up: tuple[Path, LocalBackend]
+) -> None:
+    settings, recorder = slack
+    estate_file, backend = estate_up
+    url = str(load_estate(estate_file).components["web"].probes[0].http)
+    with served(create_app(settings, estate_path=estate_file)) as base:
+        _kill_web(backend, url)
+        answer = _post(base, slash_body("UOPS", "heal web: web is down, connection refused", "olga"))
+        assert answer.status_code == 200, answer.text
+        assert "Healing `web`: run" in answer.text
+
+        head = _head(recorder)
+        assert head.auth == f"Bearer {BOT_TOKEN}" and head.params["channel"] == "C1"
+        ts = head.ts
+        _updated_to(recorder, ts, "healed")
+        assert _answers(url)
+        steps = [_text(c).split(":", 1)[0] for c in _thread(recorder, ts)]
+        for node in ("triage", "recall", "route", "diagnose", "plan", "guard", "execute", "validate"):
+            assert node in steps, steps
+        assert steps.index("triage") < steps.index("execute") < steps.index("validate")
+
+    audit = EventStore(settings.events_url).audit_rows()
+    gap = next(r for r in audit if r.action == "gap")
+    assert (gap.actor, gap.role, gap.door, gap.target) == ("slack:UOPS", "operator", "slack", "web")
+
+
+def test_approval_button_finishes_the_run_for_an_operator_and_changes_nothing_for_a_viewer(
+    slack: tuple[Settings, Recorder], estate_up: tuple[Path, LocalBackend], tmp_path: Path
+) -> None:
+    settings, recorder = slack
+    estate_file, backend = estate_up
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("approval:\n  - actions: [restart]\n    reason: restarts need a person here\n")
+    url = str(load_estate(estate_file).components["web"].probes[0].http)
+    events = EventStore(settings.events_url)
+    with served(create_app(settings, estate_path=estate_file, policy_path=policy)) as base:
+        _kill_web(backend, url)
+        assert _post(base, slash_body("UOPS", "heal web: web is down")).status_code == 200
+        head = _head(recorder)
+        thread_ts = head.ts
+        request = recorder.wait(
+            lambda calls: next(
+                (c for c in calls if c.method == "chat.postMessage" and "Approval needed" in _text(c)), None
+            ),
+            why="the approval request",
+        )
+        assert request.params["thread_ts"] == thread_ts
+        said = _text(request)
+        assert "`restart` on `web`" in said and "restarts need a person here" in said and "risk" in said
+        (actions,) = [b for b in request.params["blocks"] if b["type"] == "actions"]
+        assert [e["action_id"] for e in actions["elements"]] == ["agentheal_approve", "agentheal_reject"]
+        run_id = actions["elements"][0]["value"]
+        request_ts = request.ts
+
+        pressed = _post(base, button_body("UVIC", "approve", run_id, "C1", request_ts, thread_ts))
+        assert pressed.status_code == 200
+        private = recorder.wait(
+            lambda calls: [c for c in calls if c.method == "chat.postEphemeral"], why="private"
+        )
+        assert private[0].params["user"] == "UVIC" and "may not approve" in private[0].params["text"]
+        time.sleep(0.5)
+        assert events.run(run_id).row.status.value == "awaiting_approval" and not _answers(url)
+        assert not [c for c in recorder.of("chat.update") if c.params.get("ts") == request_ts]
+
+        pressed = _post(base, button_body("UOPS", "approve", run_id, "C1", request_ts, thread_ts))
+        assert pressed.status_code == 200
+        _updated_to(recorder, request_ts, "Approved by uops (slack:UOPS)")
+        _updated_to(recorder, thread_ts, "healed")
+        final = _updated_to(recorder, request_ts, "Run ended: *healed*")
+        assert not [b for b in final.params["blocks"] if b["type"] == "actions"]  # no buttons left
+        assert _answers(url)
+
+    trail = events.audit_rows()
+    refused = next(r for r in trail if r.outcome == "refused")
+    assert (refused.actor, refused.action, refused.role, refused.door) == (
+        "slack:UVIC",
+        "approve",
+        "viewer",
+        "slack",
+    )
+    approve = next(r for r in trail if r.action == "approve")
+    assert (approve.actor, approve.role, approve.door, approve.target) == (
+        "slack:UOPS",
+        "operator",
+        "slack",
+        run_id,
+    )
+
+
+def test_bad_missing_and_stale_signatures_are_refused_401(slack: tuple[Settings, Recorder]) -> None:
+    settings, recorder = slack
+    body = slash_body("UOPS", "heal web: down")
+    with served(create_app(settings)) as base:
+        wrong = slack_signed(body, secret="not-the-secret")
+        assert httpx.post(f"{base}/slack/events", content=body, headers=wrong).status_code == 401
+        stale = slack_signed(body, at=int(time.time()) - 301)
+        assert httpx.post(f"{base}/slack/events", content=body, headers=stale).status_code == 401
+        bare = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert httpx.post(f"{base}/slack/events", content=body, headers=bare).status_code == 401
+        tampered = slack_signed(body)
+        assert httpx.post(f"{base}/slack/events", content=body + "x", headers=tampered).status_code == 401
+        # the API's own routes still want a bearer token, and Slack's signature is no token
+        assert httpx.get(f"{base}/runs", headers=slack_signed("")).status_code == 401
+
+        helped = _post(base, slash_body("UNEW", "what is this"))
+        assert (
+            helped.status_code == 200
+            and "is not a command" in helped.text
+            and "heal <component>" in helped.text
+        )
+    assert recorder.of("chat.postMessage") == []
+    assert [r.action for r in EventStore(settings.events_url).audit_rows()] == []
