@@ -128,6 +128,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(routes_runs.router)
     if importlib.util.find_spec("agentheal.api.routes_ops") is not None:
         app.include_router(importlib.import_module("agentheal.api.routes_ops").router)
+    app.include_router(importlib.import_module("agentheal.api.routes_status").router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

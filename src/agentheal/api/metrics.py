@@ -165,6 +165,9 @@ def registry_for(
     """A registry of its own for one server (the global one would mix servers in one process)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(events, pool_busy))
+    from agentheal.metrics.prometheus import FiguresCollector  # agentheal_effectiveness{figure}, _n
+
+    registry.register(FiguresCollector(events))
     return registry
 
 

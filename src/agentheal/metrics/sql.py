@@ -49,3 +49,10 @@ def percentile(store: EventStore, value: Any, where: list[Any], n: int, p: float
     stmt = sa.select(value.label("v")).where(*where).order_by(value).limit(1).offset(rank - 1)
     rows = store.query(stmt)
     return float(rows[0]["v"]) if rows else None
+
+
+def week(col: Any, dialect: str) -> sa.ColumnElement[str]:
+    """A time column's week as YYYY-Www (weeks start on Monday)."""
+    if dialect == "sqlite":
+        return sa.func.strftime("%Y-W%W", col)
+    return sa.func.to_char(col, 'IYYY-"W"IW')
