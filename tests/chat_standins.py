@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 BOT_TOKEN = "xoxb-test-bot-token"
+APP_TOKEN = "xapp-test-app-token"
 SIGNING_SECRET = "test-signing-secret-0123456789"
 
 
@@ -76,8 +77,9 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, 
 
 
 @contextmanager
-def slack_web_api() -> Iterator[tuple[str, Recorder]]:
-    """A stand-in for Slack's Web API on loopback: its base URL (…/api/) and what it was sent."""
+def slack_web_api(socket_url: str = "") -> Iterator[tuple[str, Recorder]]:
+    """A stand-in for Slack's Web API on loopback: its base URL (…/api/) and what it was sent.
+    `apps.connections.open` (with the app token) answers `socket_url`."""
     recorder = Recorder()
     counter = iter(range(1, 1_000_000))
     lock = threading.Lock()
@@ -93,7 +95,10 @@ def slack_web_api() -> Iterator[tuple[str, Recorder]]:
                 if isinstance(params.get(key), str):
                     params[key] = json.loads(params[key])
             method = self.path.rsplit("/", 1)[-1]
-            if self.headers.get("authorization") != f"Bearer {BOT_TOKEN}":
+            if method == "apps.connections.open":
+                ok = self.headers.get("authorization") == f"Bearer {APP_TOKEN}"
+                answer = {"ok": True, "url": socket_url} if ok else {"ok": False, "error": "invalid_auth"}
+            elif self.headers.get("authorization") != f"Bearer {BOT_TOKEN}":
                 answer: dict[str, Any] = {"ok": False, "error": "not_authed"}
             elif method == "auth.test":
                 answer = {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "team": "test"}
@@ -200,3 +205,50 @@ def served(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(60)
+
+
+class SocketLink:
+    """A stand-in for Slack's Socket Mode WebSocket: sends envelopes to the connected app and records
+    what it answers (its acknowledgements, with their response payloads)."""
+
+    def __init__(self) -> None:
+        self.received = Recorder()
+        self._outbox: list[str] = []
+        self._changed = threading.Condition()
+        self.connected = threading.Event()
+
+    def send(self, envelope: dict[str, Any]) -> None:
+        with self._changed:
+            self._outbox.append(json.dumps(envelope))
+            self._changed.notify_all()
+
+    def handle(self, ws: Any) -> None:
+        ws.send(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}))
+        self.connected.set()
+        while True:
+            with self._changed:
+                while not self._outbox:
+                    self._changed.wait(0.05)
+                    try:  # what the app sent meanwhile
+                        message = ws.recv(timeout=0)
+                    except TimeoutError:
+                        continue
+                    except Exception:
+                        return
+                    self.received.add(Call("ack", json.loads(message), ""))
+                out = self._outbox.pop(0)
+            ws.send(out)
+
+
+@contextmanager
+def socket_mode() -> Iterator[tuple[str, SocketLink]]:
+    """A loopback WebSocket server playing Slack's Socket Mode end: its ws:// URL and the link."""
+    from websockets.sync.server import serve
+
+    link = SocketLink()
+    server = serve(link.handle, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, name="socket-mode", daemon=True).start()
+    try:
+        yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}/link", link
+    finally:
+        server.shutdown()
