@@ -58,8 +58,8 @@ def chat_slack(
     )
     _err("agentheal chat slack: Socket Mode, connecting to Slack (Ctrl-C stops)")
     try:
-        handler.start()
+        handler.start()  # type: ignore[no-untyped-call]
     finally:
-        handler.close()
+        handler.close()  # type: ignore[no-untyped-call]
         chat.close()
         pool.close()
