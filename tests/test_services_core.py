@@ -124,3 +124,5 @@ def test_serve_refuses_to_start_unsafely(settings: Settings, capsys: pytest.Capt
     assert "no API tokens" in capsys.readouterr().err
     assert main(["serve", "--insecure-local", "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "loopback only" in capsys.readouterr().err
+    assert main(["serve", "--insecure-local", "--log-level", "loud", "--port", "1"]) == 2
+    assert "--log-level 'loud'" in capsys.readouterr().err

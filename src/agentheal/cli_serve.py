@@ -60,6 +60,9 @@ def serve(
     """Serve the HTTP API (FastAPI on uvicorn); its schema is at /openapi.json, its docs at /docs."""
     from agentheal.api.tokens import TokenError, TokenStore
 
+    levels = ("critical", "error", "warning", "info", "debug", "trace")
+    if log_level not in levels:
+        _fail(f"--log-level {log_level!r}: one of {', '.join(levels)}")
     settings = _settings()
     if estate is not None:
         _load_estate(estate)  # a broken estate file is a usage error before the server starts
