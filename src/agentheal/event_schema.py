@@ -2,7 +2,8 @@
 fast inserts: the schema half of `agentheal.events`.
 
 The tables are SQLAlchemy Core, portable across databases; times are stored as naive UTC and
-read back aware; JSON columns use one serializer that knows agentheal's models.
+read back aware; JSON columns use one serializer that knows agentheal's models. A change to a
+table here needs an Alembic revision in agentheal/migrations too (a test compares the two).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ LLM_CALLS = sa.Table(
     _req("duration_s", sa.Float),
     _req("ok", sa.Boolean),
     _req("at", _UTCDateTime),
-    # added after the first release: `ADDED_COLUMNS` brings older stores up to date
+    # added after the first release (migration 0002)
     _req("usage_known", sa.Boolean, server_default=sa.true()),
     _req("error", sa.Text, server_default=""),
 )
@@ -154,9 +155,6 @@ AUDIT = sa.Table(
     _req("detail", sa.Text),
     _req("data", sa.JSON),
 )
-# Columns added to a table after stores were made without them, each with its server default:
-# EventStore adds what an older store lacks when it opens it.
-ADDED_COLUMNS = {"llm_calls": ("usage_known", "error")}
 TABLES = {t.name: t for t in (GAPS, RUNS, NODE_EVENTS, ACTIONS, LLM_CALLS, AUDIT)}
 # Statements built once, values bound at execution: a heal writes a dozen rows, and building and
 # caching a new statement for each costs more than SQLite's commit.

@@ -3,7 +3,8 @@
 Every figure agentheal reports is computed from these rows, so a write commits at once: a
 process killed in the middle of a run loses nothing it already recorded. SQLAlchemy Core keeps
 the SQL portable; SQLite (the default) gets WAL and a busy timeout on connect so a heal and a
-`runs` listing can share the file, and Postgres can follow with the same tables.
+`runs` listing can share the file; PostgreSQL (`AGENTHEAL_DATABASE_URL`, psycopg 3) has the same
+tables. Alembic's migrations (agentheal/migrations) make them: see `agentheal.storage.schema`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from agentheal.event_schema import (
-    ADDED_COLUMNS,
     AUDIT,
     COUNT_ACTIONS,
     GAPS,
     INSERTS,
     LLM_USAGE,
-    METADATA,
     OPEN_RUN,
     OPEN_STATUSES,
     RUNS,
@@ -35,6 +34,8 @@ from agentheal.event_schema import (
 )
 from agentheal.models import ActionResult, Gap, LLMUsage, RunStatus, Step, utcnow
 from agentheal.redaction import redact_data
+from agentheal.storage.errors import StorageError
+from agentheal.storage.urls import shown, sqlalchemy_url
 
 # How long a writer waits for another process's write lock before it gives up.
 BUSY_TIMEOUT_S = 30.0
@@ -51,7 +52,7 @@ def _redacted(values: dict[str, Any]) -> dict[str, Any]:
     return {k: redact_data(v) if k in _FREE_TEXT and v is not None else v for k, v in values.items()}
 
 
-class EventStoreError(Exception):
+class EventStoreError(StorageError):
     """The event store was asked something it cannot do (unknown run, bad prefix, broken URL)."""
 
 
@@ -159,13 +160,22 @@ class EventStore:
     """Append-mostly store of what happened, on any SQLAlchemy URL (SQLite by default)."""
 
     def __init__(self, url: str) -> None:
-        """Open (and create, if new) the store at `url`, e.g. `sqlite:////abs/path/events.sqlite`."""
+        """Open the store at `url`, e.g. `sqlite:////abs/path/events.sqlite` (created if new) or
+        `postgresql://USER@HOST:PORT/DB` (made by `agentheal db upgrade`).
+
+        Raises:
+            EventStoreError: the URL is malformed, the database cannot be reached, or its schema is
+                not this agentheal's (the message names the command that upgrades it).
+        """
         from sqlalchemy import event
 
+        from agentheal.storage.schema import ensure_current
+
+        url = sqlalchemy_url(url)
         try:
             parsed = sa.engine.make_url(url)
         except sa.exc.ArgumentError as exc:
-            raise EventStoreError(f"bad event store URL {url!r}: {exc}") from exc
+            raise EventStoreError(f"bad event store URL {shown(url)!r}: {exc}") from exc
         self.url = url
         sqlite = parsed.get_backend_name() == "sqlite"
         connect_args: dict[str, Any] = {}
@@ -176,7 +186,7 @@ class EventStore:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Each thread that writes keeps one connection (`_writer`); reads borrow from the pool.
         pool: dict[str, Any] = (
-            {"pool_size": 16} if sqlite and parsed.database not in (None, "", ":memory:") else {}
+            {"pool_size": 16} if not sqlite or parsed.database not in (None, "", ":memory:") else {}
         )
         self._engine = sa.create_engine(url, connect_args=connect_args, json_serializer=dumps_json, **pool)
         self._local = threading.local()
@@ -198,21 +208,13 @@ class EventStore:
                 cursor.close()
 
         try:
-            METADATA.create_all(self._engine)
-            self._add_missing_columns()
+            ensure_current(self._engine)
+        except StorageError as exc:
+            self._engine.dispose()
+            raise EventStoreError(str(exc)) from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise EventStoreError(f"cannot open the event store at {url}: {exc}") from exc
-
-    def _add_missing_columns(self) -> None:
-        """Bring a store made by an older agentheal up to date: add the columns it lacks."""
-        inspector = sa.inspect(self._engine)
-        for name, added in ADDED_COLUMNS.items():
-            have = {c["name"] for c in inspector.get_columns(name)}
-            missing = [TABLES[name].c[col] for col in added if col not in have]
-            with self._engine.begin() as conn:
-                for column in missing:
-                    ddl = sa.schema.CreateColumn(column).compile(dialect=self._engine.dialect)
-                    conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {ddl}"))
+            self._engine.dispose()
+            raise EventStoreError(f"cannot open the event store at {shown(url)}: {exc}") from exc
 
     def close(self) -> None:
         """Release the connections."""

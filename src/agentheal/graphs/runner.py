@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,14 +38,12 @@ class Healer:
     """Drives heal runs for one process; use as a context manager so the checkpoint store closes."""
 
     def __init__(self, ctx: HealContext) -> None:
-        from langgraph.checkpoint.sqlite import SqliteSaver
+        from agentheal.storage.checkpoints import open_checkpoints
 
         self.ctx = ctx
-        self._conn = sqlite3.connect(str(ctx.settings.checkpoints_path), check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._saver = SqliteSaver(self._conn)
-        self.graph = compile_heal_graph(ctx, self._saver)
+        # the event store's database: the SQLite file under the home folder, or PostgreSQL
+        self._checkpoints = open_checkpoints(ctx.settings)
+        self.graph = compile_heal_graph(ctx, self._checkpoints.saver)
         # sync: each checkpoint is written before the next step, so a crash or an approval wait loses nothing
         self.durability: Durability = "sync"
 
@@ -57,7 +54,7 @@ class Healer:
         try:
             self.ctx.flush()
         finally:
-            self._conn.close()
+            self._checkpoints.close()
 
     def check_gap(self, gap: Gap) -> None:
         """Refuse a gap naming a component the estate does not have."""

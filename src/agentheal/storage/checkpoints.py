@@ -1,0 +1,195 @@
+"""LangGraph checkpoints where the event store is: a SQLite file under the home folder, or the
+PostgreSQL database of `AGENTHEAL_DATABASE_URL` (langgraph-checkpoint-postgres's PostgresSaver).
+
+`open_checkpoints` is the one place a heal's checkpointer comes from: the CLI's Healer, the
+server's heal pool and `agentheal watch` all get theirs here. On PostgreSQL the saver's tables are
+made by `agentheal db upgrade` (the saver's own migrations, recorded in `checkpoint_migrations`);
+a database whose checkpoint tables are missing or older is refused with that command.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentheal.storage.errors import UPGRADE_COMMAND, SchemaNotCurrent, StorageError
+from agentheal.storage.urls import libpq_url, shown
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    from agentheal.config import Settings
+
+CONNECT_TIMEOUT_S = 10
+# Same key as the event store's upgrades (agentheal.storage.schema): one upgrader at a time.
+_UPGRADE_LOCK = 0x61676865616C
+
+
+class Checkpoints:
+    """A checkpoint saver and what it holds open; `close()` (or leaving the `with`) releases it."""
+
+    def __init__(self, saver: BaseCheckpointSaver[Any], close: Callable[[], None], where: str) -> None:
+        self.saver = saver
+        self.where = where
+        self._close = close
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_checkpoints(settings: Settings) -> Checkpoints:
+    """The checkpointer of this home: PostgreSQL when `database_url` is set, else the SQLite file.
+
+    Raises:
+        StorageError: PostgreSQL cannot be reached.
+        SchemaNotCurrent: its checkpoint tables are missing or older than this agentheal's.
+    """
+    url = _database_url(settings)
+    return _postgres(url) if url else _sqlite(settings.checkpoints_path)
+
+
+def _database_url(settings: Settings) -> str | None:
+    secret = settings.database_url
+    return secret.get_secret_value() if secret is not None else None
+
+
+def _sqlite(path: Path) -> Checkpoints:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return Checkpoints(SqliteSaver(conn), conn.close, str(path))
+
+
+def _connect(url: str) -> Any:
+    """One psycopg connection as PostgresSaver wants it (autocommit, dict rows, no prepared
+    statements: a pooler in transaction mode cannot keep them)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    try:
+        return psycopg.Connection.connect(
+            libpq_url(url),
+            autocommit=True,
+            prepare_threshold=0,
+            row_factory=dict_row,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+    except psycopg.OperationalError as exc:
+        raise StorageError(f"cannot connect to PostgreSQL at {shown(url)}: {exc}".strip()) from None
+
+
+@dataclass(frozen=True)
+class CheckpointSchema:
+    """The saver's migrations a database has applied (`version`; -1: none) and this one needs."""
+
+    version: int
+    needed: int
+
+    @property
+    def current(self) -> bool:
+        return self.version >= self.needed
+
+
+def _needed() -> int:
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    return len(PostgresSaver.MIGRATIONS) - 1
+
+
+def _version(conn: Any) -> int:
+    if conn.execute("SELECT to_regclass('checkpoint_migrations') AS t").fetchone()["t"] is None:
+        return -1
+    found = conn.execute("SELECT max(v) AS v FROM checkpoint_migrations").fetchone()["v"]
+    return -1 if found is None else int(found)
+
+
+def checkpoint_schema(url: str) -> CheckpointSchema:
+    """Where the checkpoint tables of the PostgreSQL database at `url` stand."""
+    with _connect(url) as conn:
+        return CheckpointSchema(_version(conn), _needed())
+
+
+def _refusal(url: str, schema: CheckpointSchema) -> SchemaNotCurrent:
+    what = "has no checkpoint tables" if schema.version < 0 else f"has checkpoint migration {schema.version}"
+    return SchemaNotCurrent(
+        f"the database at {shown(url)} {what}; this agentheal needs {schema.needed}: run `{UPGRADE_COMMAND}`"
+    )
+
+
+def _postgres(url: str) -> Checkpoints:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    with _connect(url) as conn:
+        schema = CheckpointSchema(_version(conn), _needed())
+    if not schema.current:
+        raise _refusal(url, schema)
+    # A pool of one, not a bare connection: a connection PostgreSQL dropped (a restart, a failover)
+    # is replaced at the next checkout instead of failing every later heal of a long-lived worker.
+    pool: ConnectionPool[Any] = ConnectionPool(
+        libpq_url(url),
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        min_size=1,
+        max_size=1,
+        open=True,
+        check=ConnectionPool.check_connection,
+        num_workers=1,
+        timeout=CONNECT_TIMEOUT_S * 3,
+        name="agentheal-checkpoints",
+    )
+    return Checkpoints(PostgresSaver(pool), pool.close, shown(url))
+
+
+def setup_checkpoints(url: str) -> tuple[CheckpointSchema, CheckpointSchema]:
+    """Apply the saver's migrations to the PostgreSQL database at `url`, one upgrader at a time.
+
+    Returns:
+        The checkpoint schema before and after.
+    """
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with _connect(url) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADE_LOCK,))
+        try:
+            before = CheckpointSchema(_version(conn), _needed())
+            if not before.current:
+                PostgresSaver(conn).setup()
+            return before, CheckpointSchema(_version(conn), _needed())
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_UPGRADE_LOCK,))
+
+
+def ping(settings: Settings) -> str:
+    """`ok` when the checkpointer can be reached (and, on PostgreSQL, its tables are current)."""
+    url = _database_url(settings)
+    if url is None:
+        path = settings.checkpoints_path
+        with sqlite3.connect(f"file:{path}?mode=rwc", uri=True, timeout=2) as conn:
+            conn.execute("PRAGMA schema_version").fetchone()
+        return "ok"
+    schema = checkpoint_schema(url)
+    if not schema.current:
+        raise _refusal(url, schema)
+    return "ok"
+
+
+def last_values(settings: Settings, run_id: str) -> dict[str, Any]:
+    """A run's state at its last checkpoint (its plan, diagnosis, persona...); empty without one."""
+    url = _database_url(settings)
+    if url is None and not settings.checkpoints_path.is_file():
+        return {}
+    with open_checkpoints(settings) as checkpoints:
+        found = checkpoints.saver.get_tuple({"configurable": {"thread_id": run_id}})
+    return dict(found.checkpoint.get("channel_values") or {}) if found is not None else {}
