@@ -110,6 +110,7 @@ class PublicCard:
         if body is None:
             from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 
+            # with A2A 0.3's fields (`url`...) beside 1.0's interfaces: /a2a speaks both versions
             body = json.dumps(agent_card_to_dict(agent_card(base, self.rpc_path))).encode()
             self._cards[base] = body
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

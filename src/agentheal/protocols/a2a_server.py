@@ -11,6 +11,7 @@ answers an approval by sending `approve` or `reject` (and a note) on the same ta
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,7 +20,7 @@ from a2a.helpers.proto_helpers import get_data_parts, new_data_part, new_text_pa
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
-from a2a.server.routes import ServerCallContextBuilder
+from a2a.server.routes import DefaultServerCallContextBuilder
 from a2a.server.tasks import TaskUpdater
 from a2a.types import Task, TaskState, TaskStatus
 from a2a.utils.errors import TaskNotCancelableError
@@ -57,12 +58,17 @@ class _TokenUser(User):
         return self.caller.name
 
 
-class _CallerContext(ServerCallContextBuilder):
+class _CallerContext(DefaultServerCallContextBuilder):
+    """The SDK's context (it reads the protocol version from the headers) with the token's caller."""
+
     def build(self, request: Request) -> ServerCallContext:
         caller = getattr(request.state, "caller", None)
         if caller is None:  # the API's authentication is missing: never act for nobody
             raise PermissionError("no caller: the server's authentication is not installed")
-        return ServerCallContext(user=_TokenUser(caller), state={"caller": caller})
+        context = super().build(request)
+        context.user = _TokenUser(caller)
+        context.state["caller"] = caller
+        return context
 
 
 class HealExecutor(AgentExecutor):
@@ -71,6 +77,7 @@ class HealExecutor(AgentExecutor):
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._runs: dict[str, str] = {}  # task id -> run id
+        self._sent: dict[str, int] = {}  # run id -> the last node event sent as a status message
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task_id, context_id = context.task_id or "", context.context_id or ""
@@ -207,9 +214,12 @@ class HealExecutor(AgentExecutor):
                 )
 
             try:
-                await anyio.to_thread.run_sync(queue)
+                answering = await anyio.to_thread.run_sync(queue)
             except (HealError, RuntimeError) as exc:  # answered meanwhile through another door
                 await self._say(updater, TaskState.TASK_STATE_WORKING, str(exc))
+            else:
+                await self._follow(updater, run_id, answering)
+                return
         await self._follow(updater, run_id)
 
     def _status(self, run_id: str) -> str | None:
@@ -217,18 +227,22 @@ class HealExecutor(AgentExecutor):
 
         return run_status(self.state.events, run_id)
 
-    async def _follow(self, updater: TaskUpdater, run_id: str) -> None:
-        """Status messages for the run's steps, until it ends or waits for approval."""
+    async def _follow(self, updater: TaskUpdater, run_id: str, answering: Future[Any] | None = None) -> None:
+        """Status messages for the run's steps, until it ends or waits for approval (again: while an
+        answer is still `answering`, the run's old status is not its next one)."""
         from agentheal.services.runs import FINAL_STATUSES, node_events_after, show_run
 
-        events, after = self.state.events, 0
+        events = self.state.events
         while True:
             status = await anyio.to_thread.run_sync(self._status, run_id)
-            rows = await anyio.to_thread.run_sync(node_events_after, events, run_id, after)
+            rows = await anyio.to_thread.run_sync(
+                node_events_after, events, run_id, self._sent.get(run_id, 0)
+            )
             for row in rows:
-                after = row["id"]
+                self._sent[run_id] = row["id"]
                 await self._say(updater, TaskState.TASK_STATE_WORKING, f"{row['node']}: {row['detail']}")
-            if status == "awaiting_approval" or status in FINAL_STATUSES:
+            waiting = status == "awaiting_approval" and (answering is None or answering.done())
+            if waiting or status in FINAL_STATUSES:
                 break
             if status is None and self.state.pool.queued(run_id) is None:
                 await self._say(
