@@ -100,15 +100,26 @@ def memory_import(file: Path) -> None:
 def memory_search(
     text: str,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many matches.")] = 5,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            help="hybrid: meaning and words; dense: meaning; lexical: words, identifiers kept whole "
+            "(BM25). Default: the memory_search_mode setting, hybrid.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Past resolutions most similar in meaning to TEXT, best first."""
+    """Past resolutions that best match TEXT, best first."""
     from agentheal.memory import Memory
     from agentheal.services.memory import search
 
     if not text.strip():
         _fail("the search text is empty")
-    hits = search(Memory(_settings()), text, k=k)
+    if mode is not None and mode not in ("hybrid", "dense", "lexical"):
+        _fail(f"--mode must be hybrid, dense or lexical (got {mode!r})")
+    hits = search(Memory(_settings()), text, k=k, mode=mode)
     if as_json:
         _print_json([h.model_dump(mode="json") for h in hits])
         return

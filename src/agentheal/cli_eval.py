@@ -123,3 +123,46 @@ def eval_schema(
     else:
         export_schema(out)
     raise typer.Exit(EXIT_OK)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="A retrieval set: records.jsonl and queries.jsonl (default eval/retrieval)."),
+    ] = Path("eval/retrieval"),
+    weights: Annotated[
+        str | None,
+        typer.Option("--weights", help="Hybrid weights to compare, e.g. 0.3,0.5,0.7 (default: the setting)."),
+    ] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    markdown_file: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the table as Markdown here.")
+    ] = None,
+) -> None:
+    """hit@1/3/5 of lexical, dense and hybrid memory search on a retrieval set (its Markdown table)."""
+    import json
+
+    from agentheal.memory_eval import RetrievalSetError, evaluate, markdown
+
+    chosen: list[float] | None = None
+    if weights is not None:
+        try:
+            chosen = [float(w) for w in weights.split(",") if w.strip()]
+        except ValueError:
+            _fail(f"--weights {weights!r}: give numbers between 0 and 1, separated by commas")
+        if not chosen or any(not 0 <= w <= 1 for w in chosen):
+            _fail(f"--weights {weights!r}: give numbers between 0 and 1, separated by commas")
+    try:
+        scores = evaluate(folder, chosen)
+    except RetrievalSetError as exc:
+        _fail(str(exc))
+    table = markdown(scores)
+    sys.stdout.write(table + "\n")
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps([s.model_dump(mode="json") for s in scores], indent=2) + "\n")
+    if markdown_file is not None:
+        markdown_file.parent.mkdir(parents=True, exist_ok=True)
+        markdown_file.write_text(table + "\n", encoding="utf-8")
+    raise typer.Exit(EXIT_OK)

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         default="hybrid", pattern="^(hybrid|dense|lexical)$", description="hybrid, dense or lexical."
     )
     memory_hybrid_weight: float = Field(
-        default=0.5, ge=0, le=1, description="Share of the cosine in a hybrid score; the rest is BM25's."
+        default=0.6, ge=0, le=1, description="Share of the cosine in a hybrid score; the rest is BM25's."
     )
 
     # Personas and routing.

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from agentheal.embedding import get_embedder
+from agentheal.memory_lexical import MODES, fused, lexical_score, terms
 from agentheal.memory_store import Record, RecordStore
 from agentheal.models import GapKind, MemoryHit, Plan, Resolution, clean_component, clean_text, fingerprint_of
 
@@ -39,6 +40,12 @@ COLLECTION = "resolutions"
 _EMBED_BATCH = 64
 _SUMMARY_CHARS = 1000
 _NOT_JSON = object()  # an import line that did not parse (already reported)
+# Candidates each side of a fused search brings: k times this, and at least _MIN_POOL.
+_POOL_PER_K, _MIN_POOL = 4, 20
+# Postings a hybrid search lets FTS5 rank: the rarest query terms up to this many matching records.
+# A term in more records than that says little (its IDF is low) and would cost more than the
+# dense search; it still counts in each candidate's score.
+_LEXICAL_BUDGET = 2000
 
 
 class MemoryStoreError(Exception):
@@ -407,28 +414,87 @@ class Memory:
             self.add_records(part, np.concatenate(vectors))
         return ImportReport(imported=len(new), skipped=len(entries) - len(new), errors=errors)
 
-    def search(self, text: str, k: int = 5) -> list[MemoryHit]:
-        """The `k` records most similar to `text`, best first; similarity is cosine, in [-1, 1]."""
+    def search(self, text: str, k: int = 5, mode: str | None = None) -> list[MemoryHit]:
+        """The `k` records that best match `text`, best first.
+
+        Args:
+            text: What to look for: a gap's text, symptoms, an error code.
+            k: How many records.
+            mode: `dense` ranks by meaning (cosine of embeddings), `lexical` by BM25 over terms that
+                keep identifiers whole, `hybrid` by a weighted sum of both (`memory_hybrid_weight`);
+                default `memory_search_mode`. A hit's `similarity` is its cosine in every mode.
+
+        Raises:
+            MemoryStoreError: The text is blank, `k` is below 1 or the mode unknown.
+        """
         text = text.strip()
         if not text:
             raise MemoryStoreError("the search text is empty: say what to look for")
         if k < 1:
             raise MemoryStoreError(f"k is {k}; ask for at least 1 result")
+        mode = mode or self.settings.memory_search_mode
+        if mode not in MODES:
+            raise MemoryStoreError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
         query = self.embedder.embed([text])
-        # The collection holds vectors only: documents and metadata come from the record store.
-        found = self.collection.query(query_embeddings=query, n_results=k, include=["distances"])
-        distances = dict(zip(found["ids"][0], found["distances"][0], strict=True)) if found["ids"] else {}
-        rows = self._records.get(list(distances)) if distances else {}
-        hits: dict[str, tuple[float, str, dict[str, Any]]] = {
-            rid: (float(dist), *rows[rid]) for rid, dist in distances.items() if rid in rows
-        }
-        hits.update(self._search_pending(query[0], k))  # a pending write of an id is the newer one
-        best = sorted(hits.items(), key=lambda item: item[1][0])[:k]
-        return [_hit(rid, doc, md, dist) for rid, (dist, doc, md) in best]
+        # Fusion ranks a pool from each side, so a record second on both can beat one first on one.
+        pool = k if mode == "dense" else max(k * _POOL_PER_K, _MIN_POOL)
+        cosines = self._dense(query, pool) if mode != "lexical" else {}
+        query_terms = terms(text)
+        lexical_ids: list[str] = []
+        dfs: dict[str, int] = {}
+        if mode != "dense" and query_terms:
+            dfs = self._records.doc_freqs(query_terms)
+            chosen = _retrieval_terms(query_terms, dfs, _LEXICAL_BUDGET if mode == "hybrid" else None)
+            lexical_ids = self._records.lexical_ids(chosen, pool)
+        candidates = lexical_ids if mode == "lexical" else list(dict.fromkeys([*cosines, *lexical_ids]))
+        rows = self._records.get(candidates) if candidates else {}
+        unseen = [rid for rid in rows if rid not in cosines]
+        if unseen:
+            cosines.update(self._cosines(unseen, query[0]))
+        if mode == "dense":
+            ranked = sorted(rows, key=lambda rid: -cosines.get(rid, -1.0))
+        else:
+            docs, avg_len = self._records.lexical_stats()
+            lexical = {
+                rid: lexical_score(query_terms, terms(doc), dfs, docs, avg_len)
+                for rid, (doc, _) in rows.items()
+            }
+            weight = 0.0 if mode == "lexical" else self.settings.memory_hybrid_weight
+            ranked = sorted(
+                rows,
+                key=lambda rid: (
+                    -fused(cosines.get(rid, -1.0), lexical[rid], weight),
+                    -cosines.get(rid, -1.0),
+                ),
+            )
+        return [_hit(rid, *rows[rid], 1.0 - cosines.get(rid, 0.0)) for rid in ranked[:k]]
 
-    def _search_pending(
-        self, query: npt.NDArray[np.float32], k: int
-    ) -> dict[str, tuple[float, str, dict[str, Any]]]:
+    def _dense(self, query: npt.NDArray[np.float32], n: int) -> dict[str, float]:
+        """Cosine similarity of the `n` nearest records, indexed or pending."""
+        found = self.collection.query(query_embeddings=query, n_results=n, include=["distances"])
+        cosines = {rid: 1.0 - float(d) for rid, d in zip(found["ids"][0], found["distances"][0], strict=True)}
+        # A pending write of an id is the newer one.
+        cosines.update({rid: 1.0 - dist for rid, dist in self._search_pending(query[0], n).items()})
+        return cosines
+
+    def _cosines(self, ids: list[str], query: npt.NDArray[np.float32]) -> dict[str, float]:
+        """Cosine similarity of these records to the query, from their stored vectors."""
+        import numpy as np
+
+        pending = dict(self._records.pending_vectors())
+        vectors = {rid: np.frombuffer(pending[rid], dtype="<f4") for rid in ids if rid in pending}
+        rest = [rid for rid in ids if rid not in vectors]
+        if rest:
+            got = self.collection.get(ids=rest, include=["embeddings"])
+            vectors.update(
+                {
+                    rid: np.asarray(v, dtype=np.float32)
+                    for rid, v in zip(got["ids"], got["embeddings"], strict=True)
+                }
+            )
+        return {rid: float(v @ query) for rid, v in vectors.items()}
+
+    def _search_pending(self, query: npt.NDArray[np.float32], k: int) -> dict[str, float]:
         """The `k` nearest pending records by cosine distance (at most about a batch of them: brute force)."""
         import numpy as np
 
@@ -437,9 +503,7 @@ class Memory:
             return {}
         vectors = np.frombuffer(b"".join(v for _, v in pending), dtype="<f4").reshape(len(pending), -1)
         distances = 1.0 - vectors @ query
-        nearest = {pending[i][0]: float(distances[i]) for i in np.argsort(distances)[:k]}
-        found = self._records.get(list(nearest))
-        return {rid: (dist, *found[rid]) for rid, dist in nearest.items() if rid in found}
+        return {pending[i][0]: float(distances[i]) for i in np.argsort(distances)[:k]}
 
     def recall(self, gap: Gap, k: int = 5) -> list[MemoryHit]:
         """Past resolutions similar to `gap`, each with how often its plan healed and failed."""
@@ -526,6 +590,20 @@ class Memory:
                 continue
             histories.append(history)
         return histories
+
+
+def _retrieval_terms(query_terms: list[str], dfs: dict[str, int], budget: int | None) -> list[str]:
+    """The query terms FTS5 ranks candidates by: all of them, or the rarest within `budget` postings."""
+    present = sorted((t for t in dict.fromkeys(query_terms) if dfs.get(t)), key=lambda t: dfs[t])
+    if budget is None:
+        return present
+    chosen, total = [], 0
+    for term in present:
+        total += dfs[term]
+        if total > budget:
+            break
+        chosen.append(term)
+    return chosen
 
 
 def _hit(record_id: str, document: str, md: dict[str, Any], distance: float) -> MemoryHit:

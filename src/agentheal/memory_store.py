@@ -8,7 +8,10 @@ write costs about as much as writing thirty at once. Until then recall searches 
 brute force over at most a batch of vectors, so a pending record is found like any other.
 
 Exact lookups (the plans tried on a fingerprint, outcome counts per plan) are answered here by
-index, never by a chromadb metadata scan. A record is written here before its vector goes to
+index, never by a chromadb metadata scan. Each record's gap text is also kept as terms in an FTS5
+table (`records_fts`, rowid = the record's rowid, written in the same transaction), which answers
+lexical recall (`agentheal.memory_lexical`); a store written before it, or with other terms, is
+indexed again when opened. A record is written here before its vector goes to
 the collection, so a process killed at any point loses nothing: a pending record is still here
 and is indexed by the next flush (`Memory` reconciles the two on open).
 """
@@ -20,6 +23,8 @@ import sqlite3
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from agentheal.memory_lexical import TERMS_VERSION, TOKENCHARS, fts_query, indexed_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +48,19 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS records_by_fingerprint ON records (fingerprint, facts_digest)",
     "CREATE INDEX IF NOT EXISTS records_by_plan ON records (plan_signature, outcome)",
     "CREATE INDEX IF NOT EXISTS records_pending ON records (indexed) WHERE indexed = 0",
+    # Terms are made in Python (memory_lexical.terms); FTS5 only splits on the spaces between them.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5("
+    f"terms, n UNINDEXED, tokenize = \"unicode61 tokenchars '{TOKENCHARS}'\")",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS records_vocab USING fts5vocab(records_fts, 'row')",
+    "CREATE TABLE IF NOT EXISTS lexical_stats (one INTEGER PRIMARY KEY CHECK (one = 0),"
+    " docs INTEGER NOT NULL, terms INTEGER NOT NULL)",
+)
+_UPSERT = (
+    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    " document = excluded.document, metadata = excluded.metadata, fingerprint = excluded.fingerprint,"
+    " facts_digest = excluded.facts_digest, plan_signature = excluded.plan_signature,"
+    " outcome = excluded.outcome, occurred_at = excluded.occurred_at, version = excluded.version,"
+    " vector = excluded.vector, indexed = excluded.indexed"  # an update keeps the rowid the terms use
 )
 
 
@@ -59,6 +77,32 @@ class RecordStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             self._db.execute(statement)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != TERMS_VERSION:
+            self._index_terms()
+
+    def _index_terms(self) -> None:
+        """(Re)build the lexical index from the records: a store from before it, or older terms."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")  # another process may be doing the same: one does it
+            try:
+                if self._db.execute("PRAGMA user_version").fetchone()[0] == TERMS_VERSION:
+                    self._db.execute("COMMIT")
+                    return
+                self._db.execute("DELETE FROM records_fts")
+                total = docs = 0
+                rows = self._db.execute("SELECT rowid, document FROM records").fetchall()
+                for start in range(0, len(rows), 5000):
+                    part = [(rowid, indexed_text(doc)) for rowid, doc in rows[start : start + 5000]]
+                    made = [(rowid, text, text.count(" ") + 1 if text else 0) for rowid, text in part]
+                    self._db.executemany("INSERT INTO records_fts (rowid, terms, n) VALUES (?, ?, ?)", made)
+                    total += sum(m[2] for m in made)
+                    docs += len(made)
+                self._db.execute("INSERT OR REPLACE INTO lexical_stats VALUES (0, ?, ?)", (docs, total))
+                self._db.execute(f"PRAGMA user_version = {TERMS_VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -84,12 +128,72 @@ class RecordStore:
             )
             for i, (rid, document, md) in enumerate(records)
         ]
+        texts = [indexed_text(document) for _, document, _ in records]
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            try:
+                old = self._old_lengths([r[0] for r in records])
+                self._db.executemany(_UPSERT, rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO records_fts (rowid, terms, n)"
+                    " SELECT rowid, ?, ? FROM records WHERE id = ?",
+                    [(t, t.count(" ") + 1 if t else 0, r[0]) for t, r in zip(texts, records, strict=True)],
+                )
+                added = sum(t.count(" ") + 1 if t else 0 for t in texts) - sum(old.values())
+                self._db.execute(
+                    "INSERT INTO lexical_stats VALUES (0, ?, ?) ON CONFLICT (one) DO UPDATE SET"
+                    " docs = docs + excluded.docs, terms = terms + excluded.terms",
+                    (len({r[0] for r in records} - set(old)), added),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _old_lengths(self, ids: list[str]) -> dict[str, int]:
+        """Term counts of the records among `ids` already stored (their replacement changes the totals)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found.update(
+                self._db.execute(
+                    "SELECT r.id, f.n FROM records AS r JOIN records_fts AS f ON f.rowid = r.rowid"
+                    f" WHERE r.id IN ({marks})",
+                    part,
+                ).fetchall()
             )
-            self._db.execute("COMMIT")
+        return found
+
+    def lexical_stats(self) -> tuple[int, float]:
+        """(records, their mean number of terms): the corpus figures BM25 needs."""
+        with self._lock:
+            row = self._db.execute("SELECT docs, terms FROM lexical_stats").fetchone()
+        if row is None or not row[0]:
+            return 0, 0.0
+        return int(row[0]), row[1] / row[0]
+
+    def doc_freqs(self, query_terms: list[str]) -> dict[str, int]:
+        """How many records hold each term (absent terms are left out)."""
+        unique = list(dict.fromkeys(query_terms))
+        if not unique:
+            return {}
+        marks = ",".join("?" * len(unique))
+        with self._lock:
+            rows = self._db.execute(f"SELECT term, doc FROM records_vocab WHERE term IN ({marks})", unique)
+            return {term: int(n) for term, n in rows}
+
+    def lexical_ids(self, query_terms: list[str], limit: int) -> list[str]:
+        """Ids of the records best matching any of the terms by FTS5's BM25, at most `limit`."""
+        if not query_terms:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.id FROM (SELECT rowid, rank FROM records_fts WHERE records_fts MATCH ?"
+                " ORDER BY rank LIMIT ?) AS f JOIN records AS r ON r.rowid = f.rowid ORDER BY f.rank",
+                (fts_query(query_terms), limit),
+            )
+            return [r[0] for r in rows]
 
     def count(self, indexed: bool | None = None) -> int:
         sql = "SELECT count(*) FROM records" + ("" if indexed is None else f" WHERE indexed = {int(indexed)}")

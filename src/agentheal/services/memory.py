@@ -58,13 +58,20 @@ def _checked(text: str, k: int) -> str:
     return text
 
 
-def search(memory: Memory, text: str, k: int = 5) -> list[MemoryMatch]:
-    """The `k` past resolutions most similar in meaning to `text`, best first.
+def search(memory: Memory, text: str, k: int = 5, mode: str | None = None) -> list[MemoryMatch]:
+    """The `k` past resolutions that best match `text`, best first.
+
+    `mode`: `hybrid` (meaning and words, the default), `dense` (meaning) or `lexical` (BM25 over
+    words that keep identifiers such as error codes and paths whole); None takes the setting.
 
     Raises:
-        MemoryQueryError: The text is blank or `k` is outside 1..100.
+        MemoryQueryError: The text is blank, `k` is outside 1..100 or the mode unknown.
     """
-    hits = memory.search(_checked(text, k), k=k)
+    from agentheal.memory_lexical import MODES
+
+    if mode is not None and mode not in MODES:
+        raise MemoryQueryError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+    hits = memory.search(_checked(text, k), k=k, mode=mode)
     return [
         MemoryMatch(
             id=h.id,
