@@ -91,7 +91,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     srv = ApiServer(
         root,
         estate,
-        env={"AGENTHEAL_API_MAX_BODY_BYTES": "65536", "AGENTHEAL_API_MAX_IMPORT_BYTES": "262144"},
+        env={
+            "AGENTHEAL_API_MAX_BODY_BYTES": "65536",
+            "AGENTHEAL_API_MAX_IMPORT_BYTES": "262144",
+            "AGENTHEAL_API_CORS_ORIGINS": "https://ops.example",
+        },
     )
     estate_up(srv)
     yield srv
@@ -258,6 +262,21 @@ def test_a_token_past_its_rate_gets_429_with_retry_after(drills: ApiServer) -> N
     assert httpx.get(f"{drills.url}/healthz", trust_env=False).status_code == 200
 
 
+def test_cors_answers_only_the_configured_origins(server: ApiServer, drills: ApiServer) -> None:
+    preflight = {"Origin": "https://ops.example", "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "authorization"}  # fmt: skip
+    allowed = httpx.options(f"{server.url}/estate", headers=preflight, trust_env=False)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://ops.example"
+    other = httpx.options(f"{server.url}/estate", headers={**preflight, "Origin": "https://evil.example"},
+                          trust_env=False)  # fmt: skip
+    assert "access-control-allow-origin" not in other.headers
+    read = server.client("viewer").get("/agents", headers={"Origin": "https://ops.example"})
+    assert read.headers["access-control-allow-origin"] == "https://ops.example"
+    off = drills.client("viewer").get("/agents", headers={"Origin": "https://ops.example"})
+    assert "access-control-allow-origin" not in off.headers  # not configured: CORS is off
+
+
 # ---------------------------------------------------------------- alerts, feedback, faults
 
 
@@ -329,3 +348,25 @@ def test_feedback_naming_a_component_opens_a_gap_on_it(drills: ApiServer) -> Non
     assert gap["status"] in ("healing", "not_healed")
     if gap["run_id"]:
         _wait_run(drills.client("viewer"), gap["run_id"])
+
+
+def test_with_watch_feedback_joins_the_detection_loop_and_is_healed(tmp_path: Path) -> None:
+    estate = tiny_estate(tmp_path)
+    srv = ApiServer(tmp_path, estate, "--watch", "--watch-interval", "0.5")
+    try:
+        estate_up(srv)
+        operator, viewer = srv.client("operator"), srv.client("viewer")
+        answer = operator.post("/feedback", json={"text": "web shows a blank page to every visitor"})
+        assert answer.status_code == 200, answer.text
+        (gap,) = answer.json()["gaps"]
+        assert gap["status"] == "queued" and gap["component"] == "web" and gap["run_id"] is None
+        deadline = time.monotonic() + 90
+        runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not runs:
+            listed = viewer.get("/runs", params={"component": "web"}).json()["runs"]
+            runs = [r for r in listed if r["gap_text"] == gap["text"] and r["status"] != "running"]
+            time.sleep(0.5)
+        assert runs, "the watch loop never healed the gap the feedback opened"
+    finally:
+        srv.stop()
+        stop_processes_under(estate.parent)
