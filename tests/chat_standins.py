@@ -252,3 +252,208 @@ def socket_mode() -> Iterator[tuple[str, SocketLink]]:
         yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}/link", link
     finally:
         server.shutdown()
+
+
+TEAMS_APP_ID = "00000000-0000-0000-0000-00000000a99e"
+BOT_FRAMEWORK_ISSUER = "https://api.botframework.com"
+
+
+class BotFramework:
+    """A stand-in for the Bot Framework on loopback: the OpenID metadata and key set whose key signs
+    inbound activities (`sign` makes their tokens), a client-credentials token endpoint for the bot,
+    and the Bot Connector, recording the activities the bot creates and updates."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.connector = Recorder()
+        self.base = ""
+        self._ids = iter(range(1_700_000_000_001, 1_800_000_000_000))
+        self._lock = threading.Lock()
+
+    @property
+    def openid_url(self) -> str:
+        return f"{self.base}/v1/.well-known/openidconfiguration"
+
+    @property
+    def service_url(self) -> str:
+        return f"{self.base}/connector/"
+
+    def sign(
+        self,
+        *,
+        audience: str = TEAMS_APP_ID,
+        issuer: str = BOT_FRAMEWORK_ISSUER,
+        key: Any = None,
+        expires_in: int = 600,
+        service_url: str | None = None,
+    ) -> str:
+        """A Bot Framework token as the Bot Connector sends it with an activity."""
+        import jwt
+
+        now = int(time.time())
+        claims = {
+            "iss": issuer,
+            "aud": audience,
+            "iat": now - 5,
+            "nbf": now - 5,
+            "exp": now + expires_in,
+            "serviceurl": service_url or self.service_url,
+        }
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": "standin-1"})
+
+    def _jwks(self) -> dict[str, Any]:
+        from jwt.algorithms import RSAAlgorithm
+
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [jwk | {"kid": "standin-1", "use": "sig", "alg": "RS256"}]}
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        framework = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, answer: dict[str, Any], status: int = 200) -> None:
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path.endswith("/openidconfiguration"):
+                    self._answer(
+                        {
+                            "issuer": BOT_FRAMEWORK_ISSUER,
+                            "jwks_uri": f"{framework.base}/v1/.well-known/keys",
+                            "id_token_signing_alg_values_supported": ["RS256"],
+                        }
+                    )
+                elif self.path.endswith("/keys"):
+                    self._answer(framework._jwks())
+                else:
+                    self._answer({"error": "not found"}, 404)
+
+            def _read(self) -> Any:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0)).decode()
+                if "json" in (self.headers.get("content-type") or ""):
+                    return json.loads(raw or "{}")
+                return {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+
+            def do_POST(self) -> None:
+                params = self._read()
+                if self.path == "/token":
+                    import jwt
+
+                    token = jwt.encode(
+                        {
+                            "aud": "https://api.botframework.com",
+                            "appid": params.get("client_id"),
+                            "exp": int(time.time()) + 3600,
+                        },
+                        framework.key,
+                        algorithm="RS256",
+                    )
+                    framework.connector.add(Call("token", params, "", path=self.path))
+                    self._answer({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+                    return
+                with framework._lock:
+                    ident = str(next(framework._ids))
+                answer = {"id": ident}
+                framework.connector.add(
+                    Call(
+                        "create",
+                        params,
+                        self.headers.get("authorization", ""),
+                        path=urllib.parse.unquote(self.path),
+                        answer=answer,
+                    )
+                )
+                self._answer(answer)
+
+            def do_PUT(self) -> None:
+                params = self._read()
+                ident = urllib.parse.unquote(self.path).rsplit("/", 1)[-1]
+                answer = {"id": ident}
+                framework.connector.add(
+                    Call(
+                        "update",
+                        params,
+                        self.headers.get("authorization", ""),
+                        path=urllib.parse.unquote(self.path),
+                        answer=answer,
+                    )
+                )
+                self._answer(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@contextmanager
+def bot_framework() -> Iterator[BotFramework]:
+    """The Bot Framework stand-in, served on loopback."""
+    framework = BotFramework()
+    server, base = _serve(framework.handler())
+    framework.base = base
+    try:
+        yield framework
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def teams_activity(
+    text: str,
+    user: str,
+    *,
+    conversation: str = "19:ops@thread.tacv2",
+    service_url: str = "",
+    kind: str = "channel",
+) -> dict[str, Any]:
+    """A message activity as the Bot Connector posts it to the bot."""
+    return {
+        "type": "message",
+        "id": f"{int(time.time() * 1000)}",
+        "timestamp": "2026-11-30T12:00:00.000Z",
+        "serviceUrl": service_url,
+        "channelId": "msteams",
+        "from": {"id": user, "name": user.split(":")[-1], "aadObjectId": "aad-" + user.split(":")[-1]},
+        "conversation": {"id": conversation, "conversationType": kind, "tenantId": "tenant-1"},
+        "recipient": {"id": f"28:{TEAMS_APP_ID}", "name": "agentheal"},
+        "text": text,
+        "textFormat": "plain",
+        "locale": "en-US",
+        "channelData": {"tenant": {"id": "tenant-1"}},
+    }
+
+
+def teams_execute(
+    action: str,
+    run_id: str,
+    user: str,
+    *,
+    reply_to: str,
+    service_url: str,
+    conversation: str = "19:ops@thread.tacv2",
+) -> dict[str, Any]:
+    """An `Action.Execute` press (an `adaptiveCard/action` invoke) as the Bot Connector posts it."""
+    activity = teams_activity("", user, conversation=conversation, service_url=service_url)
+    activity.pop("text")
+    activity.pop("textFormat")
+    return activity | {
+        "type": "invoke",
+        "name": "adaptiveCard/action",
+        "replyToId": reply_to,
+        "value": {
+            "action": {
+                "type": "Action.Execute",
+                "verb": action,
+                "data": {"action": action, "run_id": run_id},
+            },
+            "trigger": "manual",
+        },
+    }

@@ -192,7 +192,8 @@ class ChatOps:
         run_id = self.threads.answered(run, approved, by, note)
         verb = "approved" if approved else "rejected"
         _ = future  # the run's thread says how it ends
-        return Message(text=f"run {run_id[:12]} {verb}", lines=[f"Run `{run_id[:12]}` {verb} by {by}."])
+        said = f"Run `{run_id[:12]}` {verb} by {by}."
+        return Message(text=said.replace("`", ""), lines=[said])
 
     def _mute(self, user: ChatUser, command: Command) -> Message:
         from agentheal.chatops.mutes import mute

@@ -38,9 +38,10 @@ class ChatDoor:
 def install(app: Any, state: ServerState) -> None:
     """Mount the configured chat adapters on the API app (call after its authentication middleware)."""
     from agentheal.chatops.slack import slack_configured
+    from agentheal.chatops.teams import teams_configured
 
     settings = state.settings
-    slack, teams = slack_configured(settings), False
+    slack, teams = slack_configured(settings), teams_configured(settings)
     if not (slack or teams):
         return
     from agentheal.chatops.core import ChatOps
@@ -56,5 +57,9 @@ def install(app: Any, state: ServerState) -> None:
                 "slack: AGENTHEAL_SLACK_BOT_TOKEN is not set; the bot answers commands but cannot post"
             )
         routes["/slack/events"] = SlackEndpoint(build_app(chat, settings))
+    if teams:
+        from agentheal.chatops.teams import PATH, TeamsEndpoint
+
+        routes[PATH] = TeamsEndpoint(chat, settings)
     app.add_middleware(ChatDoor, routes=routes)
     log.info("chat-ops: %s", ", ".join(f"POST {p}" for p in routes))
