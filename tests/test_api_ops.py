@@ -214,6 +214,25 @@ def test_readyz_names_every_part(server: ApiServer) -> None:
     assert set(ready.json()["checks"]) == {"events", "checkpointer", "memory", "estate"}
 
 
+def test_readyz_is_503_naming_what_is_not_reachable(server: ApiServer) -> None:
+    checkpoints = server.home / "checkpoints.sqlite"
+    aside = server.home / "checkpoints.sqlite.aside"
+    if checkpoints.exists():
+        checkpoints.rename(aside)
+    checkpoints.mkdir()  # a folder where the checkpoint database should be: it cannot be opened
+    try:
+        answer = server.client("viewer").get("/readyz")
+    finally:
+        checkpoints.rmdir()
+        if aside.exists():
+            aside.rename(checkpoints)
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["ready"] is False and body["checks"]["events"] == "ok" and body["checks"]["memory"] == "ok"
+    assert "checkpointer" in body["detail"] and "not reachable" in body["checks"]["checkpointer"]
+    assert server.client("viewer").get("/readyz").status_code == 200
+
+
 def test_metrics_are_the_event_store_figures(server: ApiServer) -> None:
     viewer = server.client("viewer")
     text = viewer.get("/metrics").text
