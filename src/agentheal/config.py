@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     dry_run: bool = False
     heal_attempts: int = Field(default=2, ge=1, le=5, description="Plans tried before a gap is escalated.")
 
+    # Agent coordination (agentheal.protocols): other MCP servers' read-only tools for diagnosis.
+    mcp_servers_file: Path | None = Field(
+        default=None,
+        description="A YAML file naming external MCP servers (a command or a URL) and the tools of each "
+        "the diagnosis may call (none unless listed); see README, Agent coordination.",
+    )
+
     # Chat-ops (agentheal.chatops): Slack and Microsoft Teams, and who may do what there.
     slack_signing_secret: SecretStr | None = Field(
         default=None, description="Slack's signing secret: with it, `serve` takes POST /slack/events."

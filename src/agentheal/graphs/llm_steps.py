@@ -19,6 +19,7 @@ def llm_diagnosis(
     from agentheal.estate.actions import tool_schemas
     from agentheal.models import DiagnosisReply, MemoryHit
     from agentheal.prompts import render
+    from agentheal.protocols.mcp_client import ObservationToolsets
 
     assert ctx.estate is not None and ctx.backend is not None
     llm = ctx.llm(state["run_id"])
@@ -35,13 +36,20 @@ def llm_diagnosis(
         memory=memory,
     )
     backend = ctx.backend
+    run_id = state["run_id"]
+    # Other MCP servers' allowed tools, as observations only: each call is recorded in the story.
+    external = ObservationToolsets(ctx.settings, lambda text, data: ctx.say(run_id, "mcp", text, data))
 
     def call_tool(name: str, args: dict[str, Any]) -> str:
+        if external.owns(name):
+            return external.call(name, args)
         args = dict(args)
         component = str(args.pop("component", gap.component))
         return backend.observe(name, component, **args)
 
-    reply = llm.tool_loop("diagnose", system, user, tool_schemas(ctx.estate), call_tool, DiagnosisReply)
+    with external:
+        tools = tool_schemas(ctx.estate) + external.schemas
+        reply = llm.tool_loop("diagnose", system, user, tools, call_tool, DiagnosisReply)
     root = reply.root_component if reply.root_component in ctx.estate.components else offline.component
     evidence = offline.evidence + [f"llm finding (unverified): {cut_evidence(f, 300)}" for f in reply.facts]
     return Diagnosis(facts=offline.facts, evidence=evidence, hypothesis=reply.hypothesis, component=root)
