@@ -4,8 +4,7 @@ exception, never an action from text that is not a command), roles, the audit tr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -14,11 +13,11 @@ from hypothesis import strategies as st
 
 from agentheal.chatops.core import ChatOps
 from agentheal.chatops.messages import ChatUser, Message, Place
-from agentheal.chatops.mutes import active_mutes
 from agentheal.chatops.parser import COMMANDS, Command, NotACommand, parse, parse_duration
 from agentheal.config import Settings
 from agentheal.events import EventStore
 from agentheal.graphs.context import HealContext
+from agentheal.services.feedback import active_mutes
 from agentheal.services.heal import HealPool
 
 OPS, VIC, NOBODY = (
@@ -167,7 +166,10 @@ def test_mute_is_recorded_until_when_and_audited(
     ops, posted, events = chat
     reply = ops.handle(OPS, "mute 0123456789abcdef 2h", Place("C1"), posted)
     assert "Muted `0123456789abcdef` until" in reply.plain()
-    until = active_mutes(Path(settings.home).resolve())["0123456789abcdef"]
+    (made,) = active_mutes(settings)
+    assert (made.target, made.kind, made.by) == ("0123456789abcdef", "fingerprint", "slack:UOPS")
+    assert 7199 <= made.until - made.since <= 7201
+    until = datetime.fromtimestamp(made.until, UTC)
     (row,) = events.audit_rows()
     assert (row.actor, row.action, row.target, row.data["until"]) == (
         "slack:UOPS",

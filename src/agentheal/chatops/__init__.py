@@ -4,4 +4,4 @@
 services; `slack` and `teams` are the adapters; `mount` puts them on `agentheal serve`.
 """
 
-__all__ = ["core", "follow", "messages", "mount", "mutes", "parser", "slack", "teams", "views"]
+__all__ = ["core", "follow", "messages", "mount", "parser", "slack", "teams", "views"]

@@ -196,17 +196,19 @@ class ChatOps:
         return Message(text=said.replace("`", ""), lines=[said])
 
     def _mute(self, user: ChatUser, command: Command) -> Message:
-        from agentheal.chatops.mutes import mute
+        from datetime import UTC, datetime
+
+        from agentheal.services.feedback import mute  # detection reads these mutes at its next round
 
         assert command.duration is not None
         fingerprint = command.args["fingerprint"]
-        until = mute(self.settings.home_dir, fingerprint, command.duration, by=user.actor)
+        made = mute(self.settings, fingerprint, command.duration.total_seconds(), by=user.actor)
+        until = datetime.fromtimestamp(made.until or 0, UTC)
         self._audit(
             user, "mute", fingerprint, detail=f"for {command.args['for']}", data={"until": until.isoformat()}
         )
-        return Message(
-            text=f"muted {fingerprint}", lines=[f"Muted `{fingerprint}` until {until:%Y-%m-%d %H:%M} UTC."]
-        )
+        said = f"Muted `{fingerprint}` until {until:%Y-%m-%d %H:%M} UTC: its gaps open no run until then."
+        return Message(text=said.replace("`", ""), lines=[said])
 
     def _status(self) -> Message:
         from agentheal.services.runs import list_runs
