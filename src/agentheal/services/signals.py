@@ -199,10 +199,14 @@ class SignalIntake:
         why = self._why_not(gap, submit)
         if why is None:
             assert submit is not None
-            run_id = submit(gap)
+            try:
+                run_id = submit(gap)
+            except RuntimeError as exc:  # the holder is stopping: the gap is kept as history
+                run_id, why = None, f"not healed now: {exc}"
+            else:
+                why = f"a heal of {gap.component} is running; this gap waits for the next signal"
             if run_id is not None:
                 return _outcome(gap, "healing", run_id=run_id)
-            why = f"a heal of {gap.component} is running; this gap waits for the next signal"
         if self.events is not None:
             self.events.record_gap(gap)  # history for recurring gaps, as watch records what it does not heal
         return _outcome(gap, "not_healed", why=why)
