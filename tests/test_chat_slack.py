@@ -245,3 +245,29 @@ def test_bad_missing_and_stale_signatures_are_refused_401(slack: tuple[Settings,
         )
     assert recorder.of("chat.postMessage") == []
     assert [r.action for r in EventStore(settings.events_url).audit_rows()] == []
+
+
+def test_an_escalation_says_the_reason_and_what_was_tried(
+    slack: tuple[Settings, Recorder], estate_up: tuple[Path, LocalBackend], tmp_path: Path
+) -> None:
+    settings, recorder = slack
+    estate_file, backend = estate_up
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - components: ['*']\n    allow: [rotate_logs]\n")  # restart is not allowed
+    url = str(load_estate(estate_file).components["web"].probes[0].http)
+    with served(create_app(settings, estate_path=estate_file, policy_path=policy)) as base:
+        _kill_web(backend, url)
+        assert _post(base, slash_body("UOPS", "heal web: web is down")).status_code == 200
+        head = _head(recorder)
+        escalation = recorder.wait(
+            lambda calls: next(
+                (c for c in calls if c.method == "chat.postMessage" and "Escalated" in _text(c)), None
+            ),
+            why="the escalation",
+        )
+        assert escalation.params["thread_ts"] == head.ts
+        said = _text(escalation)
+        assert "*Reason:* policy refused" in said and "restart" in said
+        assert "*What was tried:*" in said and "• plan [" in said
+        _updated_to(recorder, head.ts, "escalated")
+        assert not _answers(url)
