@@ -10,7 +10,6 @@ trail with who made it.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from typing import Annotated, Any
 
@@ -267,10 +266,9 @@ def _check(name: str, fn: Any, checks: dict[str, str]) -> None:
 
 
 def _checkpointer(state: ServerState) -> str:
-    path = state.settings.checkpoints_path
-    with sqlite3.connect(f"file:{path}?mode=rwc", uri=True, timeout=2) as conn:
-        conn.execute("PRAGMA schema_version").fetchone()
-    return "ok"
+    from agentheal.storage.checkpoints import ping
+
+    return ping(state.settings)  # the SQLite file, or PostgreSQL's checkpoint tables
 
 
 def _estate(state: ServerState) -> str:

@@ -1,0 +1,157 @@
+"""A throwaway PostgreSQL for the storage tests: `initdb` in a temporary folder (as the `postgres`
+user when the tests run as root: initdb refuses root), started on a free loopback port without
+fsync, stopped at the end of the session; each test gets a database of its own.
+
+`AGENTHEAL_TEST_POSTGRES_URL=postgresql://USER@HOST:PORT/DB` uses a server already running
+instead (each test's database is made there). Without either, the PostgreSQL half of the storage
+tests is skipped with a message naming what is missing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agentheal.config import Settings
+from conftest import free_port
+
+ENV_URL = "AGENTHEAL_TEST_POSTGRES_URL"
+
+
+class Missing(Exception):
+    """What this host lacks to run a PostgreSQL server for the tests."""
+
+
+class Cluster:
+    """A PostgreSQL server: one started here (`bindir`, `folder`) or one given by its URL."""
+
+    def __init__(self, admin_url: str, bindir: Path | None = None, folder: Path | None = None) -> None:
+        self.admin_url = admin_url
+        self.bindir = bindir
+        self.folder = folder
+
+    def new_database(self) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        name = f"agentheal_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+    def stop(self) -> None:
+        if self.bindir is None or self.folder is None:
+            return
+        _as_postgres(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "stop"]
+        )
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _root() -> bool:
+    return os.geteuid() == 0
+
+
+def _as_postgres(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    if _root():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    for folder in reversed(found):
+        if (Path(folder) / "initdb").is_file():
+            return Path(folder)
+    raise Missing(
+        "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+    )
+
+
+def start() -> Cluster:
+    """The server for this session: the one named by AGENTHEAL_TEST_POSTGRES_URL, else a new one.
+
+    Raises:
+        Missing: no server binaries, or (as root) no `postgres` user or `runuser` to run initdb as.
+    """
+    given = os.environ.get(ENV_URL)
+    if given:
+        return Cluster(given)
+    bindir = _bindir()
+    if _root():
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            raise Missing("running as root and there is no `postgres` user to run initdb as") from None
+        if shutil.which("runuser") is None:
+            raise Missing("running as root and there is no `runuser` to run initdb as postgres")
+    folder = Path(tempfile.mkdtemp(prefix="agentheal-pg-"))
+    if _root():
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+    data, port = folder / "data", free_port()
+    made = _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-N"])
+    if made.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {made.stderr[-500:]}")
+    # no fsync: the data is thrown away with the folder; sockets in the folder, not /var/run
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    # -l: the server's output to a file, not to pg_ctl's stdout (a pipe that would stay open)
+    log = str(data / "server.log")
+    started = _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", log, "-o", options, "-w", "start"])
+    if started.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL did not start: {started.stdout[-300:]} {started.stderr[-300:]}")
+    return Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bindir, folder)
+
+
+_shared: Cluster | Missing | None = None
+
+
+def shared(config: pytest.Config) -> Cluster:
+    """The session's server, started by the first test module that asks (stopped at the end of the
+    session); Missing again for every asker when it cannot be.
+    """
+    global _shared
+    if _shared is None:
+        try:
+            _shared = start()
+        except Missing as exc:
+            _shared = exc
+        else:
+            config.add_cleanup(_shared.stop)
+    if isinstance(_shared, Missing):
+        raise _shared
+    return _shared
+
+
+# -- fixtures: test modules import them by name --
+
+
+@pytest.fixture(scope="session", name="postgres")
+def postgres_fixture(request: pytest.FixtureRequest) -> Cluster:
+    """The session's PostgreSQL server; the test is skipped, naming what is missing, without one."""
+    try:
+        return shared(request.config)
+    except Missing as exc:
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"], name="home")
+def home_fixture(
+    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """A home on one backend (the PostgreSQL one in a new, empty database); the environment says so
+    too, for the CLI."""
+    if request.param == "sqlite":
+        return settings
+    url = request.getfixturevalue("postgres").new_database()
+    monkeypatch.setenv("AGENTHEAL_DATABASE_URL", url)
+    return Settings(home=settings.home, database_url=url)

@@ -1,0 +1,264 @@
+"""The event store and its schema on both backends, as LangGraph tests its checkpointers: SQLite
+files (always) and a real PostgreSQL (when its server binaries are here; see pg_cluster.py).
+
+Writes and reads, one open run per fingerprint, the schema Alembic makes equal to event_schema's
+tables, a store at an older revision refused naming `agentheal db upgrade` and upgraded by it
+without losing rows, a store made before Alembic upgraded on open, `db current` / `db upgrade`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import pg_cluster
+from agentheal.cli import main
+from agentheal.config import Settings
+from agentheal.events import EventStore, EventStoreError
+from agentheal.models import ActionResult, Gap, RunStatus, Step, utcnow
+from agentheal.storage import SchemaNotCurrent, schema
+from agentheal.storage.checkpoints import open_checkpoints, ping
+from pg_cluster import home_fixture, postgres_fixture  # noqa: F401  (fixtures: home, postgres)
+
+
+@pytest.fixture
+def store(home: Settings) -> Iterator[EventStore]:
+    if home.database_url is not None:
+        assert main(["db", "upgrade"]) == 0
+    opened = EventStore(home.events_url)
+    yield opened
+    opened.close()
+
+
+def _engine(home: Settings) -> sa.Engine:
+    return sa.create_engine(home.events_url, poolclass=sa.pool.NullPool)
+
+
+def _migrate_to(home: Settings, revision: str) -> None:
+    from alembic import command
+
+    engine = _engine(home)
+    with engine.begin() as conn:
+        command.upgrade(schema._alembic_config(conn), revision)
+    engine.dispose()
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    code = main(list(argv))
+    return code, json.loads(capsys.readouterr().out)
+
+
+# -- writes and reads --
+
+
+def test_a_run_is_written_and_read_back(store: EventStore) -> None:
+    gap = Gap(text="web answers 502", component="web")
+    run_id = "5e1f" * 8
+    assert store.begin_heal(gap, run_id) is None
+    store.node(run_id, "triage", "severity high", {"impact": 3})
+    step = Step(action="restart", component="web", why="process down")
+    store.action(
+        run_id, step, ActionResult(action="restart", component="web", detail="pid 42", duration_s=0.4)
+    )
+    store.llm_call(run_id, "m", "diagnose", 120, 30, 0.8, True)
+    store.llm_call(run_id, "m", "plan", 0, 0, 1.2, False, usage_known=False, error="refused")
+    assert store.open_run(gap.fingerprint) == run_id
+    store.finish_run(
+        run_id,
+        RunStatus.healed,
+        persona="availability",
+        source="persona",
+        reason=None,
+        result={"status": "healed", "tags": {"b", "a"}, "at": utcnow()},
+    )
+
+    detail = store.run(run_id[:6])  # by prefix
+    assert detail is not None and detail.row.run_id == run_id
+    assert detail.row.status is RunStatus.healed and detail.gap == gap
+    assert detail.timeline[0].data == {"impact": 3}
+    assert detail.actions[0].step == step
+    assert [c.purpose for c in detail.llm_calls] == ["diagnose", "plan"]
+    assert detail.result is not None and detail.result["tags"] == ["a", "b"]
+    assert detail.row.started_at.tzinfo is not None
+    usage = store.llm_usage(run_id)
+    assert (usage.calls, usage.prompt_tokens, usage.unknown_usage_calls) == (2, 120, 1)
+    assert store.count_actions("web", "restart", 60) == 1
+    assert store.open_run(gap.fingerprint) is None
+    assert [r.run_id for r in store.runs(status="healed")] == [run_id]
+    assert store.gaps(gap.fingerprint) == [gap]
+
+
+def test_a_second_report_of_an_open_gap_starts_no_second_run(store: EventStore) -> None:
+    gap = Gap(text="disk almost full", component="db")
+    assert store.begin_heal(gap, "a" * 32) is None
+    assert store.begin_heal(gap, "b" * 32) == "a" * 32
+    assert [r.run_id for r in store.runs()] == ["a" * 32]
+    assert len(store.gaps(gap.fingerprint)) == 2
+    with pytest.raises(EventStoreError, match="no run 'nope'"):
+        store.set_status("nope", RunStatus.failed)
+
+
+def test_the_audit_trail_and_the_window_of_counts(store: EventStore) -> None:
+    store.audit("alice", "approve", door="cli", role="operator", target="run-1", detail="looks right")
+    store.audit("bob", "heal", door="api", outcome="refused")
+    rows = store.audit_rows()
+    assert [(r.actor, r.outcome) for r in rows] == [("bob", "refused"), ("alice", "ok")]
+    assert store.audit_rows(since=utcnow() + timedelta(hours=1)) == []
+
+
+# -- the schema --
+
+
+def test_the_revisions_in_code_are_the_migration_files() -> None:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(schema.MIGRATIONS_DIR))
+    assert [s.revision for s in reversed(list(scripts.walk_revisions()))] == list(schema.REVISIONS)
+    assert scripts.get_current_head() == schema.HEAD
+
+
+def test_the_migrations_make_the_tables_event_schema_describes(store: EventStore, home: Settings) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from agentheal.event_schema import METADATA
+
+    engine = _engine(home)
+    with engine.connect() as conn:
+        # the checkpoint tables share the PostgreSQL database; they are the saver's, not ours
+        ours = {"include_name": lambda name, kind, _parent: kind != "table" or name in METADATA.tables}
+        diff = compare_metadata(MigrationContext.configure(conn, opts=ours), METADATA)
+    engine.dispose()
+    assert diff == [], "event_schema.py and agentheal/migrations differ: add a revision"
+
+
+def test_an_older_revision_is_refused_then_upgraded_without_losing_rows(
+    home: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _migrate_to(home, "0002")
+    engine = _engine(home)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (run_id, fingerprint, gap_text, gap, status, started_at) "
+                "VALUES ('r-old', 'fp', 'web down', '{}', 'healed', '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+
+    with pytest.raises(
+        EventStoreError, match=r"revision 0002; this agentheal needs 0003: run `agentheal db upgrade`"
+    ):
+        EventStore(home.events_url)
+    code, found = _json(capsys, "db", "current", "--json")
+    assert code == 1 and found["events"] == {
+        "revision": "0002",
+        "head": "0003",
+        "tables": 6,
+        "current": False,
+    }
+
+    code, done = _json(capsys, "db", "upgrade", "--json")
+    assert code == 0 and (done["events"]["before"], done["events"]["after"]) == ("0002", "0003")
+    store = EventStore(home.events_url)
+    try:
+        assert [r.run_id for r in store.runs()] == ["r-old"]
+        store.audit("carol", "heal", door="cli")  # the table 0003 made
+    finally:
+        store.close()
+    code, found = _json(capsys, "db", "current", "--json")
+    assert code == 0 and found["current"] is True
+
+
+def test_a_newer_revision_is_refused(settings: Settings) -> None:
+    EventStore(settings.events_url).close()
+    db = sqlite3.connect(settings.home_dir / "events.sqlite")
+    db.execute("UPDATE alembic_version SET version_num = '9999'")
+    db.commit()
+    db.close()
+    with pytest.raises(
+        EventStoreError, match=r"revision 9999, which this agentheal does not know.*upgrade agentheal"
+    ):
+        EventStore(settings.events_url)
+
+
+def test_a_sqlite_store_made_before_alembic_upgrades_on_open_keeping_its_rows(settings: Settings) -> None:
+    path = settings.home_dir / "events.sqlite"
+    _migrate_to(settings, "0001")  # the first release's tables, exactly
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE alembic_version")  # as create_all made them: no revision recorded
+    db.execute(
+        "INSERT INTO runs (run_id, fingerprint, gap_text, gap, status, started_at) "
+        "VALUES ('r1', 'fp', 'web down', '{}', 'healed', '2026-01-01 00:00:00')"
+    )
+    db.execute(
+        "INSERT INTO llm_calls (run_id, model, purpose, prompt_tokens, completion_tokens, "
+        "duration_s, ok, at) VALUES ('r1', 'm', 'plan', 3, 4, 0.5, 1, '2026-01-01 00:00:00')"
+    )
+    db.commit()
+    db.close()
+
+    store = EventStore(settings.events_url)  # no command: as every earlier agentheal did
+    try:
+        detail = store.run("r1")
+        assert detail is not None and detail.llm_calls[0].usage_known is True
+        assert detail.llm_calls[0].error == ""
+        store.audit("dave", "heal", door="cli")
+    finally:
+        store.close()
+    assert sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+
+
+def test_a_new_sqlite_home_needs_no_command(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    code, found = _json(capsys, "db", "current", "--json")
+    assert code == 0 and found["backend"] == "sqlite" and found["events"]["revision"] is None
+    EventStore(settings.events_url).close()
+    code, found = _json(capsys, "db", "current", "--json")
+    assert code == 0 and found["events"]["revision"] == schema.HEAD
+
+
+def test_an_empty_postgres_database_is_refused_until_db_upgrade(
+    postgres: pg_cluster.Cluster,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = postgres.new_database()
+    monkeypatch.setenv("AGENTHEAL_DATABASE_URL", url)
+    home = Settings(home=settings.home, database_url=url)
+    with pytest.raises(
+        EventStoreError,
+        match=r"revision none \(empty\); this agentheal needs 0003: run `agentheal db upgrade`",
+    ):
+        EventStore(home.events_url)
+    with pytest.raises(SchemaNotCurrent, match=r"has no checkpoint tables.*run `agentheal db upgrade`"):
+        open_checkpoints(home)
+    with pytest.raises(SchemaNotCurrent):
+        ping(home)
+    code, found = _json(capsys, "db", "current", "--json")
+    assert code == 1 and found["checkpoints"]["version"] is None
+
+    assert main(["db", "upgrade"]) == 0
+    assert "events: revision none -> 0003" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0  # again: nothing to do, nothing broken
+    assert "events: revision 0003 -> 0003" in capsys.readouterr().out
+    assert ping(home) == "ok"
+    with open_checkpoints(home) as checkpoints:
+        assert checkpoints.saver.get_tuple({"configurable": {"thread_id": "none"}}) is None
+    EventStore(home.events_url).close()
+
+
+def test_a_bad_database_url_is_named(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AGENTHEAL_DATABASE_URL", "mysql://root:hunter2@db/agentheal")
+    assert main(["db", "current"]) == 2
+    err = capsys.readouterr().err
+    assert "database_url: Value error, expected postgresql://USER@HOST:PORT/DB, got scheme 'mysql'" in err
+    assert "hunter2" not in err

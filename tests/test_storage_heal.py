@@ -1,0 +1,126 @@
+"""Heals on both backends: an offline heal of a killed process lands in the events and the
+checkpoints of the home's database and is read back by another process (`runs show`); the server's
+heal pool drives several heals at once, each worker thread with its own checkpointer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from agentheal.cli import main
+from agentheal.config import Settings
+from agentheal.events import EventStore
+from agentheal.graphs.context import HealContext
+from agentheal.models import Gap
+from agentheal.services.heal import HealPool
+from agentheal.storage.checkpoints import open_checkpoints
+from agentheal.storage.urls import libpq_url
+from pg_cluster import home_fixture, postgres_fixture  # noqa: F401  (fixtures: home, postgres)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ready(home: Settings) -> Settings:
+    if home.database_url is not None:
+        assert main(["db", "upgrade"]) == 0
+    return home
+
+
+def _checkpoint_rows(home: Settings, run_id: str) -> int:
+    """Rows of the checkpoints table with this run as their thread, read with the database's own client."""
+    if home.database_url is None:
+        with contextlib.closing(sqlite3.connect(home.checkpoints_path)) as db:
+            return int(
+                db.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (run_id,)).fetchone()[0]
+            )
+    import psycopg
+
+    with psycopg.connect(libpq_url(home.database_url.get_secret_value())) as conn:
+        found = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (run_id,)).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def _web_down(estate: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = yaml.safe_load(estate.read_text())["components"]["web"]["probes"][0]["http"]
+    assert main(["estate", "status", str(estate), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    os.kill(next(c["pid"] for c in status["components"] if c["name"] == "web"), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=0.5)
+        except httpx.HTTPError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("web still answers after SIGKILL")
+
+
+def test_an_offline_heal_is_recorded_in_the_database_and_read_by_another_process(
+    ready: Settings, tiny_estate_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["estate", "up", str(tiny_estate_file)]) == 0
+    capsys.readouterr()
+    try:
+        _web_down(tiny_estate_file, capsys)
+        code = main(["heal", "--gap", "web is down: connection refused", "--component", "web",
+                     "--estate", str(tiny_estate_file), "--json"])  # fmt: skip
+        result: dict[str, Any] = json.loads(capsys.readouterr().out)
+        assert (code, result["status"]) == (0, "healed"), result
+    finally:
+        main(["estate", "down", str(tiny_estate_file)])
+    run_id = result["run_id"]
+
+    store = EventStore(ready.events_url)
+    try:
+        detail = store.run(run_id)
+        assert detail is not None and detail.totals.nodes > 0 and detail.actions[0].step.action == "restart"
+    finally:
+        store.close()
+    assert _checkpoint_rows(ready, run_id) > 0
+    if ready.database_url is not None:
+        assert not ready.checkpoints_path.exists()  # nothing of the run went to the SQLite files
+        assert not (ready.home_dir / "events.sqlite").exists()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
+    env.update(AGENTHEAL_HOME=str(ready.home), AGENTHEAL_CONFIG=os.environ["AGENTHEAL_CONFIG"])
+    if ready.database_url is not None:
+        env["AGENTHEAL_DATABASE_URL"] = ready.database_url.get_secret_value()
+    shown = subprocess.run(
+        [sys.executable, "-m", "agentheal", "runs", "show", run_id[:10], "--json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    story = json.loads(shown.stdout)
+    assert (story["row"]["run_id"], story["row"]["status"]) == (run_id, "healed")
+
+
+def test_the_heal_pool_checkpoints_each_heal_in_the_database(ready: Settings) -> None:
+    ctx = HealContext(settings=ready)  # no estate: each heal escalates after triage, quickly
+    pool = HealPool(ctx, max_heals=3)
+    pool.warm()
+    try:
+        gaps = [Gap(text=f"{c} fault", component=c) for c in ("web", "db", "cache")]
+        submitted = [pool.submit(g, actor="tester", door="test") for g in gaps]
+        results = [future.result(60) for _, future, _ in submitted]
+    finally:
+        pool.close()
+    assert {r["status"] for r in results} == {"escalated"}
+    with open_checkpoints(ready) as checkpoints:
+        for run_id, _, _ in submitted:
+            found = checkpoints.saver.get_tuple({"configurable": {"thread_id": run_id}})
+            assert found is not None and found.checkpoint["channel_values"]["run_id"] == run_id
+    assert {r.run_id for r in ctx.events.runs()} == {s[0] for s in submitted}
