@@ -178,3 +178,23 @@ def test_mute_is_recorded_until_when_and_audited(
         until.isoformat(),
     )
     assert "may not mute" in ops.handle(VIC, "mute 0123456789abcdef 1h", Place("C1"), posted).text
+
+
+def test_the_slack_manifest_matches_what_the_bot_serves() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from agentheal.chatops.slack import blocks
+
+    manifest = yaml.safe_load((Path(__file__).parent.parent / "slack-app-manifest.yaml").read_text())
+    (command,) = manifest["features"]["slash_commands"]
+    assert command["command"] == "/agentheal" and command["url"].endswith("/slack/events")
+    settings_ = manifest["settings"]
+    assert settings_["event_subscriptions"]["request_url"].endswith("/slack/events")
+    assert settings_["interactivity"] == {"is_enabled": True, "request_url": command["url"]}
+    assert set(settings_["event_subscriptions"]["bot_events"]) == {"app_mention", "message.im"}
+    assert {"chat:write", "commands", "app_mentions:read", "im:history"} <= set(
+        manifest["oauth_config"]["scopes"]["bot"]
+    )
+    assert blocks(Message(text="x", title="t"))[0]["text"]["type"] == "mrkdwn"
