@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -262,3 +264,30 @@ def test_a_bad_database_url_is_named(
     err = capsys.readouterr().err
     assert "database_url: Value error, expected postgresql://USER@HOST:PORT/DB, got scheme 'mysql'" in err
     assert "hunter2" not in err
+
+
+def test_processes_reporting_one_gap_at_once_start_one_run(store: EventStore, home: Settings) -> None:
+    """Each thread its own store (its own connections), as separate workers have: per fingerprint,
+    every report is recorded and exactly one run started."""
+    stores = [store, EventStore(home.events_url), EventStore(home.events_url)]
+    gaps = [Gap(text=f"queue {i} stuck", component=f"q{i}") for i in range(12)]
+    started: list[tuple[str, str]] = []
+    barrier = threading.Barrier(len(stores))
+
+    def report(worker: int) -> None:
+        for gap in gaps:
+            barrier.wait(10)
+            run_id = uuid.uuid4().hex
+            if stores[worker].begin_heal(gap, run_id) is None:
+                started.append((gap.fingerprint, run_id))
+
+    threads = [threading.Thread(target=report, args=(w,)) for w in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for extra in stores[1:]:
+        extra.close()
+    assert sorted(fp for fp, _ in started) == sorted(g.fingerprint for g in gaps)
+    assert {r.run_id for r in store.runs(limit=100)} == {run_id for _, run_id in started}
+    assert all(len(store.gaps(g.fingerprint)) == len(stores) for g in gaps)

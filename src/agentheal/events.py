@@ -41,6 +41,8 @@ from agentheal.storage.urls import shown, sqlalchemy_url
 BUSY_TIMEOUT_S = 30.0
 # Run ids are uuid4 hex; shorter prefixes than this match too many runs to be meant.
 MIN_PREFIX = 4
+# PostgreSQL: a lock on a fingerprint until the transaction ends (see begin_heal).
+_FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
 
 
 # The columns that hold observed or free text: redacted before they are written, so the store
@@ -193,6 +195,7 @@ class EventStore:
         self._writers: list[sa.Connection] = []
         self._writers_lock = threading.Lock()
         self._fast_inserts = fast_inserts(self._engine.dialect) if sqlite else {}
+        self._postgres = parsed.get_backend_name() == "postgresql"
         if sqlite:
 
             @event.listens_for(self._engine, "connect")
@@ -313,6 +316,10 @@ class EventStore:
         """
         conn = self._writer()
         with conn.begin():
+            if self._postgres:
+                # SQLite's first INSERT takes the one write lock; PostgreSQL's READ COMMITTED would let
+                # two processes each see no open run: they take turns per fingerprint instead.
+                conn.execute(_FINGERPRINT_TURN, {"fingerprint": gap.fingerprint})
             conn.execute(INSERTS["gaps"], self._gap_values(gap))
             found = conn.execute(OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
             if found is not None:
