@@ -107,7 +107,8 @@ def test_known_templates_persist_and_spikes_are_flagged(tmp_path: Path) -> None:
     [spike] = again.feed(burst)
     assert spike.data["problem"] == "error_spike"
     assert spike.data["fingerprint"] == first.data["fingerprint"]  # the same template, the same gap
-    assert any("8 lines in the last 60 s" in e for e in spike.data["evidence"])
+    assert any("8 lines in the busiest 60 s" in e for e in spike.data["evidence"])
+    assert 0.5 <= spike.data["details"]["score"] <= 1
     assert spike.data["details"]["lines"] == list(range(11, 19))
     # the same rate again is no spike: 1 line in a fresh minute
     calm = (start + timedelta(minutes=13)).isoformat()

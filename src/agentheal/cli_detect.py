@@ -186,3 +186,75 @@ def watch(
         policy_path=policy, dry_run=dry_run, say=(lambda line: None) if live else _printer(), live=live,
     )  # fmt: skip
     raise typer.Exit(w.run())
+
+
+feedback_app = typer.Typer(
+    help="Tell detection what is noise: mute a log template or a gap's fingerprint.", no_args_is_help=True
+)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("mute")
+def feedback_mute(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A gap's fingerprint (16 hex digits), or a log template or part of one, e.g. "
+            "'cache: miss for key'."
+        ),
+    ],
+    duration: Annotated[
+        str | None, typer.Option("--for", help="How long, e.g. 30m, 2h, 1d (default: until unmuted).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Mute a template or a fingerprint: it opens no gap (at the next round of a running watch)."""
+    from agentheal.services.feedback import MuteError, mute
+
+    try:
+        made = mute(_settings(), target, duration)
+    except MuteError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(made.model_dump(mode="json"))
+        raise typer.Exit(EXIT_OK)
+    until = (
+        "until unmuted"
+        if made.until is None
+        else "until " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(made.until))
+    )
+    typer.echo(f"muted {made.kind} {made.target!r} {until}")
+    raise typer.Exit(EXIT_OK)
+
+
+@feedback_app.command("unmute")
+def feedback_unmute(target: Annotated[str, typer.Argument(help="What `feedback mute` was given.")]) -> None:
+    """End a mute: the template or fingerprint opens gaps again."""
+    from agentheal.services.feedback import unmute
+
+    ended = unmute(_settings(), target)
+    if ended is None:
+        _fail(f"{target!r} is not muted (`agentheal feedback mutes` lists what is)")
+    typer.echo(f"unmuted {ended.kind} {ended.target!r}")
+    raise typer.Exit(EXIT_OK)
+
+
+@feedback_app.command("mutes")
+def feedback_mutes(as_json: JsonFlag = False) -> None:
+    """The mutes in force now."""
+    from agentheal.services.feedback import active_mutes
+
+    found = active_mutes(_settings())
+    if as_json:
+        _print_json([m.model_dump(mode="json") for m in found])
+        raise typer.Exit(EXIT_OK)
+    if not found:
+        typer.echo("nothing is muted")
+    for m in found:
+        until = (
+            "until unmuted"
+            if m.until is None
+            else time.strftime("until %Y-%m-%d %H:%M", time.localtime(m.until))
+        )
+        typer.echo(f"{m.kind:<11} {until:<22} {m.target}")
+    raise typer.Exit(EXIT_OK)

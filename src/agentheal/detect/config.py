@@ -66,6 +66,15 @@ class DetectConfig(BaseModel):
     log_spike_factor: float = Field(default=3.0, gt=1, description="Window rate over the baseline rate.")
     log_spike_min: int = Field(default=5, ge=1, description="Lines in the window before a spike counts.")
     log_max_lines_once: int = Field(default=200_000, ge=1, description="A one-shot reads at most this many.")
+    log_score_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="An error template's anomaly score that opens a gap (0..1)."
+    )
+    log_noise_min_windows: int = Field(
+        default=5, ge=2, description="Windows with lines before a steady error template is known noise."
+    )
+    log_noise_min_span_s: float = Field(
+        default=1800.0, gt=0, description="Span of history before a steady error template is known noise."
+    )
 
     # trends and prediction
     horizon_s: float = Field(default=3600.0, gt=0, description="Forecasts beyond this open no gap.")

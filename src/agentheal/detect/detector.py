@@ -18,6 +18,7 @@ from agentheal.detect.alerts import alert_signals, feedback_signal, parse_webhoo
 from agentheal.detect.config import DetectConfig
 from agentheal.detect.gaps import GapBook, TrackedGap
 from agentheal.detect.logs import LogMiner, LogReadError, LogTail, count_lines_before, state_dir_for
+from agentheal.detect.mutes import MuteBook
 from agentheal.detect.predict import Sample, TrendBook
 from agentheal.models import Gap, Signal
 
@@ -80,6 +81,7 @@ class Detector:
         self.rounds = 0
         self.signals_seen = 0
         self._inbox: queue.SimpleQueue[Signal] = queue.SimpleQueue()
+        self.mutes = MuteBook(settings.home_dir)  # an operator's `feedback mute`, re-read each round
         self._trend_file = settings.home_dir / "detect" / "trends.json"
         problem = self.trends.load(self._trend_file)
         if problem:
@@ -94,7 +96,7 @@ class Detector:
 
     def _add_stream(self, path: Path, name: str, component: str | None, since_start: bool) -> None:
         state_dir = state_dir_for(self.settings.home_dir, path)
-        miner = LogMiner(name, component, self.config, state_dir)
+        miner = LogMiner(name, component, self.config, state_dir, mutes=self.mutes)
         saved = miner.tail_state
         tail = LogTail(path)
         # A loop starting with no saved place learns the backlog first: old errors are history, not news.
@@ -166,6 +168,10 @@ class Detector:
         now = time.time() if now is None else now
         signals: list[Signal] = []
         samples: list[Sample] = []
+        self.mutes.refresh()
+        if self.mutes.problem:
+            self.reports.append(self.mutes.problem)
+            self.mutes.problem = None
         if self.monitor is not None:
             names = self.estate.order() if all_components and self.estate else self.monitor.due(now)
             names = [n for n in names if n not in self.paused]
@@ -191,6 +197,7 @@ class Detector:
                 signals.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+        signals = [s for s in signals if not self._muted(s)]
         for signal in signals:
             self.book.add(signal)
         self.book.expire()
@@ -198,6 +205,17 @@ class Detector:
         self.rounds += 1
         self.signals_seen += len(signals)
         return signals
+
+    def _muted(self, signal: Signal) -> bool:
+        """A problem signal whose gap an operator muted by its fingerprint (a recovery always passes)."""
+        if signal.data.get("ok") or not self.mutes.mutes:
+            return False
+        from agentheal.models import GapKind, fingerprint_of
+
+        fingerprint = signal.data.get("fingerprint") or fingerprint_of(
+            str(signal.data.get("kind", GapKind.incident.value)), signal.component, signal.text
+        )
+        return self.mutes.fingerprint_muted(str(fingerprint)) is not None
 
     def _read_log(self, stream: LogStream, now: float, final: bool) -> list[Signal]:
         limit = self.config.log_max_lines_once if not self.persist else None

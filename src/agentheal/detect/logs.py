@@ -1,10 +1,13 @@
-"""Logs: follow files across rotation and truncation, mine templates with drain3, flag error templates.
+"""Logs: follow files across rotation and truncation, mine templates with drain3, score error templates.
 
 `LogTail` yields complete lines with their 1-based numbers in the file they came from. `LogMiner`
 runs every line through drain3's `TemplateMiner` (state persisted under the home folder, so
-template ids stay stable across restarts) and turns error lines into signals: an error template
-never seen before, or a known error template whose rate in the last window is a multiple of its
-baseline rate. The evidence names each flagged line with its number.
+template ids stay stable across restarts) and scores the error templates among them
+(`detect.scoring`): rarity in this log's history, level, a burst against the template's own base
+rate, newness. A template scoring at least `log_score_threshold` becomes a signal (`new error
+template` or `error spike`); a steady routine error is known noise, and an operator's mute
+(`detect.mutes`) silences a template or a fingerprint. The evidence names each flagged line with
+its number, and the score with its parts.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agentheal.detect import scoring
 from agentheal.detect.config import DetectConfig
 from agentheal.detect.gaps import problem
+from agentheal.detect.mutes import MuteBook
 from agentheal.models import Severity, Signal, fingerprint_of
 
 ERROR_LINE = re.compile(
@@ -189,9 +194,25 @@ class _ErrorTemplate:
     template: str
     fingerprint: str | None = None
     lines: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=_EVIDENCE_LINES))
-    numbers: list[int] = field(default_factory=list)
     buckets: dict[int, int] = field(default_factory=dict)  # window index -> lines
-    first_at: float | None = None
+    fresh: dict[int, list[int]] = field(default_factory=dict)  # window -> numbers of the new lines
+    level: tuple[str, float] = ("error word", 0.0)  # the most severe of the new lines
+
+    def take(self, number: int, text: str, bucket: int) -> None:
+        self.lines.append((number, text))
+        self.buckets[bucket] = self.buckets.get(bucket, 0) + 1
+        numbers = self.fresh.setdefault(bucket, [])
+        if len(numbers) < _NUMBERS_SHOWN:
+            numbers.append(number)
+        if self.level[1] < 1.0:
+            level = scoring.level_part(text)
+            if level[1] > self.level[1]:
+                self.level = level
+
+    def reset(self) -> None:
+        self.lines.clear()
+        self.fresh = {}
+        self.level = ("error word", 0.0)
 
 
 def new_template_miner(state_file: Path | None = None) -> Any:
@@ -219,6 +240,7 @@ class LogMiner:
         component: str | None,
         config: DetectConfig,
         state_dir: Path | None = None,
+        mutes: MuteBook | None = None,
     ) -> None:
         self.name = name
         self.component = component
@@ -230,6 +252,8 @@ class LogMiner:
         self.reported: dict[int, str] = {}  # cluster id -> fingerprint of its gap
         self.errors: dict[int, _ErrorTemplate] = {}
         self.lines_seen = 0
+        self.first_window: int | None = None  # the log's first window: its base rates span from there
+        self.mutes = mutes
         self.tail_state: dict[str, Any] = {}
         if state_dir is not None:
             self._load_meta(state_dir / "meta.json")
@@ -240,6 +264,8 @@ class LogMiner:
             self.known_errors = {int(c) for c in meta.get("known_errors", [])}
             self.reported = {int(k): str(v) for k, v in meta.get("reported", {}).items()}
             self.tail_state = dict(meta.get("tail", {}))
+            first = meta.get("first_window")
+            self.first_window = int(first) if first is not None else None
             for cid, saved in meta.get("errors", {}).items():
                 buckets = {int(b): int(n) for b, n in saved["buckets"].items()}
                 self.errors[int(cid)] = _ErrorTemplate(template=str(saved["template"]), buckets=buckets)
@@ -266,6 +292,7 @@ class LogMiner:
             "known_errors": sorted(self.known_errors),
             "reported": {str(k): v for k, v in self.reported.items()},
             "tail": self.tail_state,
+            "first_window": self.first_window,
             # the rate history of error templates: the baseline a spike is measured against
             "errors": {
                 str(cid): {"template": e.template, "buckets": {str(b): n for b, n in e.buckets.items()}}
@@ -277,7 +304,7 @@ class LogMiner:
     def feed(
         self, lines: list[tuple[int, str]], now: float | None = None, learn: bool = False
     ) -> list[Signal]:
-        """Mine lines; return signals for new error templates and error-rate spikes among them.
+        """Mine lines; return signals for the error templates among them that score as anomalies.
 
         Args:
             lines: (line number, text) pairs.
@@ -290,6 +317,10 @@ class LogMiner:
         touched: dict[int, _ErrorTemplate] = {}
         stamp_match = _TIMESTAMP.match
         is_error = is_error_line
+        if self.first_window is None and lines:
+            first = stamp_match(lines[0][1])
+            at = _parse_time(first.group(1)) if first is not None else None
+            self.first_window = int((at if at is not None else now) // window)
         for number, text in lines:
             if not text:
                 continue
@@ -303,71 +334,87 @@ class LogMiner:
             cid = result["cluster_id"]
             err = self.errors.get(cid)
             if err is None:
-                err = self.errors[cid] = _ErrorTemplate(template=result["template_mined"], first_at=at)
+                err = self.errors[cid] = _ErrorTemplate(template=result["template_mined"])
             err.template = result["template_mined"]
-            err.lines.append((number, text))
-            if len(err.numbers) < _NUMBERS_SHOWN:
-                err.numbers.append(number)
-            bucket = int(at // window)
-            err.buckets[bucket] = err.buckets.get(bucket, 0) + 1
+            err.take(number, text, int(at // window))
             touched[cid] = err
         self.lines_seen += len(lines)
         if learn:
             self.known_errors.update(touched)
             for err in touched.values():
-                err.lines.clear()
-                err.numbers = []
+                err.reset()
             return []
         return self._signals(touched, now)
 
     def _signals(self, touched: dict[int, _ErrorTemplate], now: float) -> list[Signal]:
         out = []
+        total = sum(c.size for c in self.miner.drain.clusters) if touched else 0
+        keep = int(3600 // self.config.log_spike_window_s) + 1
         for cid, err in touched.items():
-            if cid not in self.known_errors:
-                out.append(self._signal(cid, err, "new_error_template", f"new error template in {self.name}"))
-                self.known_errors.add(cid)
-            elif (spike := self._spike(err)) is not None:
-                out.append(self._signal(cid, err, "error_spike", f"error spike in {self.name}", spike))
-            err.lines.clear()
-            err.numbers = []
+            signal = self._scored(cid, err, total)
+            if signal is not None:
+                out.append(signal)
+            self.known_errors.add(cid)
+            err.reset()
             # Old windows are the baseline; keep an hour's worth of them.
             newest = max(err.buckets)
-            keep = int(3600 // self.config.log_spike_window_s) + 1
             err.buckets = {b: n for b, n in err.buckets.items() if b > newest - keep}
         return out
 
-    def _spike(self, err: _ErrorTemplate) -> str | None:
-        newest = max(err.buckets)
-        current = err.buckets[newest]
-        history = [b for b in err.buckets if b < newest]
-        if current < self.config.log_spike_min or not history:
+    def _scored(self, cid: int, err: _ErrorTemplate, total: int) -> Signal | None:
+        """The signal of a template's new lines when they score as an anomaly (None: noise or muted)."""
+        if self.mutes is not None and self.mutes.template_muted(err.template) is not None:
             return None
-        span = newest - min(history)  # windows of baseline, including quiet ones
-        baseline = sum(err.buckets[b] for b in history) / span
-        if current < self.config.log_spike_factor * max(baseline, 1.0 / span):
+        fingerprint = self.reported.get(cid)
+        if fingerprint is not None and self.mutes is not None and self.mutes.fingerprint_muted(fingerprint):
             return None
-        return (
-            f"{current} lines in the last {self.config.log_spike_window_s:g} s against a baseline of "
-            f"{baseline:.2f} per window over {span} windows"
-        )
+        new = cid not in self.known_errors
+        cluster = self.miner.drain.id_to_cluster.get(cid)
+        count = cluster.size if cluster is not None else sum(err.buckets.values())
+        first = self.first_window if self.first_window is not None else min(err.buckets)
+        burst = scoring.burst_part(err.buckets, set(err.fresh), first, self.config)
+        if burst.steady:
+            return None  # routine: it recurs at its usual rate, so it is no news
+        parts = {
+            "level": err.level[1],
+            "rarity": scoring.rarity_part(count, total),
+            "burst": burst.part,
+            "new": 1.0 if new else 0.0,
+        }
+        score = scoring.combine(parts)
+        if score < self.config.log_score_threshold:
+            return None
+        # The lines of its bursting windows are flagged; with no base rate to burst against, all of them.
+        floor = self.config.log_spike_factor * burst.base
+        numbers = sorted(n for b, nums in err.fresh.items() if len(nums) > floor for n in nums)
+        numbers = numbers or sorted(n for nums in err.fresh.values() for n in nums)
+        note = scoring.explain(score, parts, err.level[0], burst)
+        if new:
+            return self._signal(cid, err, "new_error_template", f"new error template in {self.name}",
+                                numbers, score, note)  # fmt: skip
+        window = f"{burst.peak} lines in the busiest {self.config.log_spike_window_s:g} s"
+        return self._signal(cid, err, "error_spike", f"error spike in {self.name}", numbers, score,
+                            f"{window}; {note}")  # fmt: skip
 
-    def _signal(self, cid: int, err: _ErrorTemplate, cls: str, head: str, note: str | None = None) -> Signal:
+    def _signal(
+        self, cid: int, err: _ErrorTemplate, cls: str, head: str, numbers: list[int], score: float, note: str
+    ) -> Signal:
         text = f"{head}: {err.template}"
         fingerprint = self.reported.get(cid)
         if fingerprint is None:
             # The template may grow wildcards later; the gap keeps the fingerprint of its first report.
             fingerprint = self.reported[cid] = fingerprint_of("incident", self.component, text)
-        numbers = ", ".join(str(n) for n in err.numbers)
-        more = "" if len(err.numbers) < _NUMBERS_SHOWN else " (first 200)"
-        evidence = [f"{self.name} lines {numbers}{more}: template {err.template!r}"]
-        if note:
-            evidence.append(note)
-        evidence += [f"{self.name} line {n}: {line[:300]}" for n, line in err.lines]
+        shown = numbers[:_NUMBERS_SHOWN]
+        more = "" if len(numbers) <= _NUMBERS_SHOWN else f" (first {_NUMBERS_SHOWN})"
+        evidence = [f"{self.name} lines {', '.join(str(n) for n in shown)}{more}: template {err.template!r}"]
+        evidence.append(note)
+        flagged = set(shown)
+        evidence += [f"{self.name} line {n}: {line[:300]}" for n, line in err.lines if n in flagged]
         ttl = max(600.0, 10 * self.config.log_spike_window_s)
         return problem(
             "logs", self.component, text, cls, channel=f"template:{self.name}:{cid}",
             severity=Severity.medium, evidence=evidence, ttl_s=ttl, fingerprint=fingerprint,
-            details={"lines": list(err.numbers), "log": self.name},
+            details={"lines": shown, "log": self.name, "score": score},
         )  # fmt: skip
 
 

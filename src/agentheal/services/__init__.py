@@ -7,10 +7,11 @@ calls another door:
 - `memory`: search and import of resolution memory;
 - `agents`: the agents with their records;
 - `estate`: the estate's health, and faults;
-- `signals`: alerts and feedback turned into gaps.
+- `signals`: alerts and feedback turned into gaps;
+- `feedback`: an operator's mutes of log templates and gap fingerprints (noise).
 
 Submodules are imported by name (`from agentheal.services.runs import list_runs`); this package
 imports none of them, so a door loads only what it uses.
 """
 
-__all__ = ["agents", "audit", "estate", "heal", "memory", "runs", "signals"]
+__all__ = ["agents", "audit", "estate", "feedback", "heal", "memory", "runs", "signals"]
