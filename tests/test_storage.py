@@ -24,7 +24,7 @@ from agentheal.cli import main
 from agentheal.config import Settings
 from agentheal.events import EventStore, EventStoreError
 from agentheal.models import ActionResult, Gap, RunStatus, Step, utcnow
-from agentheal.storage import SchemaNotCurrent, schema
+from agentheal.storage import SchemaNotCurrent, StorageError, schema
 from agentheal.storage.checkpoints import open_checkpoints, ping
 from pg_cluster import home_fixture, postgres_fixture  # noqa: F401  (fixtures: home, postgres)
 
@@ -231,16 +231,20 @@ def test_an_empty_postgres_database_is_refused_until_db_upgrade(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url = postgres.new_database()
+    # a password the server does not ask for (trust): it must not show in any message
+    url = postgres.new_database().replace("postgres@", "postgres:hunter2@", 1)
     monkeypatch.setenv("AGENTHEAL_DATABASE_URL", url)
     home = Settings(home=settings.home, database_url=url)
-    with pytest.raises(
-        EventStoreError,
-        match=r"revision none \(empty\); this agentheal needs 0003: run `agentheal db upgrade`",
-    ):
+    with pytest.raises(EventStoreError) as refused:
         EventStore(home.events_url)
-    with pytest.raises(SchemaNotCurrent, match=r"has no checkpoint tables.*run `agentheal db upgrade`"):
+    assert "revision none (empty); this agentheal needs 0003: run `agentheal db upgrade`" in str(
+        refused.value
+    )
+    assert "postgresql://postgres:***@127.0.0.1" in str(refused.value) and "hunter2" not in str(refused.value)
+    with pytest.raises(SchemaNotCurrent) as refused_too:
         open_checkpoints(home)
+    assert "has no checkpoint tables; this agentheal needs" in str(refused_too.value)
+    assert "run `agentheal db upgrade`" in str(refused_too.value) and "hunter2" not in str(refused_too.value)
     with pytest.raises(SchemaNotCurrent):
         ping(home)
     code, found = _json(capsys, "db", "current", "--json")
@@ -291,3 +295,29 @@ def test_processes_reporting_one_gap_at_once_start_one_run(store: EventStore, ho
     assert sorted(fp for fp, _ in started) == sorted(g.fingerprint for g in gaps)
     assert {r.run_id for r in store.runs(limit=100)} == {run_id for _, run_id in started}
     assert all(len(store.gaps(g.fingerprint)) == len(stores) for g in gaps)
+
+
+def test_database_urls_in_each_drivers_form_and_as_messages_show_them() -> None:
+    from agentheal.storage.urls import check_database_url, libpq_url, shown, sqlalchemy_url
+
+    url = "postgres://agentheal:s3cret@db.internal:5432/heal?sslmode=require"
+    assert (
+        sqlalchemy_url(url) == "postgresql+psycopg://agentheal:s3cret@db.internal:5432/heal?sslmode=require"
+    )
+    assert (
+        libpq_url(sqlalchemy_url(url))
+        == "postgresql://agentheal:s3cret@db.internal:5432/heal?sslmode=require"
+    )
+    assert shown(url) == "postgresql://agentheal:***@db.internal:5432/heal?sslmode=require"
+    assert shown("sqlite:////home/a/events.sqlite") == "sqlite:////home/a/events.sqlite"
+    assert check_database_url(" postgresql:///heal?host=/var/run/postgresql ") == (
+        "postgresql:///heal?host=/var/run/postgresql"
+    )
+    for bad, why in [
+        ("sqlite:///x.db", "got scheme 'sqlite'"),
+        ("db.internal:5432", "got scheme 'db.internal'"),
+        ("postgresql:///heal", "no host"),
+        ("postgresql://h:port/heal", "expected postgresql://USER@HOST:PORT/DB"),
+    ]:
+        with pytest.raises(StorageError, match=why):
+            check_database_url(bad)

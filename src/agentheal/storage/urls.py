@@ -54,10 +54,12 @@ def libpq_url(url: str) -> str:
 
 
 def shown(url: str) -> str:
-    """The URL as messages show it: the password replaced by `***`."""
+    """The URL as messages show it: as people write it (no driver), the password replaced by `***`."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.scheme not in POSTGRES_SCHEMES and parts.password is None:
+        return url  # urlunsplit would drop the empty host of sqlite:////path
+    parts = parts._replace(scheme="postgresql") if parts.scheme in POSTGRES_SCHEMES else parts
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    return urlunsplit(parts)
