@@ -1,4 +1,5 @@
-"""The commands of the open-protocol doors: `agentheal mcp` (an MCP server over stdio)."""
+"""The commands of the open-protocol doors: `agentheal mcp` (an MCP server over stdio) and
+`agentheal agents add-remote URL` (a remote persona from an A2A Agent Card)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 import typer
 
 from agentheal.cli import _fail, _load_estate, _settings, app
+from agentheal.cli_agents import agents_app
 
 
 @app.command()
@@ -33,3 +35,57 @@ def mcp(
     from agentheal.protocols.mcp_server import run_stdio
 
     run_stdio(settings, estate.resolve() if estate else None, policy)
+
+
+@agents_app.command("add-remote")
+def agents_add_remote(
+    url: Annotated[
+        str, typer.Argument(help="The agent's base URL (its card is at /.well-known/agent-card.json).")
+    ],
+    name: Annotated[str | None, typer.Option(help="The persona's name (default: from the card).")] = None,
+    kinds: Annotated[str, typer.Option(help="Gap kinds it takes, comma-separated.")] = "incident",
+    components: Annotated[str, typer.Option(help="Component globs it takes, comma-separated.")] = "*",
+    actions: Annotated[
+        str | None,
+        typer.Option(help="Catalogue actions its plans may use, comma-separated (default: everyday ones)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a run waits for its plan.")] = 120.0,
+    token_env: Annotated[
+        str | None, typer.Option(help="An environment variable holding a bearer token for the agent.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a persona file of that name.")] = False,
+) -> None:
+    """Read a remote agent's A2A Agent Card, check it, and write the persona file that routes gaps to
+    it: the gap and its redacted findings go to the agent, and its plan passes the guard like any other."""
+    from pydantic import ValidationError
+
+    from agentheal.events import EventStore
+    from agentheal.personas import write_persona
+    from agentheal.protocols.a2a_remote import RemoteCardError, fetch_card, persona_from_card
+    from agentheal.services import audit
+
+    settings = _settings()
+    try:
+        card = fetch_card(url)
+    except RemoteCardError as exc:
+        _fail(str(exc))
+
+    def split(text: str | None) -> list[str] | None:
+        return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+    try:
+        persona = persona_from_card(
+            card, url, name=name, kinds=split(kinds), components=split(components), actions=split(actions),
+            timeout_s=timeout, token_env=token_env,
+        )  # fmt: skip
+    except ValidationError as exc:
+        _fail("the persona would not be valid: " + "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()))  # fmt: skip
+    folder = settings.generated_personas_dir
+    if (folder / f"{persona.name}.md").exists() and not force:
+        where = folder / f"{persona.name}.md"
+        _fail(f"a persona {persona.name!r} exists already ({where}): --name another, or --force")
+    path = write_persona(persona, folder)
+    audit.record(EventStore(settings.events_url), audit.local_actor(), "agent_change", door="cli",
+                 target=persona.name, detail=f"remote agent {card.name} at {url}")  # fmt: skip
+    typer.echo(f"added {persona.name}: remote agent {card.name!r} at {url} -> {path}")

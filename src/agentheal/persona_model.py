@@ -273,6 +273,20 @@ class PersonaPlaybook(BaseModel):
         return self
 
 
+class RemoteAgent(BaseModel):
+    """Another agent that plans for this persona over A2A (`agentheal agents add-remote URL`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    a2a: str = Field(pattern=r"^https?://\S+$", description="The agent's A2A (JSON-RPC) endpoint URL.")
+    timeout_s: float = Field(default=120.0, gt=0, le=86400, description="How long a run waits for its plan.")
+    token_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="An environment variable holding a bearer token for the agent (never the token).",
+    )
+
+
 class Persona(BaseModel):
     """A persona: YAML front matter of personas/<name>.md; the Markdown after it is `body`."""
 
@@ -294,6 +308,9 @@ class Persona(BaseModel):
     handoffs: list[str] = Field(default_factory=list, description="Personas it passes gaps to.")
     playbooks: list[PersonaPlaybook] = Field(default_factory=list)
     provenance: dict[str, Any] | None = None
+    remote: RemoteAgent | None = Field(
+        default=None, description="Plans come from another agent over A2A instead of playbooks or the LLM."
+    )
     body: SkipJsonSchema[str] = Field(exclude=True)
 
     @field_validator("actions")
@@ -337,6 +354,8 @@ class Persona(BaseModel):
                     )
         if self.name in self.handoffs:
             raise ValueError("handoffs: a persona cannot hand off to itself")
+        if self.remote is not None and self.playbooks:
+            raise ValueError("playbooks: a remote persona's plans come from its agent; it has no playbooks")
         procedures = _subheadings(self.body, "Procedures")
         for kind in dict.fromkeys(self.kinds):
             if not any(re.search(rf"\b{kind.value}\b", t, re.I) for t in procedures):

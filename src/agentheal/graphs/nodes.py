@@ -218,6 +218,8 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     for chosen in [*offers, *([own] if own is not None else [])]:
         if chosen.signature() not in failed and chosen.steps:
             return _planned(ctx, run_id, chosen, diagnosis)
+    if persona.remote is not None:
+        return _remote_plan(ctx, run_id, state, diagnosis, failed)
     try:
         chosen = llm_plan(state, ctx)
     except LLMNotConfigured:
@@ -233,6 +235,26 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         return {"next": "escalate", "reason": reason, "plan": None}
     if chosen.signature() in failed:
         reason = f"the LLM proposed a plan that already failed in this run: {chosen.signature()}"
+        ctx.say(run_id, "plan", reason)
+        return {"next": "escalate", "reason": reason}
+    return _planned(ctx, run_id, chosen, diagnosis)
+
+
+def _remote_plan(
+    ctx: HealContext, run_id: str, state: dict[str, Any], diagnosis: Diagnosis, failed: set[str]
+) -> dict[str, Any]:
+    """A remote persona's agent designs the plan (over A2A); the guard checks it like any other."""
+    from agentheal.protocols.a2a_client import RemoteError, remote_plan
+
+    persona = ctx.registry.get(state["persona"])
+    try:
+        chosen = remote_plan(ctx, run_id, persona, gap_of(state), diagnosis)
+    except RemoteError as exc:
+        reason = f"remote persona {persona.name} gave no usable plan: {exc}"
+        ctx.say(run_id, "plan", reason)
+        return {"next": "escalate", "reason": reason, "plan": None}
+    if chosen.signature() in failed:
+        reason = f"{persona.name} proposed a plan that already failed in this run: {chosen.signature()}"
         ctx.say(run_id, "plan", reason)
         return {"next": "escalate", "reason": reason}
     return _planned(ctx, run_id, chosen, diagnosis)

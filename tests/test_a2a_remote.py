@@ -1,0 +1,225 @@
+"""Remote personas: a second A2A agent on loopback (built with `a2a-sdk`) answers with a plan; it is
+registered with `agents add-remote` and a gap routed to it heals end to end. An agent proposing a
+forbidden action is escalated and nothing runs; one that never answers is escalated at its time-out;
+a run killed while it waits resumes at restart and waits for the same task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from a2a.helpers.proto_helpers import get_data_parts, new_data_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Task, TaskState, TaskStatus
+from starlette.applications import Starlette
+
+from agentheal.cli import main
+from agentheal.config import Settings
+from agentheal.events import EventStore
+from conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+GAP = "ledger balances drift: settlement entries are double-posted by the web tier"
+
+
+class LedgerAgent(AgentExecutor):
+    """The remote specialist: answers each task with a plan, a forbidden one, later, or never."""
+
+    def __init__(self, mode: str, delay_s: float = 0.0) -> None:
+        self.mode, self.delay_s = mode, delay_s
+        self.received: list[dict[str, Any]] = []
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        assert context.message is not None and context.task_id and context.context_id
+        (payload,) = get_data_parts(context.message.parts)
+        self.received.append(payload)
+        await event_queue.enqueue_event(
+            Task(
+                id=context.task_id,
+                context_id=context.context_id,
+                history=[context.message],
+                status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED),
+            )
+        )
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.start_work()
+        if self.mode == "silent":
+            return  # the task stays working: no answer, ever
+        await asyncio.sleep(self.delay_s)
+        component = payload["component"]
+        step = {"action": "restart", "component": component, "why": "reload the ledger's posting worker"}
+        if self.mode == "forbidden":
+            step = {"action": "shell", "component": component, "args": {"cmd": "rm -rf /var/ledger"}}
+        plan = {"hypothesis": "a stuck posting worker re-sends entries", "steps": [step],
+                "checks": [{"component": component}]}  # fmt: skip
+        await updater.add_artifact([new_data_part(plan, "application/json")], name="plan", last_chunk=True)
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def remote_agent(mode: str, delay_s: float = 0.0) -> Iterator[tuple[str, LedgerAgent]]:
+    """The ledger agent served on a free loopback port: its base URL and the executor."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    card = AgentCard(
+        name="Ledger reconciler",
+        description="Reconciles the payment ledger: drifting balances, double-posted settlement entries, "
+        "stuck settlement batches and posting workers that re-send entries.",
+        version="1.0",
+        supported_interfaces=[
+            AgentInterface(url=f"{base}/", protocol_binding="JSONRPC", protocol_version="1.0")
+        ],
+        capabilities=AgentCapabilities(streaming=False),
+        default_input_modes=["application/json"],
+        default_output_modes=["application/json"],
+        skills=[AgentSkill(id="reconcile", name="Reconcile the ledger", tags=["ledger", "settlement"],
+                           description="Plans the repair of double-posted or drifting ledger entries.")],
+    )  # fmt: skip
+    executor = LedgerAgent(mode, delay_s)
+    handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)
+    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.02)
+    try:
+        yield base, executor
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture
+def estate(settings: Settings, tiny_estate_file: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Path]:
+    assert main(["estate", "up", str(tiny_estate_file)]) == 0
+    capsys.readouterr()
+    yield tiny_estate_file
+    main(["estate", "down", str(tiny_estate_file)])
+
+
+def _add(capsys: pytest.CaptureFixture[str], base: str, timeout: float = 30) -> str:
+    code = main(["agents", "add-remote", base, "--components", "web", "--timeout", str(timeout)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def _heal(capsys: pytest.CaptureFixture[str], estate: Path) -> dict[str, Any]:
+    main(["heal", "--gap", GAP, "--component", "web", "--estate", str(estate), "--json", "-q"])
+    return dict(json.loads(capsys.readouterr().out))
+
+
+def _approve(capsys: pytest.CaptureFixture[str], run_id: str) -> dict[str, Any]:
+    main(["approve", run_id, "--json"])
+    return dict(json.loads(capsys.readouterr().out))
+
+
+def _web_pid(capsys: pytest.CaptureFixture[str], estate: Path) -> int:
+    main(["estate", "status", str(estate), "--json"])
+    return int(
+        next(c["pid"] for c in json.loads(capsys.readouterr().out)["components"] if c["name"] == "web")
+    )
+
+
+def test_a_gap_routed_to_a_remote_agent_heals_with_its_plan(
+    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with remote_agent("plan") as (base, agent):
+        assert "added ledger-reconciler" in _add(capsys, base)
+        persona = (settings.generated_personas_dir / "ledger-reconciler.md").read_text()
+        assert f"a2a: {base}" in persona
+        before = _web_pid(capsys, estate)
+        waiting = _heal(capsys, estate)
+    # its plan passes the guard like any other: a new agent's first heals wait for a person
+    assert waiting["persona"] == "ledger-reconciler", waiting
+    assert waiting["status"] == "awaiting_approval" and "first 3 need a person" in waiting["reason"]
+    assert [s["action"] for s in waiting["plan"]["steps"]] == ["restart"] and waiting["actions"] == []
+    result = _approve(capsys, waiting["run_id"])
+    assert result["status"] == "healed", result["reason"]
+    assert [a["action"] for a in result["actions"]] == ["restart"] and _web_pid(capsys, estate) != before
+    (sent,) = agent.received
+    assert (
+        sent["gap"] == GAP
+        and sent["component"] == "web"
+        and "restart" in [a["name"] for a in sent["actions"]]
+    )
+    assert sent["findings"]["facts"]  # the diagnosis went with it
+    assert main(["agents", "list", "--json"]) == 0
+    listed = {a["name"]: a for a in json.loads(capsys.readouterr().out)}
+    assert listed["ledger-reconciler"]["runs"] == 1 and listed["ledger-reconciler"]["heals"] == 1
+    assert "availability" in listed  # beside the local ones
+
+
+def test_a_remote_plan_with_a_forbidden_action_never_runs(
+    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with remote_agent("forbidden") as (base, _agent):
+        _add(capsys, base)
+        before = _web_pid(capsys, estate)
+        result = _heal(capsys, estate)
+    assert (
+        result["status"] == "escalated"
+        and "policy refused" in result["reason"]
+        and "shell" in result["reason"]
+    )
+    assert result["actions"] == [] and _web_pid(capsys, estate) == before
+
+
+def test_a_silent_remote_agent_is_escalated_at_its_time_out(
+    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with remote_agent("silent") as (base, agent):
+        _add(capsys, base, timeout=1.5)
+        result = _heal(capsys, estate)
+    assert result["status"] == "escalated"
+    assert "ledger-reconciler" in result["reason"] and "did not answer within 1.5 s" in result["reason"]
+    assert result["actions"] == [] and len(agent.received) == 1
+
+
+def test_a_run_killed_while_it_waits_resumes_and_waits_for_the_same_task(
+    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with remote_agent("plan", delay_s=6) as (base, agent):
+        _add(capsys, base)
+        args = ["heal", "--gap", GAP, "--component", "web", "--estate", str(estate), "--json", "-q"]
+        proc = subprocess.Popen([sys.executable, "-m", "agentheal", *args], env=dict(os.environ),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        events, deadline = EventStore(settings.events_url), time.monotonic() + 60
+        while not agent.received:  # the task is sent (and recorded) before the wait
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        (row,) = events.runs(limit=5)
+        assert row.status.value == "running"
+
+        resumed = _heal(capsys, estate)  # the same gap again: the open run is resumed
+    assert resumed["run_id"] == row.run_id and resumed["status"] == "awaiting_approval", resumed["reason"]
+    assert _approve(capsys, row.run_id)["status"] == "healed"
+    assert len(agent.received) == 1  # nothing was sent twice
+    detail = events.run(row.run_id)
+    assert detail is not None
+    assert any(e.node == "remote" and e.detail.startswith("resumed: still waiting") for e in detail.timeline)
