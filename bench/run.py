@@ -23,6 +23,7 @@ BENCHES = [
     "bench_kill",
     "bench_redact",
     "bench_serve",
+    "bench_chat",
 ]
 
 
