@@ -122,7 +122,7 @@ def test_a_memory_folder_from_before_gets_its_lexical_index_on_open(
 ) -> None:
     memory.close()
     db = sqlite3.connect(settings.memory_dir / "records.sqlite")
-    for table in ("records_vocab", "records_fts", "lexical_stats"):
+    for table in ("records_fts", "lexical_stats", "lexical_terms"):
         db.execute(f"DROP TABLE {table}")
     db.execute("PRAGMA user_version = 0")
     db.commit()
@@ -130,10 +130,30 @@ def test_a_memory_folder_from_before_gets_its_lexical_index_on_open(
     again = Memory(settings)
     assert again.count() == len(HISTORY)  # nothing lost
     assert again.search("ORA-00257", k=1, mode="lexical")[0].resolution.startswith("moved archived redo")
-    # storing replaces keep the corpus figures right: the same import again adds nothing
     db = sqlite3.connect(settings.memory_dir / "records.sqlite")
     assert db.execute("SELECT docs FROM lexical_stats").fetchone()[0] == len(HISTORY)
+    assert db.execute("SELECT docs FROM lexical_terms WHERE term = 'ora'").fetchone()[0] == 2
     db.close()
+
+
+def test_a_replaced_record_keeps_the_term_counts_right(settings: Settings) -> None:
+    from agentheal.models import Check, Plan, Resolution, RunStatus, Step
+
+    memory = Memory(settings)
+    plan = Plan(
+        hypothesis="port taken",
+        steps=[Step(action="restart", component="web")],
+        checks=[Check(component="web")],
+    )
+    first = Resolution(run_id="r1", gap=Gap(text="web down: EADDRINUSE", component="web"), plan=plan,
+                       status=RunStatus.failed)  # fmt: skip
+    memory.store(first, [])
+    memory.store(first.model_copy(update={"status": RunStatus.healed}), [])  # the same attempt: replaced
+    store = memory._records
+    assert store.doc_freqs(["eaddrinuse", "web"]) == {"eaddrinuse": 1, "web": 1}
+    assert store.lexical_stats()[0] == 1
+    [hit] = memory.search("EADDRINUSE", k=3, mode="lexical")
+    assert hit.outcome == "healed"
 
 
 def test_cli_memory_search_modes(memory: Memory, capsys: pytest.CaptureFixture[str]) -> None:

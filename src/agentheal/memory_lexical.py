@@ -29,7 +29,7 @@ SearchMode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[SearchMode, ...] = ("hybrid", "dense", "lexical")
 
 # Bump when `terms` changes: a store indexed by another version is indexed again on open.
-TERMS_VERSION = 1
+TERMS_VERSION = 2
 TOKENCHARS = "-_./:"
 _K1, _B = 1.2, 0.75
 
