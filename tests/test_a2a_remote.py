@@ -67,6 +67,11 @@ class LedgerAgent(AgentExecutor):
         step = {"action": "restart", "component": component, "why": "reload the ledger's posting worker"}
         if self.mode == "forbidden":
             step = {"action": "shell", "component": component, "args": {"cmd": "rm -rf /var/ledger"}}
+        if self.mode == "malformed":  # steps as words: not a plan
+            bad = {"hypothesis": "it is the worker", "steps": "restart the worker, I think"}
+            await updater.add_artifact([new_data_part(bad, "application/json")], name="plan", last_chunk=True)
+            await updater.complete()
+            return
         plan = {"hypothesis": "a stuck posting worker re-sends entries", "steps": [step],
                 "checks": [{"component": component}]}  # fmt: skip
         await updater.add_artifact([new_data_part(plan, "application/json")], name="plan", last_chunk=True)
@@ -172,18 +177,18 @@ def test_a_gap_routed_to_a_remote_agent_heals_with_its_plan(
     assert "availability" in listed  # beside the local ones
 
 
-def test_a_remote_plan_with_a_forbidden_action_never_runs(
-    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [("forbidden", "policy refused the persona plan: "), ("malformed", "answered malformed: steps")],
+)
+def test_a_forbidden_or_malformed_remote_plan_never_runs(
+    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str], mode: str, why: str
 ) -> None:
-    with remote_agent("forbidden") as (base, _agent):
+    with remote_agent(mode) as (base, _agent):
         _add(capsys, base)
         before = _web_pid(capsys, estate)
         result = _heal(capsys, estate)
-    assert (
-        result["status"] == "escalated"
-        and "policy refused" in result["reason"]
-        and "shell" in result["reason"]
-    )
+    assert result["status"] == "escalated" and why in result["reason"], result["reason"]
     assert result["actions"] == [] and _web_pid(capsys, estate) == before
 
 
