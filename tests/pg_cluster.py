@@ -37,15 +37,37 @@ class Cluster:
         self.admin_url = admin_url
         self.bindir = bindir
         self.folder = folder
+        self.template: str | None = None
 
-    def new_database(self) -> str:
-        """A new empty database; its URL."""
+    def new_database(self, upgraded: bool = False) -> str:
+        """A new database, empty or (`upgraded`) at agentheal's schema; its URL."""
         import psycopg
 
         name = f"agentheal_{uuid.uuid4().hex[:12]}"
+        template = f' TEMPLATE "{self._template()}"' if upgraded else ""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{template}')
+        return self._url(name)
+
+    def _url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+    def _template(self) -> str:
+        """A database `agentheal db upgrade` made, once a session: copying it is faster than upgrading."""
+        if self.template is None:
+            import sqlalchemy as sa
+
+            from agentheal.storage import schema
+            from agentheal.storage.checkpoints import setup_checkpoints
+            from agentheal.storage.urls import sqlalchemy_url
+
+            url = self.new_database()
+            engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
+            schema.upgrade(engine)
+            engine.dispose()
+            setup_checkpoints(url)
+            self.template = url.rsplit("/", 1)[1]
+        return self.template
 
     def stop(self) -> None:
         if self.bindir is None or self.folder is None:
@@ -144,14 +166,23 @@ def postgres_fixture(request: pytest.FixtureRequest) -> Cluster:
         pytest.skip(f"PostgreSQL tests skipped: {exc}")
 
 
-@pytest.fixture(params=["sqlite", "postgres"], name="home")
-def home_fixture(
-    request: pytest.FixtureRequest, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Settings:
-    """A home on one backend (the PostgreSQL one in a new, empty database); the environment says so
-    too, for the CLI."""
+def _home(request: pytest.FixtureRequest, settings: Settings, upgraded: bool) -> Settings:
     if request.param == "sqlite":
         return settings
-    url = request.getfixturevalue("postgres").new_database()
-    monkeypatch.setenv("AGENTHEAL_DATABASE_URL", url)
+    url = request.getfixturevalue("postgres").new_database(upgraded=upgraded)
+    request.getfixturevalue("monkeypatch").setenv("AGENTHEAL_DATABASE_URL", url)
     return Settings(home=settings.home, database_url=url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"], name="home")
+def home_fixture(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """A home on one backend, the PostgreSQL one in a new, empty database (the environment names it
+    too, for the CLI)."""
+    return _home(request, settings, upgraded=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"], name="ready_home")
+def ready_home_fixture(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """A home on one backend, the PostgreSQL one in a new database at agentheal's schema (as
+    `agentheal db upgrade` leaves it); the environment names it too, for the CLI."""
+    return _home(request, settings, upgraded=True)

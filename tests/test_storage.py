@@ -26,14 +26,12 @@ from agentheal.events import EventStore, EventStoreError
 from agentheal.models import ActionResult, Gap, RunStatus, Step, utcnow
 from agentheal.storage import SchemaNotCurrent, StorageError, schema
 from agentheal.storage.checkpoints import open_checkpoints, ping
-from pg_cluster import home_fixture, postgres_fixture  # noqa: F401  (fixtures: home, postgres)
+from pg_cluster import home_fixture, postgres_fixture, ready_home_fixture  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
-def store(home: Settings) -> Iterator[EventStore]:
-    if home.database_url is not None:
-        assert main(["db", "upgrade"]) == 0
-    opened = EventStore(home.events_url)
+def store(ready_home: Settings) -> Iterator[EventStore]:
+    opened = EventStore(ready_home.events_url)
     yield opened
     opened.close()
 
@@ -125,13 +123,14 @@ def test_the_revisions_in_code_are_the_migration_files() -> None:
     assert scripts.get_current_head() == schema.HEAD
 
 
-def test_the_migrations_make_the_tables_event_schema_describes(store: EventStore, home: Settings) -> None:
+def test_the_migrations_make_the_tables_event_schema_describes(ready_home: Settings) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from agentheal.event_schema import METADATA
 
-    engine = _engine(home)
+    EventStore(ready_home.events_url).close()  # SQLite: made at the first open
+    engine = _engine(ready_home)
     with engine.connect() as conn:
         # the checkpoint tables share the PostgreSQL database; they are the saver's, not ours
         ours = {"include_name": lambda name, kind, _parent: kind != "table" or name in METADATA.tables}
@@ -270,10 +269,10 @@ def test_a_bad_database_url_is_named(
     assert "hunter2" not in err
 
 
-def test_processes_reporting_one_gap_at_once_start_one_run(store: EventStore, home: Settings) -> None:
+def test_processes_reporting_one_gap_at_once_start_one_run(store: EventStore, ready_home: Settings) -> None:
     """Each thread its own store (its own connections), as separate workers have: per fingerprint,
     every report is recorded and exactly one run started."""
-    stores = [store, EventStore(home.events_url), EventStore(home.events_url)]
+    stores = [store, EventStore(ready_home.events_url), EventStore(ready_home.events_url)]
     gaps = [Gap(text=f"queue {i} stuck", component=f"q{i}") for i in range(12)]
     started: list[tuple[str, str]] = []
     barrier = threading.Barrier(len(stores))

@@ -27,16 +27,9 @@ from agentheal.models import Gap
 from agentheal.services.heal import HealPool
 from agentheal.storage.checkpoints import open_checkpoints
 from agentheal.storage.urls import libpq_url
-from pg_cluster import home_fixture, postgres_fixture  # noqa: F401  (fixtures: home, postgres)
+from pg_cluster import postgres_fixture, ready_home_fixture  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def ready(home: Settings) -> Settings:
-    if home.database_url is not None:
-        assert main(["db", "upgrade"]) == 0
-    return home
 
 
 def _checkpoint_rows(home: Settings, run_id: str) -> int:
@@ -70,7 +63,7 @@ def _web_down(estate: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_an_offline_heal_is_recorded_in_the_database_and_read_by_another_process(
-    ready: Settings, tiny_estate_file: Path, capsys: pytest.CaptureFixture[str]
+    ready_home: Settings, tiny_estate_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["estate", "up", str(tiny_estate_file)]) == 0
     capsys.readouterr()
@@ -84,21 +77,21 @@ def test_an_offline_heal_is_recorded_in_the_database_and_read_by_another_process
         main(["estate", "down", str(tiny_estate_file)])
     run_id = result["run_id"]
 
-    store = EventStore(ready.events_url)
+    store = EventStore(ready_home.events_url)
     try:
         detail = store.run(run_id)
         assert detail is not None and detail.totals.nodes > 0 and detail.actions[0].step.action == "restart"
     finally:
         store.close()
-    assert _checkpoint_rows(ready, run_id) > 0
-    if ready.database_url is not None:
-        assert not ready.checkpoints_path.exists()  # nothing of the run went to the SQLite files
-        assert not (ready.home_dir / "events.sqlite").exists()
+    assert _checkpoint_rows(ready_home, run_id) > 0
+    if ready_home.database_url is not None:
+        assert not ready_home.checkpoints_path.exists()  # nothing of the run went to the SQLite files
+        assert not (ready_home.home_dir / "events.sqlite").exists()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
-    env.update(AGENTHEAL_HOME=str(ready.home), AGENTHEAL_CONFIG=os.environ["AGENTHEAL_CONFIG"])
-    if ready.database_url is not None:
-        env["AGENTHEAL_DATABASE_URL"] = ready.database_url.get_secret_value()
+    env.update(AGENTHEAL_HOME=str(ready_home.home), AGENTHEAL_CONFIG=os.environ["AGENTHEAL_CONFIG"])
+    if ready_home.database_url is not None:
+        env["AGENTHEAL_DATABASE_URL"] = ready_home.database_url.get_secret_value()
     shown = subprocess.run(
         [sys.executable, "-m", "agentheal", "runs", "show", run_id[:10], "--json"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
@@ -108,8 +101,8 @@ def test_an_offline_heal_is_recorded_in_the_database_and_read_by_another_process
     assert (story["row"]["run_id"], story["row"]["status"]) == (run_id, "healed")
 
 
-def test_the_heal_pool_checkpoints_each_heal_in_the_database(ready: Settings) -> None:
-    ctx = HealContext(settings=ready)  # no estate: each heal escalates after triage, quickly
+def test_the_heal_pool_checkpoints_each_heal_in_the_database(ready_home: Settings) -> None:
+    ctx = HealContext(settings=ready_home)  # no estate: each heal escalates after triage, quickly
     pool = HealPool(ctx, max_heals=3)
     pool.warm()
     try:
@@ -119,7 +112,7 @@ def test_the_heal_pool_checkpoints_each_heal_in_the_database(ready: Settings) ->
     finally:
         pool.close()
     assert {r["status"] for r in results} == {"escalated"}
-    with open_checkpoints(ready) as checkpoints:
+    with open_checkpoints(ready_home) as checkpoints:
         for run_id, _, _ in submitted:
             found = checkpoints.saver.get_tuple({"configurable": {"thread_id": run_id}})
             assert found is not None and found.checkpoint["channel_values"]["run_id"] == run_id
