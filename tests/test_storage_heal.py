@@ -88,17 +88,50 @@ def test_an_offline_heal_is_recorded_in_the_database_and_read_by_another_process
         assert not ready_home.checkpoints_path.exists()  # nothing of the run went to the SQLite files
         assert not (ready_home.home_dir / "events.sqlite").exists()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
-    env.update(AGENTHEAL_HOME=str(ready_home.home), AGENTHEAL_CONFIG=os.environ["AGENTHEAL_CONFIG"])
-    if ready_home.database_url is not None:
-        env["AGENTHEAL_DATABASE_URL"] = ready_home.database_url.get_secret_value()
-    shown = subprocess.run(
-        [sys.executable, "-m", "agentheal", "runs", "show", run_id[:10], "--json"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    shown = _another_process(ready_home, "runs", "show", run_id[:10], "--json")
     assert shown.returncode == 0, shown.stderr
     story = json.loads(shown.stdout)
     assert (story["row"]["run_id"], story["row"]["status"]) == (run_id, "healed")
+
+
+def _another_process(home: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`agentheal ARGV` in a process of its own, on the same home and database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
+    env.update(AGENTHEAL_HOME=str(home.home), AGENTHEAL_CONFIG=os.environ["AGENTHEAL_CONFIG"])
+    if home.database_url is not None:
+        env["AGENTHEAL_DATABASE_URL"] = home.database_url.get_secret_value()
+    return subprocess.run(
+        [sys.executable, "-m", "agentheal", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_run_waiting_for_approval_is_resumed_by_another_process_from_its_checkpoint(
+    ready_home: Settings, tiny_estate_file: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("max_auto_risk: none\n")  # every action waits for a person
+    assert main(["estate", "up", str(tiny_estate_file)]) == 0
+    capsys.readouterr()
+    try:
+        _web_down(tiny_estate_file, capsys)
+        code = main(["heal", "--gap", "web is down", "--component", "web", "--estate", str(tiny_estate_file),
+                     "--policy", str(policy), "--json"])  # fmt: skip
+        waiting = json.loads(capsys.readouterr().out)
+        assert (code, waiting["status"]) == (1, "awaiting_approval"), waiting
+        assert _checkpoint_rows(ready_home, waiting["run_id"]) > 0
+
+        approved = _another_process(ready_home, "approve", waiting["run_id"][:10], "--json")
+        assert approved.returncode == 0, approved.stderr
+        done = json.loads(approved.stdout)
+        assert (done["run_id"], done["status"]) == (waiting["run_id"], "healed")
+        assert [(a["action"], a["outcome"]) for a in done["actions"]] == [("restart", "ok")]
+    finally:
+        main(["estate", "down", str(tiny_estate_file)])
 
 
 def test_the_heal_pool_checkpoints_each_heal_in_the_database(ready_home: Settings) -> None:
