@@ -24,6 +24,7 @@ BENCHES = [
     "bench_redact",
     "bench_serve",
     "bench_chat",
+    "bench_mcp",
 ]
 
 

@@ -16,9 +16,11 @@ an artifact with a data part `{"hypothesis", "steps": [{"action", "component", "
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agentheal.redaction import cut, redact
@@ -38,6 +40,14 @@ class RemoteError(Exception):
     """The remote agent gave no usable plan; the message says why (it is the escalation's reason)."""
 
 
+@functools.cache
+def _tls() -> Any:
+    """One TLS context for every call: making one costs tens of milliseconds."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 def _client_config(remote: RemoteAgent) -> tuple[Any, Any]:
     import httpx
     from a2a.client import ClientConfig
@@ -48,51 +58,74 @@ def _client_config(remote: RemoteAgent) -> tuple[Any, Any]:
         if not token:
             raise RemoteError(f"the environment variable {remote.token_env} (the agent's token) is not set")
         headers["Authorization"] = f"Bearer {token}"
-    http = httpx.AsyncClient(headers=headers, timeout=30)
+    http = httpx.AsyncClient(headers=headers, timeout=30, verify=_tls())
     return http, ClientConfig(httpx_client=http, streaming=False, polling=True)
 
 
-async def _send(remote: RemoteAgent, payload: dict[str, Any], summary: str) -> str:
+async def _ask(
+    name: str,
+    remote: RemoteAgent,
+    sent: tuple[str, float] | None,
+    message: Callable[[], Any],
+    record: Callable[[str], tuple[str, float]],
+) -> Any:
+    """Send the task (unless `sent`: a resumed run's), record it, and wait for its answer; the task
+    once it is terminal or needs input, None at the deadline."""
     from a2a.client import create_client
-    from a2a.helpers.proto_helpers import new_data_part, new_text_part
-    from a2a.types import Message, Role, SendMessageRequest
 
     http, config = _client_config(remote)
     async with http:
-        client = await create_client(remote.a2a, client_config=config)
-        parts = [new_data_part(payload, "application/json"), new_text_part(summary)]
-        message = Message(role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=parts)
         try:
-            async for event in client.send_message(SendMessageRequest(message=message)):
-                if event.HasField("task"):
-                    return str(event.task.id)
-                if event.HasField("message"):
-                    raise RemoteError("the agent answered with a message, not a task")
+            client = await create_client(remote.a2a, client_config=config)
+        except Exception as exc:  # unreachable, no card: the run escalates with it
+            raise RemoteError(
+                f"could not reach {name} at {remote.a2a}: {type(exc).__name__}: {exc}"
+            ) from None
+        try:
+            if sent is None:
+                sent = record(await _send(client, message()))
+            task_id, sent_at = sent
+            try:
+                return await _wait(client, task_id, sent_at + remote.timeout_s)
+            except Exception as exc:
+                raise RemoteError(f"{name} at {remote.a2a}: {type(exc).__name__}: {exc}") from None
         finally:
             await client.close()
+
+
+async def _send(client: Any, message: Any) -> str:
+    from a2a.types import SendMessageRequest
+
+    try:
+        async for event in client.send_message(SendMessageRequest(message=message)):
+            if event.HasField("task"):
+                return str(event.task.id)
+            if event.HasField("message"):
+                raise RemoteError("the agent answered with a message, not a task")
+    except RemoteError:
+        raise
+    except Exception as exc:  # refused, broken: the run escalates with it
+        raise RemoteError(f"the task was not taken: {type(exc).__name__}: {exc}") from None
     raise RemoteError("the agent answered no task")
 
 
-async def _wait(remote: RemoteAgent, task_id: str, deadline: float) -> Any:
-    """The task once it is terminal or needs input; None at the deadline."""
+async def _wait(client: Any, task_id: str, deadline: float) -> Any:
     import anyio
-    from a2a.client import create_client
     from a2a.types import GetTaskRequest, TaskState
 
     settled = {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED,
                TaskState.TASK_STATE_CANCELED, TaskState.TASK_STATE_INPUT_REQUIRED,
                TaskState.TASK_STATE_AUTH_REQUIRED}  # fmt: skip
-    http, config = _client_config(remote)
-    async with http:
-        client = await create_client(remote.a2a, client_config=config)
-        try:
-            while time.time() < deadline:
-                task = await client.get_task(GetTaskRequest(id=task_id))
-                if task.status.state in settled:
-                    return task
-                await anyio.sleep(min(_POLL_S, max(deadline - time.time(), 0)))
-        finally:
-            await client.close()
+    # A quick agent is heard within milliseconds (asked every 5 ms for its first quarter second);
+    # a slow one is asked less and less often, every _POLL_S at most.
+    started, pause = time.monotonic(), 0.005
+    while time.time() < deadline:
+        task = await client.get_task(GetTaskRequest(id=task_id))
+        if task.status.state in settled:
+            return task
+        await anyio.sleep(min(pause, max(deadline - time.time(), 0)))
+        if time.monotonic() - started > 0.25:
+            pause = min(pause * 2, _POLL_S)
     return None
 
 
@@ -153,27 +186,29 @@ def remote_plan(ctx: HealContext, run_id: str, persona: Persona, gap: Gap, diagn
     remote = persona.remote
     assert remote is not None
     sent = _sent_task(ctx, run_id, persona.name)
-    if sent is None:
-        summary = f"agentheal asks {persona.name} for a plan: {redact(gap.text)[:300]}"
-        try:
-            task_id = anyio.run(_send, remote, _payload(ctx, persona, gap, diagnosis), summary)
-        except RemoteError:
-            raise
-        except Exception as exc:  # unreachable, no card, refused: the run escalates with it
-            raise RemoteError(
-                f"could not reach {persona.name} at {remote.a2a}: {type(exc).__name__}: {exc}"
-            ) from None
-        sent = (task_id, time.time())
-        data = {"a2a_task": task_id, "persona": persona.name, "url": remote.a2a, "sent_at": sent[1]}
-        ctx.say(run_id, "remote", f"asked {persona.name} at {remote.a2a} for a plan (task {task_id})", data)
-    else:
+    if sent is not None:
         ctx.say(run_id, "remote", f"resumed: still waiting for {persona.name}'s task {sent[0]}",
                 {"persona": persona.name, "resumed_task": sent[0]})  # fmt: skip
-    task_id, sent_at = sent
-    try:
-        task = anyio.run(_wait, remote, task_id, sent_at + remote.timeout_s)
-    except Exception as exc:
-        raise RemoteError(f"{persona.name} at {remote.a2a}: {type(exc).__name__}: {exc}") from None
+
+    def message() -> Any:
+        from a2a.helpers.proto_helpers import new_data_part, new_text_part
+        from a2a.types import Message, Role
+
+        summary = f"agentheal asks {persona.name} for a plan: {redact(gap.text)[:300]}"
+        parts = [
+            new_data_part(_payload(ctx, persona, gap, diagnosis), "application/json"),
+            new_text_part(summary),
+        ]
+        return Message(role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=parts)
+
+    def record(task_id: str) -> tuple[str, float]:
+        # in the story before the wait: a run resumed after a crash finds it and sends nothing again
+        at = time.time()
+        data = {"a2a_task": task_id, "persona": persona.name, "url": remote.a2a, "sent_at": at}
+        ctx.say(run_id, "remote", f"asked {persona.name} at {remote.a2a} for a plan (task {task_id})", data)
+        return task_id, at
+
+    task = anyio.run(_ask, persona.name, remote, sent, message, record)
     if task is None:
         raise RemoteError(f"{persona.name} ({remote.a2a}) did not answer within {remote.timeout_s:g} s")
     return _plan_of(persona.name, task)
