@@ -8,8 +8,10 @@ by `heal_record`, and goes in through `Memory.add_records`, the path imports tak
 100,000 texts one by one would take longer than the whole bench may.
 
 Queries are 200 real texts, worded differently from the stored ones, embedded by the real
-embedder inside the measured call: the figure is what a heal waits for in `Memory.recall`.
-The baseline is the bare `collection.query` on an already computed vector.
+embedder inside the measured call: the figure is what a heal waits for in `Memory.recall`,
+which searches in the default mode, hybrid (dense and BM25 over the record store's FTS5 index,
+fused). Dense-only and lexical-only recall are measured too. The baseline is the bare
+`collection.query` on an already computed vector.
 """
 
 from __future__ import annotations
@@ -166,6 +168,12 @@ def run() -> list[dict[str, Any]]:
             hits = memory.recall(gap, k=K)
             ours.append((time.perf_counter() - started) * 1000)
             assert len(hits) == K
+        by_mode: dict[str, list[float]] = {"dense": [], "lexical": []}
+        for mode, times in by_mode.items():
+            for gap in gaps:
+                started = time.perf_counter()
+                memory.search(gap.text, k=K, mode=mode)
+                times.append((time.perf_counter() - started) * 1000)
         vectors = memory.embedder.embed([g.text for g in gaps])
         bare = []
         for vector in vectors:
@@ -178,8 +186,20 @@ def run() -> list[dict[str, Any]]:
     b50, b95 = statistics.median(bare), _p95(bare)
     goal = f"p95 under {GOAL_P95_MS:g} ms with {RECORDS:,} records (baseline: bare chromadb query)"
     met = p95 < GOAL_P95_MS
-    return [
+    others = [
         {
+            "name": f"recall_{mode}_p95_100k",
+            "value": round(_p95(times), 2),
+            "unit": "ms",
+            "baseline": round(b95, 2),
+            "ratio": round(_p95(times) / b95, 2),
+            "goal": f"no goal: {mode} search alone (the goal is on recall_p95_100k, hybrid)",
+            "met": True,
+        }
+        for mode, times in by_mode.items()
+    ]
+    return [
+        {  # recall searches hybrid, the default: these two are hybrid recall
             "name": "recall_p50_100k",
             "value": round(p50, 2),
             "unit": "ms",
@@ -203,9 +223,10 @@ def run() -> list[dict[str, Any]]:
             "unit": "s",
             "baseline": None,
             "ratio": None,
-            "goal": "under 240 s for 100,000 records with their vectors",
+            "goal": "under 240 s for 100,000 records with their vectors and terms",
             "met": fill_s < 240,
         },
+        *others,
     ]
 
 

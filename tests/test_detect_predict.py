@@ -69,7 +69,7 @@ def test_a_filling_folder_is_predicted_before_its_budget_is_breached(
 ) -> None:
     backend = LocalBackend.from_settings(load_estate(filling_estate), settings)
     assert all(r.outcome == "ok" for r in backend.up())
-    config = DetectConfig(trend_min_samples=8, horizon_s=600)
+    config = DetectConfig(trend_min_samples=8, trend_min_span_s=0.5, horizon_s=600)
     detector = Detector(settings, config, backend)
     writer = Writer(filling_estate.parent / "data" / "segment.bin", RATE)
     writer.start()
@@ -115,6 +115,20 @@ def test_forecast_is_robust_to_outliers_and_ignores_flat_or_falling_series() -> 
     assert found.confidence > 0.8
     assert forecast(times, [50 + rng.gauss(0, 0.5) for _ in times], limit=200, now=now) is None
     assert forecast(times, [200 - v for v in values], limit=300, now=now) is None
+
+
+def test_a_trend_needs_a_time_span_as_well_as_a_count_of_samples() -> None:
+    book = TrendBook(DetectConfig(trend_min_samples=6, trend_min_span_s=5.0, horizon_s=600))
+
+    def fill(start: float, step: float, n: int) -> list[str]:
+        for i in range(n):
+            at = start + i * step
+            book.add(Sample(series="db:data", component="db", at=at, value=10 + 2.0 * (at - start),
+                            limit=200, what="data folder", unit="MB", kind="level"))  # fmt: skip
+        return [str(s.data.get("problem")) for s in book.signals(start + (n - 1) * step)]
+
+    assert fill(1000.0, 0.1, 10) == []  # ten samples in a second: a burst, not a trend
+    assert fill(1001.0, 1.0, 6) == ["predicted_breach"]  # the same rate over six seconds
 
 
 def test_a_latency_shift_is_found_by_change_point_detection_and_recovers() -> None:

@@ -79,6 +79,9 @@ class DetectConfig(BaseModel):
     # trends and prediction
     horizon_s: float = Field(default=3600.0, gt=0, description="Forecasts beyond this open no gap.")
     trend_min_samples: int = Field(default=6, ge=3)
+    trend_min_span_s: float = Field(
+        default=5.0, ge=0, description="Time the samples of a trend must cover before it predicts a gap."
+    )
     trend_window: int = Field(default=120, ge=6, description="Samples kept per series.")
     trend_min_confidence: float = Field(default=0.6, ge=0, le=1)
     latency_shift_factor: float = Field(default=1.5, gt=1, description="A change point this much slower.")

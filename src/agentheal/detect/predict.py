@@ -151,7 +151,14 @@ class TrendBook:
     def _forecast(self, key: str, samples: list[Sample], limit: float, now: float) -> list[Signal]:
         last = samples[-1]
         found = None
-        if len(samples) >= self.config.trend_min_samples and last.value < limit:
+        # A count alone is not enough: samples taken in a quick burst (a one-shot detection, a
+        # component sampled again at once) say nothing about a trend over minutes.
+        span = last.at - samples[0].at
+        if (
+            len(samples) >= self.config.trend_min_samples
+            and span >= self.config.trend_min_span_s
+            and last.value < limit
+        ):
             found = forecast([s.at for s in samples], [s.value for s in samples], limit, now)
         channel = f"predict:{key}"
         ok = (

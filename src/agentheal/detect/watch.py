@@ -60,6 +60,8 @@ class Watch:
         self.pool = ThreadPoolExecutor(max_workers=self.config.max_heals, thread_name_prefix="heal")
         self.in_flight: dict[str, tuple[Gap, Future[dict[str, Any]]]] = {}
         self.cooldown: dict[str, float] = {}
+        self.cooling: dict[str, str] = {}  # fingerprint in cool-down -> its component
+        self.closed_why: dict[str, str] = {}  # fingerprint -> why watch closed it (for the log and the demo)
         self.settling: dict[str, float] = {}
         self.heals: list[dict[str, Any]] = []
         self.reports: list[str] = []
@@ -141,15 +143,48 @@ class Watch:
             if self.detector.monitor is not None:
                 self.detector.monitor.kofn.reset(component)
             if status == "healed":
-                with self.lock:
-                    self.detector.book.close_followers(gap.fingerprint)
-                    self.detector.book.close_fingerprint(gap.fingerprint)
-                # Its dependents recover by themselves once it answers; give them the threshold to do so.
-                grace = (self.config.k + 1) * self.config.interval_s * (1 + self.config.jitter) + 1
-                for dependent in self.detector.book.dependents_of(component):
-                    self.settling[dependent] = time.time() + grace
+                self._after_heal(gap, component, float(entry["started"]))
             else:
                 self.cooldown[gap.fingerprint] = time.time() + self.config.heal_cooldown_s
+                self.cooling[gap.fingerprint] = component
+
+    def _after_heal(self, gap: Gap, component: str, started: float) -> None:
+        """Finish what a heal started: close what it explains, re-check the rest and the dependents now.
+
+        The component's other gaps seen only before the heal began are closed: what still holds is
+        observed again (its probes are sampled at once, its log read) and reopens, instead of being
+        dispatched later against a fixed component and escalating with nothing to do. Its dependents'
+        gaps leave their cool-down (a heal of theirs may have failed only because this one was down)
+        and are sampled at once.
+        """
+        book, monitor = self.detector.book, self.detector.monitor
+        dependents = book.dependents_of(component)
+        with self.lock:
+            for t in book.close_followers(gap.fingerprint):
+                self.closed_why[t.gap.fingerprint] = f"followed {component}'s gap, which was healed"
+            book.close_fingerprint(gap.fingerprint)
+            self.closed_why[gap.fingerprint] = "healed"
+            stale = [
+                t
+                for t in book.open.values()
+                if t.gap.component == component and t.last_seen.timestamp() < started
+            ]
+            for t in stale:
+                book.close_fingerprint(t.gap.fingerprint)
+                self.closed_why[t.gap.fingerprint] = (
+                    f"not seen again after {component} was healed (last seen before the heal began)"
+                )
+        for fingerprint, owner in list(self.cooling.items()):
+            if owner in dependents:
+                self.cooldown.pop(fingerprint, None)
+                del self.cooling[fingerprint]
+        now = time.time()
+        if monitor is not None:
+            monitor.expedite([component, *dependents], now)
+        # Its dependents recover by themselves once it answers; give them the threshold to do so.
+        grace = (self.config.k + 1) * self.config.interval_s * (1 + self.config.jitter) + 1
+        for dependent in dependents:
+            self.settling[dependent] = now + grace
 
     def _dispatch(self, tracked: list[TrackedGap]) -> None:
         now = time.time()
@@ -245,7 +280,8 @@ class Watch:
             root = f" (follows {g.root[:8]})" if g.root else ""
             self.say(f"gap opened: {g.kind.value} {g.component or '-'} {g.severity.value}: {g.text}{root}")
         for t in closed:
-            self.say(f"gap closed: {t.gap.component or '-'}: {t.gap.text}")
+            why = self.closed_why.pop(t.gap.fingerprint, None) or "no longer observed: recovered or expired"
+            self.say(f"gap closed: {t.gap.component or '-'}: {t.gap.text} ({why})")
         if self.heal and not self.stop.is_set():
             self._dispatch(tracked)
         elif not self.heal:
