@@ -100,13 +100,16 @@ def _text(call: Call) -> str:
     return "\n".join(found)
 
 
-def _head(recorder: Recorder) -> Call:
+def _head(recorder: Recorder, channel: str = "") -> Call:
     return recorder.wait(
         lambda calls: next(
             (
                 c
                 for c in calls
-                if c.method == "chat.postMessage" and not c.params.get("thread_ts") and "Healing" in _text(c)
+                if c.method == "chat.postMessage"
+                and not c.params.get("thread_ts")
+                and "Healing" in _text(c)
+                and channel in c.params["channel"]
             ),
             None,
         ),
@@ -271,3 +274,43 @@ def test_an_escalation_says_the_reason_and_what_was_tried(
         assert "*What was tried:*" in said and "• plan [" in said
         _updated_to(recorder, head.ts, "escalated")
         assert not _answers(url)
+
+
+def test_runs_other_doors_start_are_followed_in_the_configured_channel(
+    slack: tuple[Settings, Recorder], estate_up: tuple[Path, LocalBackend], tmp_path: Path
+) -> None:
+    settings, recorder = slack
+    settings = settings.model_copy(update={"slack_channel": "COPS"})
+    estate_file, backend = estate_up
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("approval:\n  - actions: [restart]\n    reason: restarts need a person here\n")
+    url = str(load_estate(estate_file).components["web"].probes[0].http)
+    app = create_app(settings, estate_path=estate_file, policy_path=policy, insecure_local=True)
+    with served(app) as base:
+        _kill_web(backend, url)
+        posted = httpx.post(f"{base}/gaps", json={"text": "web is down", "component": "web"}, timeout=30)
+        assert posted.status_code == 202, posted.text
+        run_id = posted.json()["run_id"]
+        head = _head(recorder)
+        assert (
+            head.params["channel"] == "COPS" and "local via api" in _text(head) and run_id[:12] in _text(head)
+        )
+        request = recorder.wait(
+            lambda calls: next(
+                (c for c in calls if c.method == "chat.postMessage" and "Approval needed" in _text(c)), None
+            ),
+            why="the approval request",
+        )
+        assert request.params["thread_ts"] == head.ts and request.params["channel"] == "COPS"
+        pressed = _post(base, button_body("UOPS", "approve", run_id, "COPS", request.ts, head.ts))
+        assert pressed.status_code == 200
+        _updated_to(recorder, head.ts, "healed")
+        assert _answers(url)
+
+        # a heal asked for in chat keeps its one thread where it was asked, none in the channel
+        asked = slash_body("UOPS", "heal web: the page is slow", channel="C1")
+        assert _post(base, asked).status_code == 200
+        _updated_to(recorder, _head(recorder, "C1").ts, "for the whole story")  # its head, at its end
+        time.sleep(2.5)  # the channel looks for new runs every half second, after a second's grace
+    heads = [c.params["channel"] for c in recorder.of("chat.postMessage") if not c.params.get("thread_ts")]
+    assert heads == ["COPS", "C1"]  # one thread per run

@@ -44,7 +44,7 @@ def chat_slack(
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from agentheal.chatops.core import ChatOps
-    from agentheal.chatops.slack import build_app
+    from agentheal.chatops.slack import announce_runs, build_app
     from agentheal.graphs.context import HealContext
     from agentheal.services.heal import HealPool
 
@@ -53,6 +53,7 @@ def chat_slack(
     pool = HealPool(ctx, max_heals=max_heals)
     pool.warm()
     chat = ChatOps(pool, settings)
+    announce_runs(chat, settings)
     handler = SocketModeHandler(
         build_app(chat, settings, socket_mode=True), settings.slack_app_token.get_secret_value()
     )

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     slack_api_url: str | None = Field(
         default=None, description="The Slack Web API's base URL (default Slack's own; a stand-in in tests)."
     )
+    slack_channel: str | None = Field(
+        default=None, description="A channel id where the bot follows runs other doors start (watch, API)."
+    )
     teams_client_id: str | None = Field(
         default=None, description="The bot's Microsoft app id: with it, `serve` takes POST /teams/messages."
     )

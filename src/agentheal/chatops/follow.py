@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ log = logging.getLogger("agentheal.chatops")
 
 _LOOK_S = 0.25  # the longest a thread waits between looks when nothing wakes it
 _QUEUED_S = 600.0  # how long a run may sit queued without a row before its thread gives up
+_ANNOUNCE_S = 0.5  # how often the event store is asked for runs started elsewhere
+_GRACE_S = 1.0
 
 
 @dataclass
@@ -53,6 +56,7 @@ class RunThreads:
         self.events = pool.ctx.events
         self.checkpoints = checkpoints
         self._runs: dict[str, _Followed] = {}
+        self._known: set[str] = set()  # every run followed here, ended or not: never announced again
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self._closed = threading.Event()
@@ -63,16 +67,18 @@ class RunThreads:
             self._changed.notify_all()
 
     def following(self, run_id: str) -> bool:
+        """Whether this process follows (or followed) the run in a thread."""
         with self._lock:
-            return run_id in self._runs
+            return run_id in self._known
 
     def follow(self, run_id: str, poster: Poster, where: Place, head: Message) -> None:
         """Post the run's head in `where` now, then follow the run in its thread until it ends."""
         followed = _Followed(run_id, poster, where, head)
         with self._lock:
-            if run_id in self._runs:
+            if run_id in self._known:
                 return
             self._runs[run_id] = followed
+            self._known.add(run_id)
         followed.head_at = self._post(followed, where, head)
         thread = threading.Thread(target=self._run, args=(followed,), name=f"chat-{run_id[:8]}", daemon=True)
         self._threads.append(thread)
@@ -93,6 +99,43 @@ class RunThreads:
                 followed, followed.approval_at, views.answered(followed.approval, approved, by, note)
             )
         return followed.run_id
+
+    def announce(self, poster: Poster, where: Place) -> None:
+        """Follow in `where`, from now on, the runs started elsewhere (the detection loop, the API,
+        another chat), each in a thread of its own, as a run started from chat is followed."""
+        thread = threading.Thread(
+            target=self._announce, args=(poster, where), name="chat-announce", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _announce(self, poster: Poster, where: Place) -> None:
+        from agentheal.models import utcnow
+        from agentheal.services.runs import list_runs
+
+        since, seen = utcnow() - timedelta(seconds=1), set[str]()
+        while not self._closed.is_set():
+            try:
+                for row in reversed(list_runs(self.events, limit=50, since=since).runs):
+                    # a second's grace: a heal asked for in chat is followed by that chat's thread
+                    if row.run_id in seen or (utcnow() - row.started_at).total_seconds() < _GRACE_S:
+                        continue
+                    seen.add(row.run_id)
+                    if not self.following(row.run_id):
+                        self.follow(row.run_id, poster, where, self._head(row))
+            except Exception:
+                log.exception("chat: looking for new runs failed; trying again")
+            self._closed.wait(_ANNOUNCE_S)
+
+    def _head(self, row: Any) -> Message:
+        from agentheal.services import audit
+
+        detail = self.events.run(row.run_id)
+        text = detail.gap.text if detail is not None and detail.gap is not None else "(no gap text)"
+        asked = next((r for r in audit.trail(self.events, 200, action="gap")
+                      if r.data.get("fingerprint") == row.fingerprint), None)  # fmt: skip
+        who = f"{asked.actor} via {asked.door}" if asked else "agentheal"
+        return views.started(row.run_id, row.component or "-", text, who, joined=False)
 
     def close(self) -> None:
         self._closed.set()

@@ -50,13 +50,14 @@ def install(app: Any, state: ServerState) -> None:
     state.extras["chatops"] = chat
     routes: dict[str, ASGIApp] = {}
     if slack:
-        from agentheal.chatops.slack import SlackEndpoint, build_app
+        from agentheal.chatops.slack import SlackEndpoint, announce_runs, build_app
 
         if settings.slack_bot_token is None:
             log.warning(
                 "slack: AGENTHEAL_SLACK_BOT_TOKEN is not set; the bot answers commands but cannot post"
             )
         routes["/slack/events"] = SlackEndpoint(build_app(chat, settings))
+        announce_runs(chat, settings)
     if teams:
         from agentheal.chatops.teams import PATH, TeamsEndpoint
 

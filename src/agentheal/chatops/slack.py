@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from agentheal.chatops.core import ChatOps
     from agentheal.config import Settings
 
-__all__ = ["SlackEndpoint", "SlackPoster", "blocks", "build_app", "slack_configured"]
+__all__ = ["SlackEndpoint", "SlackPoster", "announce_runs", "blocks", "build_app", "slack_configured"]
 
 log = logging.getLogger("agentheal.chatops")
 
@@ -206,6 +206,13 @@ def build_app(chat: ChatOps, settings: Settings, *, socket_mode: bool = False) -
             poster.post(where, pressed.message)
 
     return app
+
+
+def announce_runs(chat: ChatOps, settings: Settings) -> None:
+    """With `AGENTHEAL_SLACK_CHANNEL` set, follow there the runs other doors start (their approval
+    requests included), each in a thread."""
+    if settings.slack_channel:
+        chat.threads.announce(SlackPoster(web_client(settings)), Place(settings.slack_channel))
 
 
 class SlackEndpoint:
