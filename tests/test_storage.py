@@ -320,3 +320,36 @@ def test_database_urls_in_each_drivers_form_and_as_messages_show_them() -> None:
     ]:
         with pytest.raises(StorageError, match=why):
             check_database_url(bad)
+
+
+def test_several_workers_upgrading_at_once_take_turns(home: Settings) -> None:
+    """Three upgraders on one new store at once (`db upgrade` on PostgreSQL, the first open on
+    SQLite): none fails, and the store ends at the head revision with its tables made once."""
+    from agentheal.storage import database
+
+    def upgrade() -> None:
+        if home.database_url is not None:
+            database.upgrade(home)
+        else:
+            EventStore(home.events_url).close()
+
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def worker() -> None:
+        try:
+            barrier.wait(10)
+            upgrade()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    engine = _engine(home)
+    with engine.connect() as conn:
+        assert schema.revision(conn) == schema.Revision(schema.HEAD, 6)
+    engine.dispose()

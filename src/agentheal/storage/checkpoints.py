@@ -10,6 +10,7 @@ a database whose checkpoint tables are missing or older is refused with that com
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,11 @@ if TYPE_CHECKING:
     from agentheal.config import Settings
 
 CONNECT_TIMEOUT_S = 10
-# Same key as the event store's upgrades (agentheal.storage.schema): one upgrader at a time.
-_UPGRADE_LOCK = 0x61676865616C
+# One upgrader of the checkpoint tables at a time. Not the event store's key (agentheal.storage.schema),
+# and asked for by polling, never waited on: the saver's migrations run CREATE INDEX CONCURRENTLY, which
+# waits for every older transaction to end, a transaction blocked on that holder's lock included.
+_UPGRADE_LOCK = 0x61676865616D
+LOCK_WAIT_S = 300.0
 
 
 class Checkpoints:
@@ -161,7 +165,14 @@ def setup_checkpoints(url: str) -> tuple[CheckpointSchema, CheckpointSchema]:
     from langgraph.checkpoint.postgres import PostgresSaver
 
     with _connect(url) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_UPGRADE_LOCK,))
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while not conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_UPGRADE_LOCK,)).fetchone()["got"]:
+            if time.monotonic() > deadline:
+                raise StorageError(
+                    f"another `{UPGRADE_COMMAND}` has been upgrading the checkpoint tables at {shown(url)} "
+                    f"for {LOCK_WAIT_S:.0f} s; run it again when it has finished"
+                )
+            time.sleep(0.1)
         try:
             before = CheckpointSchema(_version(conn), _needed())
             if not before.current:

@@ -23,8 +23,9 @@ REVISIONS = ("0001", "0002", "0003")
 HEAD = REVISIONS[-1]
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"
-# Any PostgreSQL transaction upgrading agentheal's schema holds this advisory lock: two workers
-# running `db upgrade` at once take turns, and the second finds nothing left to do.
+# Any PostgreSQL transaction upgrading the event store's schema holds this advisory lock: two workers
+# running `db upgrade` at once take turns, and the second finds nothing left to do. (The checkpoint
+# tables have a key of their own: see agentheal.storage.checkpoints.)
 _UPGRADE_LOCK = 0x61676865616C  # "agheal"
 BUSY_TIMEOUT_S = 30.0
 
