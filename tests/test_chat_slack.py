@@ -6,6 +6,7 @@ bad, missing and stale signatures are refused 401."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -314,3 +315,56 @@ def test_runs_other_doors_start_are_followed_in_the_configured_channel(
         time.sleep(2.5)  # the channel looks for new runs every half second, after a second's grace
     heads = [c.params["channel"] for c in recorder.of("chat.postMessage") if not c.params.get("thread_ts")]
     assert heads == ["COPS", "C1"]  # one thread per run
+
+
+def _event(event: dict[str, Any]) -> str:
+    wrapper = {"token": "legacy", "team_id": "T1", "api_app_id": "A1", "type": "event_callback",
+               "event_id": f"Ev{time.time_ns()}", "event_time": int(time.time()), "event": event}  # fmt: skip
+    return json.dumps(wrapper)
+
+
+def test_mentions_and_direct_messages_answer_in_thread_and_reject_by_text(
+    slack: tuple[Settings, Recorder], estate_up: tuple[Path, LocalBackend], tmp_path: Path
+) -> None:
+    settings, recorder = slack
+    estate_file, backend = estate_up
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("approval:\n  - actions: [restart]\n    reason: restarts need a person here\n")
+    url = str(load_estate(estate_file).components["web"].probes[0].http)
+    events = EventStore(settings.events_url)
+    with served(create_app(settings, estate_path=estate_file, policy_path=policy)) as base:
+        _kill_web(backend, url)
+        mention = {"type": "app_mention", "user": "UOPS", "text": "<@UBOT> heal web: down", "ts": "1.000100",
+                   "channel": "C1", "event_ts": "1.000100"}  # fmt: skip
+        assert _post(base, _event(mention), **{"Content-Type": "application/json"}).status_code == 200
+        head = _head(recorder, "C1")
+        request = recorder.wait(
+            lambda calls: next((c for c in calls if "Approval needed" in _text(c)), None),
+            why="approval request",
+        )
+        actions = next(b for b in request.params["blocks"] if b["type"] == "actions")
+        run_id = actions["elements"][0]["value"]
+
+        said = {"type": "message", "channel_type": "im", "user": "UVIC", "text": f"reject {run_id[:8]}",
+                "ts": "2.000100", "channel": "D1", "event_ts": "2.000100"}  # fmt: skip
+        json_body = {"Content-Type": "application/json"}
+        assert _post(base, _event(said), **json_body).status_code == 200
+        refused = recorder.wait(
+            lambda calls: next((c for c in calls if c.params.get("channel") == "D1"), None),
+            why="the DM's answer",
+        )
+        assert refused.params["thread_ts"] == "2.000100" and "may not reject" in _text(refused)
+        assert events.run(run_id).row.status.value == "awaiting_approval"
+
+        rejected = mention | {"text": f"<@UBOT> reject {run_id[:8]} not in opening hours", "ts": "3.0001"}
+        assert _post(base, _event(rejected), **json_body).status_code == 200
+        _updated_to(recorder, request.ts, "Rejected by slack:UOPS")
+        _updated_to(recorder, head.ts, "rejected")
+        answer = recorder.wait(
+            lambda calls: next((c for c in calls if c.params.get("thread_ts") == "3.0001"), None),
+            why="answer",
+        )
+        assert "rejected by slack:UOPS" in _text(answer)
+        assert not _answers(url)
+    row = events.run(run_id).row
+    assert row.status.value == "rejected" and "not in opening hours" in (row.reason or "")
