@@ -252,7 +252,7 @@ class HealExecutor(AgentExecutor):
             if not rows:
                 await anyio.sleep(_POLL_S)
         shown = await anyio.to_thread.run_sync(show_run, events, run_id, self.state.settings.checkpoints_path)
-        from agentheal.protocols.mcp_server import _summary
+        from agentheal.services.documents import run_summary as _summary
 
         result = _summary(shown or {"run_id": run_id, "status": status})
         line = f"run {run_id}: {status}" + (f" ({result['reason']})" if result.get("reason") else "")

@@ -96,25 +96,6 @@ async def _wait(future: Future[dict[str, Any]], wait_s: float) -> dict[str, Any]
         raise ToolError(str(exc)) from None
 
 
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    """The heal JSON without its bulky parts, for a model to read."""
-    plan = result.get("plan") or {}
-    return {
-        "run_id": result.get("run_id"),
-        "status": result.get("status"),
-        "reason": result.get("reason"),
-        "component": result.get("component"),
-        "persona": result.get("persona"),
-        "plan_source": result.get("source"),
-        "plan": [f"{s.get('action')} {s.get('component')}" for s in plan.get("steps", [])],
-        "actions": [
-            f"{a.get('action')} {a.get('component')}: {a.get('outcome')}" for a in result.get("actions", [])
-        ],
-        "validation": result.get("validation"),
-        "diagnosis": (result.get("diagnosis") or {}).get("hypothesis"),
-    }
-
-
 def build_server(door: McpDoor) -> MCPServer[Any]:
     """The MCP server of one process, its tools and resources bound to `door`."""
     server = _Server("agentheal", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")

@@ -16,7 +16,8 @@ from pydantic import Field
 
 from agentheal.api.tokens import Role
 from agentheal.models import GapKind, Severity
-from agentheal.protocols.mcp_server import MAX_WAIT_S, _run, _summary, _wait
+from agentheal.protocols.mcp_server import MAX_WAIT_S, _run, _wait
+from agentheal.services.documents import run_summary as _summary
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer

@@ -8,10 +8,11 @@ calls another door:
 - `agents`: the agents with their records;
 - `estate`: the estate's health, and faults;
 - `signals`: alerts and feedback turned into gaps;
-- `feedback`: an operator's mutes of log templates and gap fingerprints (noise).
+- `feedback`: an operator's mutes of log templates and gap fingerprints (noise);
+- `documents`: a run's story as text, persona files, the estate file, a run's result in brief.
 
 Submodules are imported by name (`from agentheal.services.runs import list_runs`); this package
 imports none of them, so a door loads only what it uses.
 """
 
-__all__ = ["agents", "audit", "estate", "feedback", "heal", "memory", "runs", "signals"]
+__all__ = ["agents", "audit", "documents", "estate", "feedback", "heal", "memory", "runs", "signals"]

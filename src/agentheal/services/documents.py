@@ -1,4 +1,5 @@
-"""The documents a door shows whole: a run's story as text, the persona files, the estate file.
+"""The documents a door shows whole: a run's story as text, the persona files, the estate file;
+and a run's result in brief, for an agent to read.
 
 The MCP door publishes them as resources; any door that wants a file's text (not a summary of it)
 calls these. Each lookup names what it could not find and what there is instead.
@@ -7,7 +8,7 @@ calls these. Each lookup names what it could not find and what there is instead.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agentheal.config import Settings
@@ -70,3 +71,23 @@ def estate_text(estate_path: Path | None) -> str:
         return estate_path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DocumentNotFound(f"estate file {estate_path}: {exc.strerror or exc}") from None
+
+
+def run_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """A run's heal JSON without its bulky parts (story, evidence), for an agent to read: status,
+    reason, persona, the plan's and the actions' one-liners, validation, the hypothesis."""
+    plan = result.get("plan") or {}
+    return {
+        "run_id": result.get("run_id"),
+        "status": result.get("status"),
+        "reason": result.get("reason"),
+        "component": result.get("component"),
+        "persona": result.get("persona"),
+        "plan_source": result.get("source"),
+        "plan": [f"{s.get('action')} {s.get('component')}" for s in plan.get("steps", [])],
+        "actions": [
+            f"{a.get('action')} {a.get('component')}: {a.get('outcome')}" for a in result.get("actions", [])
+        ],
+        "validation": result.get("validation"),
+        "diagnosis": (result.get("diagnosis") or {}).get("hypothesis"),
+    }
