@@ -4,7 +4,8 @@ fsync, stopped at the end of the session; each test gets a database of its own.
 
 `AGENTHEAL_TEST_POSTGRES_URL=postgresql://USER@HOST:PORT/DB` uses a server already running
 instead (each test's database is made there). Without either, the PostgreSQL half of the storage
-tests is skipped with a message naming what is missing.
+tests is skipped with a message naming what is missing, or fails with it under
+`AGENTHEAL_TEST_POSTGRES_REQUIRED=1` (CI: the tests must not pass by being skipped).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pytest
 from agentheal.config import Settings
 from conftest import free_port
 
-ENV_URL = "AGENTHEAL_TEST_POSTGRES_URL"
+# Read at import: the `settings` fixture clears AGENTHEAL_* before a test's fixtures ask for the server.
+GIVEN_URL = os.environ.get("AGENTHEAL_TEST_POSTGRES_URL")
+REQUIRED = os.environ.get("AGENTHEAL_TEST_POSTGRES_REQUIRED", "") not in ("", "0")
 
 
 class Missing(Exception):
@@ -104,9 +107,8 @@ def start() -> Cluster:
     Raises:
         Missing: no server binaries, or (as root) no `postgres` user or `runuser` to run initdb as.
     """
-    given = os.environ.get(ENV_URL)
-    if given:
-        return Cluster(given)
+    if GIVEN_URL:
+        return Cluster(GIVEN_URL)
     bindir = _bindir()
     if _root():
         try:
@@ -163,6 +165,8 @@ def postgres_fixture(request: pytest.FixtureRequest) -> Cluster:
     try:
         return shared(request.config)
     except Missing as exc:
+        if REQUIRED:
+            pytest.fail(f"PostgreSQL tests required (AGENTHEAL_TEST_POSTGRES_REQUIRED) but: {exc}")
         pytest.skip(f"PostgreSQL tests skipped: {exc}")
 
 
