@@ -203,24 +203,30 @@ def test_a_silent_remote_agent_is_escalated_at_its_time_out(
     assert result["actions"] == [] and len(agent.received) == 1
 
 
+def _kill_while_waiting(settings: Settings, estate: Path, agent: LedgerAgent) -> Any:
+    """A heal in its own process, SIGKILLed once its task is sent; the run it left `running`."""
+    args = ["heal", "--gap", GAP, "--component", "web", "--estate", str(estate), "--json", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "agentheal", *args], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not agent.received:  # the task is sent (and recorded) before the wait
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    (row,) = EventStore(settings.events_url).runs(limit=5)
+    assert row.status.value == "running"
+    return row
+
+
 def test_a_run_killed_while_it_waits_resumes_and_waits_for_the_same_task(
     settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    events = EventStore(settings.events_url)
     with remote_agent("plan", delay_s=6) as (base, agent):
         _add(capsys, base)
-        args = ["heal", "--gap", GAP, "--component", "web", "--estate", str(estate), "--json", "-q"]
-        proc = subprocess.Popen([sys.executable, "-m", "agentheal", *args], env=dict(os.environ),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        events, deadline = EventStore(settings.events_url), time.monotonic() + 60
-        while not agent.received:  # the task is sent (and recorded) before the wait
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        (row,) = events.runs(limit=5)
-        assert row.status.value == "running"
-
+        row = _kill_while_waiting(settings, estate, agent)
         resumed = _heal(capsys, estate)  # the same gap again: the open run is resumed
     assert resumed["run_id"] == row.run_id and resumed["status"] == "awaiting_approval", resumed["reason"]
     assert _approve(capsys, row.run_id)["status"] == "healed"
@@ -228,3 +234,19 @@ def test_a_run_killed_while_it_waits_resumes_and_waits_for_the_same_task(
     detail = events.run(row.run_id)
     assert detail is not None
     assert any(e.node == "remote" and e.detail.startswith("resumed: still waiting") for e in detail.timeline)
+
+
+def test_a_resumed_run_keeps_its_deadline_and_is_escalated_when_the_agent_stays_silent(
+    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with remote_agent("silent") as (base, agent):
+        _add(capsys, base, timeout=5)
+        row = _kill_while_waiting(settings, estate, agent)
+        result = _heal(capsys, estate)
+        ended = time.time()
+    assert result["run_id"] == row.run_id and result["status"] == "escalated"
+    assert "did not answer within 5 s" in result["reason"] and len(agent.received) == 1
+    detail = EventStore(settings.events_url).run(row.run_id)
+    assert detail is not None
+    (sent,) = [e for e in detail.timeline if e.node == "remote" and e.detail.startswith("asked")]
+    assert ended - sent.at.timestamp() < 5 + 4  # the deadline counts from the send, not the resume
