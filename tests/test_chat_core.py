@@ -143,7 +143,7 @@ def test_roles_decide_and_every_command_is_audited_with_the_chat_identity(
     assert "no role" in nobody.plain() and '"slack:UX": "viewer"' in nobody.plain()
     assert "heal <component>" in ops.handle(NOBODY, "help", Place("C1"), posted).plain()  # help needs no role
     assert "No runs" in ops.handle(VIC, "runs", Place("19:conv"), posted).plain()
-    pressed = ops.press(VIC, "approve", "abcdef12", posted)
+    pressed = ops.press(VIC, "approve", "abcdef12")
     assert pressed.private and "may not approve" in pressed.message.text
     missing = ops.handle(OPS, "show abcdef12", Place("C1"), posted)
     assert "no run 'abcdef12'" in missing.text

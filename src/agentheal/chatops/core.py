@@ -139,7 +139,7 @@ class ChatOps:
         if name == "heal":
             return self._heal(user, args["component"], args["text"], where, poster)
         if name in ("approve", "reject"):
-            return self._answer(user, args["run"], name == "approve", args.get("note", ""), poster)
+            return self._answer(user, args["run"], name == "approve", args.get("note", ""))
         if name == "mute":
             return self._mute(user, command)
         self._audit(user, name, args.get("run") or args.get("component"))
@@ -184,14 +184,14 @@ class ChatOps:
             lines=[f"Healing `{component}`: run `{run_id[:12]}`; its steps follow in its thread."],
         )
 
-    def _answer(self, user: ChatUser, run: str, approved: bool, note: str, poster: Poster | None) -> Message:
+    def _answer(self, user: ChatUser, run: str, approved: bool, note: str) -> Message:
         by = f"{user.name} ({user.actor})" if user.name else user.actor
-        future = self.pool.answer(
+        # queued behind any heal of its component; the run's thread says how it ends
+        self.pool.answer(
             run, approved, by=by, note=note, actor=user.actor, door=user.platform, role=self.role_of(user)
         )
         run_id = self.threads.answered(run, approved, by, note)
         verb = "approved" if approved else "rejected"
-        _ = future  # the run's thread says how it ends
         said = f"Run `{run_id[:12]}` {verb} by {by}."
         return Message(text=said.replace("`", ""), lines=[said])
 
@@ -238,14 +238,15 @@ class ChatOps:
 
     # -- buttons --
 
-    def press(self, user: ChatUser, action: str, run: str, poster: Poster) -> Pressed:
-        """An Approve / Reject button pressed; anyone but an operator is told privately they may not."""
+    def press(self, user: ChatUser, action: str, run: str) -> Pressed:
+        """An Approve / Reject button pressed; anyone but an operator is told privately they may not
+        (the adapter shows `Pressed.message` to the presser alone when `private`)."""
         if action not in ("approve", "reject"):
             return Pressed(views.help_message(f"unknown button {action[:40]!r}"), True)
         if not allows(self.role_of(user), "operator"):
             return Pressed(self._refused(user, action, "operator", run), True)
         try:
-            return Pressed(self._answer(user, run, action == "approve", "", poster), False)
+            return Pressed(self._answer(user, run, action == "approve", ""), False)
         except Exception as exc:
             return Pressed(Message(text=f"{action}: {exc}", lines=[f"`{action}`: {exc}"], tone="bad"), True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -138,10 +139,12 @@ class RunThreads:
         return views.started(row.run_id, row.component or "-", text, who, joined=False)
 
     def close(self) -> None:
+        """Stop following: each thread ends at its next look (a run goes on; its thread stops)."""
         self._closed.set()
         self.wake()
+        deadline = time.monotonic() + 5
         for thread in self._threads:
-            thread.join(5)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- one run --
 

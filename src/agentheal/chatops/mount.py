@@ -24,15 +24,31 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 class ChatDoor:
-    """Hands the chat platforms' paths to their adapters; everything else to the API."""
+    """Hands the chat platforms' paths to their adapters, everything else to the API; at the server's
+    shutdown it stops following runs in chat."""
 
-    def __init__(self, app: ASGIApp, routes: dict[str, ASGIApp]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[str, ASGIApp], on_shutdown: Callable[[], None]) -> None:
         self.app = app
         self.routes = routes
+        self.on_shutdown = on_shutdown
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._watching(receive), send)
+            return
         route = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
         await (route or self.app)(scope, receive, send)
+
+    def _watching(self, receive: Any) -> Any:
+        async def watched() -> Any:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                import anyio
+
+                await anyio.to_thread.run_sync(self.on_shutdown)
+            return message
+
+        return watched
 
 
 def install(app: Any, state: ServerState) -> None:
@@ -62,5 +78,5 @@ def install(app: Any, state: ServerState) -> None:
         from agentheal.chatops.teams import PATH, TeamsEndpoint
 
         routes[PATH] = TeamsEndpoint(chat, settings)
-    app.add_middleware(ChatDoor, routes=routes)
+    app.add_middleware(ChatDoor, routes=routes, on_shutdown=chat.close)
     log.info("chat-ops: %s", ", ".join(f"POST {p}" for p in routes))

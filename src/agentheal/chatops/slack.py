@@ -199,7 +199,7 @@ def build_app(chat: ChatOps, settings: Settings, *, socket_mode: bool = False) -
             str((body.get("channel") or {}).get("id", "")), message.get("thread_ts") or message.get("ts")
         )
         verb = _BUTTON.match(str(action.get("action_id", "")))
-        pressed = chat.press(user, verb.group(1) if verb else "", str(action.get("value", "")), poster)
+        pressed = chat.press(user, verb.group(1) if verb else "", str(action.get("value", "")))
         if pressed.private:
             poster.private(where, user, pressed.message.text)
         else:

@@ -238,7 +238,6 @@ def build_app(chat: ChatOps, settings: Settings) -> tuple[App, _Adapter]:
             user_of(ctx.activity),
             str(data.get("action", "")),
             str(data.get("run_id", "")),
-            poster(),
         )
         # shown to the presser alone: a refusal, or what the run does now (its card says it to everyone)
         return AdaptiveCardActionMessageResponse(value=outcome.message.text)
