@@ -329,7 +329,18 @@ def reject(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting."""
-    from agentheal import cli_admin, cli_agents, cli_chat, cli_db, cli_detect, cli_eval, cli_faults, cli_protocols, cli_serve, cli_status  # noqa: F401  (registers the remaining commands)
+    from agentheal import (  # noqa: F401  (registers the remaining commands)
+        cli_admin,
+        cli_agents,
+        cli_chat,
+        cli_db,
+        cli_detect,
+        cli_eval,
+        cli_faults,
+        cli_protocols,
+        cli_serve,
+        cli_status,
+    )
     from agentheal.embedding import EmbeddingError
 
     try:
