@@ -250,3 +250,17 @@ def test_a_resumed_run_keeps_its_deadline_and_is_escalated_when_the_agent_stays_
     assert detail is not None
     (sent,) = [e for e in detail.timeline if e.node == "remote" and e.detail.startswith("asked")]
     assert ended - sent.at.timestamp() < 5 + 4  # the deadline counts from the send, not the resume
+
+
+def test_add_remote_names_what_is_wrong(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    assert main(["agents", "add-remote", nobody]) == 2
+    assert f"no Agent Card at {nobody}" in capsys.readouterr().err
+    with remote_agent("plan") as (base, _agent):
+        _add(capsys, base)
+        assert main(["agents", "add-remote", base]) == 2
+        err = capsys.readouterr().err
+        assert "exists already" in err and "--force" in err
+        assert main(["agents", "add-remote", base, "--name", "ledger-two", "--kinds", "nonsense"]) == 2
+        assert "kinds.0" in capsys.readouterr().err
+    assert not (settings.generated_personas_dir / "ledger-two.md").exists()
