@@ -5,10 +5,13 @@ readiness, metrics, and the limits on bodies and rates. `ApiServer` is shared wi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import pytest
 from agentheal.api.tokens import TokenStore
 from agentheal.config import Settings
 from agentheal.events import EventStore
+from agentheal.models import Gap
 from conftest import free_port, stop_processes_under, tiny_estate
 
 pytestmark = pytest.mark.slow
@@ -234,17 +238,39 @@ def test_readyz_is_503_naming_what_is_not_reachable(server: ApiServer) -> None:
 
 
 def test_metrics_are_the_event_store_figures(server: ApiServer) -> None:
-    viewer = server.client("viewer")
-    text = viewer.get("/metrics").text
+    # What another process records (a CLI heal, a second server) is counted at the next scrape.
     store = server.events()
+    run_id = uuid.uuid4().hex
+    store.start_run(run_id, Gap(text="web answers slowly", component="web"))
+    store.llm_call(run_id, "m", "diagnose", 120, 30, 0.2, True)
+    store.llm_call(run_id, "m", "plan", 80, 20, 0.1, True)
+    store.llm_call(run_id, "m", "plan", 0, 0, 0.1, True, usage_known=False)
+    store.llm_call(run_id, "m", "plan", 0, 0, 5.0, False, error="timeout")
+    text = server.client("viewer").get("/metrics").text
     runs = store.runs(limit=10_000)
+    for status in ("running", "healed", "awaiting_approval"):
+        n = sum(1 for r in runs if r.status.value == status)
+        assert f'agentheal_runs{{status="{status}"}} {float(n)}' in text, status
     healed = sum(1 for r in runs if r.status.value == "healed")
-    assert f'agentheal_runs{{status="healed"}} {float(healed)}' in text
     assert f"agentheal_time_to_heal_seconds_count {float(healed)}" in text
-    for series in ("agentheal_approvals_waiting", "agentheal_llm_calls_total", "agentheal_llm_tokens_total",
-                   "agentheal_heal_pool_jobs", "agentheal_time_to_heal_seconds_bucket"):  # fmt: skip
-        assert series in text, series
+    waiting = sum(1 for r in runs if r.status.value == "awaiting_approval")
+    assert f"agentheal_approvals_waiting {float(waiting)}" in text
+    assert (
+        'agentheal_llm_calls_total{ok="true"} 3.0' in text
+        and 'agentheal_llm_calls_total{ok="false"} 1.0' in text
+    )
+    assert 'agentheal_llm_tokens_total{type="prompt"} 200.0' in text
+    assert 'agentheal_llm_tokens_total{type="completion"} 50.0' in text
+    assert "agentheal_llm_calls_unknown_usage_total 1.0" in text
+    store.record_gap(Gap(text="disk fills up by tomorrow", component="web", kind="predicted"))
+    text = server.client("viewer").get("/metrics").text
+    kinds = Counter(g.kind.value for g in store.gaps(limit=100_000))
+    assert kinds["predicted"] >= 1
+    for kind, n in kinds.items():
+        assert f'agentheal_gaps_total{{kind="{kind}"}} {float(n)}' in text, kind
+    assert "agentheal_heal_pool_jobs" in text and "agentheal_time_to_heal_seconds_bucket" in text
     assert all(line.startswith(("#", "agentheal_")) for line in text.splitlines() if line)
+    store.close()
 
 
 # ---------------------------------------------------------------- limits
@@ -335,9 +361,15 @@ def test_an_injected_fault_is_healed_from_an_alertmanager_webhook(drills: ApiSer
         r.action for r in drills.events().audit_rows(100) if r.actor in ("test-admin", "test-operator")
     }
     assert {"fault", "alert", "gap"} <= actions
-    healed = sum(1 for r in drills.events().runs(limit=10_000) if r.status.value == "healed")
+    healed = [r for r in drills.events().runs(limit=10_000) if r.status.value == "healed" and r.finished_at]
+    took = [(r.finished_at - r.started_at).total_seconds() for r in healed if r.finished_at]
     metrics = watcher.get("/metrics").text
-    assert healed >= 1 and f"agentheal_time_to_heal_seconds_count {float(healed)}" in metrics
+    assert took and f"agentheal_time_to_heal_seconds_count {float(len(took))}" in metrics
+    for bound in ("0.5", "1.0", "10.0", "60.0"):
+        under = sum(1 for t in took if t <= float(bound))
+        assert f'agentheal_time_to_heal_seconds_bucket{{le="{bound}"}} {float(under)}' in metrics, bound
+    summed = re.search(r"^agentheal_time_to_heal_seconds_sum (\S+)$", metrics, re.M)
+    assert summed is not None and abs(float(summed.group(1)) - sum(took)) < 0.01
 
 
 def test_bad_webhooks_and_feedback_are_named_and_change_nothing(drills: ApiServer) -> None:

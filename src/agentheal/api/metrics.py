@@ -41,9 +41,6 @@ HEAL_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
 
 _GAPS_BY_KIND = sa.select(GAPS.c.kind, sa.func.count()).group_by(GAPS.c.kind)
 _RUNS_BY_STATUS = sa.select(RUNS.c.status, sa.func.count()).group_by(RUNS.c.status)
-_HEALED_TIMES = sa.select(RUNS.c.started_at, RUNS.c.finished_at).where(
-    RUNS.c.status == RunStatus.healed.value, RUNS.c.finished_at.is_not(None)
-)
 _ACTIONS_BY_OUTCOME = (
     sa.select(ACTIONS.c.outcome, sa.func.count())
     .where(ACTIONS.c.dry_run.is_(False))
@@ -51,31 +48,38 @@ _ACTIONS_BY_OUTCOME = (
 )
 _LLM = sa.select(
     LLM_CALLS.c.ok,
-    sa.func.count(),
-    sa.func.coalesce(sa.func.sum(LLM_CALLS.c.prompt_tokens), 0),
-    sa.func.coalesce(sa.func.sum(LLM_CALLS.c.completion_tokens), 0),
-    sa.func.coalesce(sa.func.sum(sa.case((LLM_CALLS.c.usage_known.is_(False), 1), else_=0)), 0),
+    sa.func.count().label("calls"),
+    sa.func.coalesce(sa.func.sum(LLM_CALLS.c.prompt_tokens), 0).label("prompt"),
+    sa.func.coalesce(sa.func.sum(LLM_CALLS.c.completion_tokens), 0).label("completion"),
+    sa.func.coalesce(sa.func.sum(sa.case((LLM_CALLS.c.usage_known.is_(False), 1), else_=0)), 0).label(
+        "unknown"
+    ),
 ).group_by(LLM_CALLS.c.ok)
 
 
-def _histogram(durations: list[float]) -> tuple[list[tuple[str, float]], float]:
-    """Cumulative bucket counts (Prometheus' `le` buckets, +Inf last) and the sum."""
-    ordered = sorted(durations)
-    buckets, i = [], 0
-    for bound in HEAL_BUCKETS:
-        while i < len(ordered) and ordered[i] <= bound:
-            i += 1
-        buckets.append((repr(bound), float(i)))
-    buckets.append(("+Inf", float(len(ordered))))
-    return buckets, sum(ordered)
+def _heal_times(dialect: str) -> Any:
+    """One row: healed runs at or under each bucket's bound, all of them, and their summed seconds;
+    counted in the database, so a scrape costs one aggregate whatever the store holds."""
+    from agentheal.metrics.sql import rate, seconds
+
+    took = seconds(RUNS.c.finished_at, dialect) - seconds(RUNS.c.started_at, dialect)
+    # Each column labelled: unlabelled aggregates of one shape come back under clashing names.
+    return sa.select(
+        *(rate(took <= bound).label(f"le_{i}") for i, bound in enumerate(HEAL_BUCKETS)),
+        sa.func.count().label("healed"),
+        sa.func.coalesce(sa.func.sum(took), 0.0).label("seconds"),
+    ).where(RUNS.c.status == RunStatus.healed.value, RUNS.c.finished_at.is_not(None))
 
 
 class StoreCollector(Collector):
     """Reads the event store at each scrape; `pool_busy` gives the server's heal pool figures."""
 
     def __init__(self, events: EventStore, pool_busy: Callable[[], dict[str, int]] | None = None) -> None:
+        from agentheal.metrics.sql import backend
+
         self.events = events
         self.pool_busy = pool_busy
+        self._heal_times = _heal_times(backend(events))
 
     def describe(self) -> list[Metric]:
         return []  # computed at each scrape: nothing to check at registration
@@ -104,14 +108,13 @@ class StoreCollector(Collector):
             value=counts[RunStatus.awaiting_approval.value],
         )
 
-        durations = [
-            (r["finished_at"] - r["started_at"]).total_seconds() for r in q(_HEALED_TIMES) if r["finished_at"]
-        ]
-        buckets, total = _histogram(durations)
+        *under, healed, total = q(self._heal_times)[0].values()
+        buckets = [(repr(b), float(n)) for b, n in zip(HEAL_BUCKETS, under, strict=True)]
+        buckets.append(("+Inf", float(healed)))
         heal = HistogramMetricFamily(
             "agentheal_time_to_heal_seconds", "Start-to-finish time of healed runs, in seconds."
         )
-        heal.add_metric([], buckets, total)
+        heal.add_metric([], buckets, float(total))
         yield heal
 
         actions = CounterMetricFamily(
