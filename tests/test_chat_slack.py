@@ -201,6 +201,13 @@ def test_approval_button_finishes_the_run_for_an_operator_and_changes_nothing_fo
         assert events.run(run_id).row.status.value == "awaiting_approval" and not _answers(url)
         assert not [c for c in recorder.of("chat.update") if c.params.get("ts") == request_ts]
 
+        # what a viewer may ask meanwhile: the status, and why the run wants what it wants
+        status = _post(base, slash_body("UVIC", "status")).json()
+        said = json.dumps(status)
+        assert "1 run(s) waiting for approval" in said and run_id[:12] in said and "unhealthy" in said
+        why = json.dumps(_post(base, slash_body("UVIC", f"why {run_id[:8]}")).json())
+        assert "*Diagnosis:*" in why and "process_down" in why and "`restart` on `web`" in why
+
         pressed = _post(base, button_body("UOPS", "approve", run_id, "C1", request_ts, thread_ts))
         assert pressed.status_code == 200
         _updated_to(recorder, request_ts, "Approved by uops (slack:UOPS)")
