@@ -25,6 +25,7 @@ BENCHES = [
     "bench_serve",
     "bench_chat",
     "bench_mcp",
+    "bench_status",
 ]
 
 

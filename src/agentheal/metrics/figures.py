@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from agentheal.event_schema import AUDIT, GAPS, RUNS
 from agentheal.events import EventStore
 from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS, PROBES, ensure_tables
-from agentheal.metrics.sql import backend, percentile, rate, seconds
+from agentheal.metrics.sql import backend, percentiles, rate, seconds
 from agentheal.models import GapKind, RunStatus, utcnow
 
 DEFAULT_WINDOW = timedelta(days=30)
@@ -87,15 +87,30 @@ def _ratio(hits: int, n: int) -> float | None:
     return hits / n if n else None
 
 
-def resolution(store: EventStore, w: Window) -> list[Figure]:
-    """Gap resolution rate: runs healed with no person's approval over runs that ended."""
+def runs_by_persona(store: EventStore, w: Window) -> list[Figure]:
+    """Gap resolution rate (runs healed with no person's approval over runs that ended) and each
+    persona's record (its runs healed over its runs that ended), from one pass grouped by persona."""
     approved = sa.select(AUDIT.c.target).where(AUDIT.c.action == "approve", AUDIT.c.outcome == "ok")
-    auto = sa.and_(RUNS.c.status == RunStatus.healed.value, RUNS.c.run_id.not_in(approved))
-    stmt = sa.select(sa.func.count(), rate(auto)).where(
-        RUNS.c.status.in_(FINISHED), *w.within(RUNS.c.finished_at)
+    healed = RUNS.c.status == RunStatus.healed.value
+    stmt = (
+        sa.select(
+            RUNS.c.persona.label("persona"),
+            sa.func.count().label("n"),
+            rate(healed).label("healed"),
+            rate(sa.and_(healed, RUNS.c.run_id.not_in(approved))).label("auto"),
+        )
+        .where(RUNS.c.status.in_(FINISHED), *w.within(RUNS.c.finished_at))
+        .group_by(RUNS.c.persona)
+        .order_by(RUNS.c.persona)
     )
-    n, healed = _one(store, stmt)
-    return [figure("gap_resolution_rate", _ratio(int(healed), int(n)), "fraction", int(n), w)]
+    rows = store.query(stmt)
+    n, auto = sum(int(r["n"]) for r in rows), sum(int(r["auto"]) for r in rows)
+    out = [figure("gap_resolution_rate", _ratio(auto, n), "fraction", n, w)]
+    for r in rows:
+        if r["persona"] is not None:
+            name = f"agent_resolution_rate:{r['persona']}"
+            out.append(figure(name, _ratio(int(r["healed"]), int(r["n"])), "fraction", int(r["n"]), w))
+    return out
 
 
 def _ms(value: float | None) -> float | None:
@@ -106,72 +121,76 @@ def _ms(value: float | None) -> float | None:
 def timings(store: EventStore, w: Window) -> list[Figure]:
     """Time to detect (detector's gaps: first observed to recorded) and time to heal (healed runs)."""
     dialect = backend(store)
-    out: list[Figure] = []
     detected = [
         GAPS.c.gap["source"].as_string().not_in(PERSON_SOURCES),
         GAPS.c.kind != GapKind.predicted.value,  # made before the breach: no lag to measure
         *w.within(GAPS.c.recorded_at),
     ]
     lag = seconds(GAPS.c.recorded_at, dialect) - seconds(GAPS.c.created_at, dialect)
-    (n,) = _one(store, sa.select(sa.func.count()).where(*detected))
-    for name, p in (("time_to_detect_median_s", 0.5), ("time_to_detect_p95_s", 0.95)):
-        out.append(figure(name, _ms(percentile(store, lag, detected, int(n), p)), "s", int(n), w))
-    healed = [
-        RUNS.c.status == RunStatus.healed.value,
-        RUNS.c.finished_at.is_not(None),
-        *w.within(RUNS.c.finished_at),
-    ]
+    healed = [RUNS.c.status == RunStatus.healed.value, *w.within(RUNS.c.finished_at)]
     took = seconds(RUNS.c.finished_at, dialect) - seconds(RUNS.c.started_at, dialect)
-    (n,) = _one(store, sa.select(sa.func.count()).where(*healed))
-    for name, p in (("time_to_heal_median_s", 0.5), ("time_to_heal_p95_s", 0.95)):
-        out.append(figure(name, _ms(percentile(store, took, healed, int(n), p)), "s", int(n), w))
+    out: list[Figure] = []
+    for what, value, where in (("detect", lag, detected), ("heal", took, healed)):
+        n, (median, p95) = percentiles(store, value, where, (0.5, 0.95))
+        out.append(figure(f"time_to_{what}_median_s", _ms(median), "s", n, w))
+        out.append(figure(f"time_to_{what}_p95_s", _ms(p95), "s", n, w))
     return out
 
 
 def quality(store: EventStore, w: Window, after: timedelta = QUALITY_WINDOW) -> list[Figure]:
     """Resolution quality: healed runs whose fingerprint was not reported again within `after`.
 
-    Only heals at least `after` before the window's end count (a younger one cannot be judged yet)."""
+    Only heals at least `after` before the window's end count (a younger one cannot be judged yet).
+    Each heal's next report is one seek in the gaps' (fingerprint, recorded_at) index.
+    """
     dialect = backend(store)
     judged = Window(w.since, w.until - after)
-    back = sa.exists().where(
-        GAPS.c.fingerprint == RUNS.c.fingerprint,
-        seconds(GAPS.c.recorded_at, dialect) > seconds(RUNS.c.finished_at, dialect),
-        seconds(GAPS.c.recorded_at, dialect) <= seconds(RUNS.c.finished_at, dialect) + after.total_seconds(),
+    nxt = (
+        sa.select(sa.func.min(GAPS.c.recorded_at))
+        .where(GAPS.c.fingerprint == RUNS.c.fingerprint, GAPS.c.recorded_at > RUNS.c.finished_at)
+        .scalar_subquery()
     )
-    stmt = sa.select(sa.func.count(), rate(sa.not_(back))).where(
-        RUNS.c.status == RunStatus.healed.value, *judged.within(RUNS.c.finished_at)
+    heals = (
+        sa.select(RUNS.c.finished_at.label("t"), nxt.label("next_report"))
+        .where(RUNS.c.status == RunStatus.healed.value, *judged.within(RUNS.c.finished_at))
+        .subquery()
     )
-    n, held = _one(store, stmt)
-    return [figure("resolution_quality", _ratio(int(held), int(n)), "fraction", int(n), w)]
-
-
-def _recurrence(store: EventStore, w: Window) -> tuple[int, int]:
-    """Gap reports in the window, and those whose fingerprint a run had already healed before."""
-    earlier = sa.exists().where(
-        RUNS.c.fingerprint == GAPS.c.fingerprint,
-        RUNS.c.status == RunStatus.healed.value,
-        RUNS.c.finished_at < GAPS.c.recorded_at,
-    )
-    stmt = sa.select(sa.func.count(), rate(earlier)).where(
-        GAPS.c.kind != GapKind.predicted.value, *w.within(GAPS.c.recorded_at)
-    )
-    n, back = _one(store, stmt)
-    return int(n), int(back)
+    gap_s = seconds(heals.c.next_report, dialect) - seconds(heals.c.t, dialect)
+    held = sa.or_(heals.c.next_report.is_(None), gap_s > after.total_seconds())
+    n, ok = _one(store, sa.select(sa.func.count(), rate(held)))
+    return [figure("resolution_quality", _ratio(int(ok), int(n)), "fraction", int(n), w)]
 
 
 def recurrence(store: EventStore, w: Window) -> list[Figure]:
-    """Recurrence rate now, and its fall from the previous window of the same length."""
-    n, back = _recurrence(store, w)
-    prev_n, prev_back = _recurrence(store, w.previous())
-    now_rate, prev_rate = _ratio(back, n), _ratio(prev_back, prev_n)
-    both = Window(w.previous().since, w.until)
+    """Recurrence rate now, and its fall from the previous window of the same length.
+
+    A gap report recurs when a run had healed its fingerprint before it was reported; both windows
+    are counted in one pass over the reports, joined to each fingerprint's first heal."""
+    prev = w.previous()
+    first = (
+        sa.select(RUNS.c.fingerprint.label("fp"), sa.func.min(RUNS.c.finished_at).label("healed_at"))
+        .where(RUNS.c.status == RunStatus.healed.value, RUNS.c.finished_at < w.until)
+        .group_by(RUNS.c.fingerprint)
+        .subquery()
+    )
+    back = sa.and_(first.c.healed_at.is_not(None), first.c.healed_at < GAPS.c.recorded_at)
+    now = GAPS.c.recorded_at >= w.since
+    stmt = (
+        sa.select(rate(now), rate(sa.and_(now, back)), rate(sa.not_(now)), rate(sa.and_(sa.not_(now), back)))
+        .select_from(GAPS.outerjoin(first, first.c.fp == GAPS.c.fingerprint))
+        .where(
+            GAPS.c.kind != GapKind.predicted.value,
+            GAPS.c.recorded_at >= prev.since,
+            GAPS.c.recorded_at < w.until,
+        )
+    )
+    n, came_back, prev_n, prev_back = (int(x) for x in _one(store, stmt))
+    now_rate, prev_rate = _ratio(came_back, n), _ratio(prev_back, prev_n)
     reduction = prev_rate - now_rate if now_rate is not None and prev_rate is not None else None
+    counted = n + prev_n if reduction is not None else 0
     return [
         figure("recurrence_rate", now_rate, "fraction", n, w),
-        figure(
-            "recurrence_reduction", reduction, "fraction", n + prev_n if reduction is not None else 0, both
-        ),
+        figure("recurrence_reduction", reduction, "fraction", counted, Window(prev.since, w.until)),
     ]
 
 
@@ -222,39 +241,19 @@ def availability(store: EventStore, w: Window) -> list[Figure]:
     ]
 
 
-def agents(store: EventStore, w: Window) -> list[Figure]:
-    """Per persona in charge at the end: its runs healed over its runs that ended."""
-    stmt = (
-        sa.select(
-            RUNS.c.persona,
-            sa.func.count().label("n"),
-            rate(RUNS.c.status == RunStatus.healed.value).label("healed"),
-        )
-        .where(RUNS.c.persona.is_not(None), RUNS.c.status.in_(FINISHED), *w.within(RUNS.c.finished_at))
-        .group_by(RUNS.c.persona)
-        .order_by(RUNS.c.persona)
-    )
-    out = []
-    for r in store.query(stmt):
-        persona, n, healed = r["persona"], r["n"], r["healed"]
-        out.append(
-            figure(f"agent_resolution_rate:{persona}", _ratio(int(healed), int(n)), "fraction", int(n), w)
-        )
-    return out
-
-
 def compute(store: EventStore, window: Window | None = None) -> list[Figure]:
     """Every figure over `window` (default: the last 30 days), in a fixed order; per-component and
     per-agent figures follow, one for each that has data."""
     ensure_tables(store)
     w = window or Window.last()
+    by_persona = runs_by_persona(store, w)
     return [
-        *resolution(store, w),
+        by_persona[0],
         *timings(store, w),
         *quality(store, w),
         *recurrence(store, w),
         *predictions(store, w),
         *evolution(store, w),
         *availability(store, w),
-        *agents(store, w),
+        *by_persona[1:],
     ]

@@ -72,6 +72,8 @@ PROBES = sa.Table(
     sa.Index("ix_probe_results_component_at", "component", "at"),
 )
 
+# An index on the event store's gaps table the figures need (portable DDL: SQLite and PostgreSQL).
+_GAPS_INDEX = "CREATE INDEX IF NOT EXISTS ix_gaps_fingerprint_recorded_at ON gaps (fingerprint, recorded_at)"
 _ENGINES: dict[str, sa.Engine] = {}
 _LOCK = threading.Lock()
 
@@ -85,6 +87,9 @@ def engine_for(store: EventStore) -> sa.Engine:
             args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False} if sqlite else {}
             engine = sa.create_engine(store.url, connect_args=args, json_serializer=dumps_json)
             METADATA.create_all(engine)
+            with engine.begin() as conn:
+                # resolution quality seeks each heal's next report of its fingerprint
+                conn.execute(sa.text(_GAPS_INDEX))
             _ENGINES[store.url] = engine
         return engine
 

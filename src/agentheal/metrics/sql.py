@@ -37,18 +37,31 @@ def rate(hits: Any) -> sa.ColumnElement[int]:
     return sa.func.coalesce(sa.func.sum(sa.case((hits, 1), else_=0)), 0)
 
 
-def percentile(store: EventStore, value: Any, where: list[Any], n: int, p: float) -> float | None:
-    """The nearest-rank `p`-percentile of `value` over the rows `where` selects (`n` of them).
+def percentiles(
+    store: EventStore, value: Any, where: list[Any], ps: tuple[float, ...]
+) -> tuple[int, list[float | None]]:
+    """How many rows `where` selects, and the nearest-rank `p`-percentile of `value` over them for each p.
 
     Nearest rank: the value at position ceil(p * n) in ascending order, so it is always one of the
-    measured values; the database sorts, only that one row comes back.
+    measured values. One sort in the database; only the rows at those ranks come back.
     """
-    if n <= 0:
-        return None
-    rank = max(1, math.ceil(p * n))
-    stmt = sa.select(value.label("v")).where(*where).order_by(value).limit(1).offset(rank - 1)
-    rows = store.query(stmt)
-    return float(rows[0]["v"]) if rows else None
+    inner = (
+        sa.select(
+            value.label("v"),
+            sa.func.row_number().over(order_by=value).label("rn"),
+            sa.func.count().over().label("cnt"),
+        )
+        .where(*where)
+        .subquery()
+    )
+    # rn = ceil(p * cnt), written without ceil (not every SQLite has its math functions)
+    at = [sa.and_(inner.c.rn >= p * inner.c.cnt, inner.c.rn - 1 < p * inner.c.cnt) for p in ps]
+    rows = store.query(sa.select(inner.c.v, inner.c.rn, inner.c.cnt).where(sa.or_(*at)))
+    if not rows:
+        return 0, [None for _ in ps]
+    n = int(rows[0]["cnt"])
+    by_rank = {int(r["rn"]): float(r["v"]) for r in rows}
+    return n, [by_rank.get(max(1, math.ceil(p * n))) for p in ps]
 
 
 def week(col: Any, dialect: str) -> sa.ColumnElement[str]:

@@ -63,10 +63,11 @@ def _rate_by_week(store: EventStore, w: Window, dialect: str) -> list[tuple[str,
 
 
 def _recurrences(store: EventStore, w: Window) -> list[tuple[str, int]]:
-    earlier = sa.exists().where(
-        RUNS.c.fingerprint == GAPS.c.fingerprint,
-        RUNS.c.status == RunStatus.healed.value,
-        RUNS.c.finished_at < GAPS.c.recorded_at,
+    first = (
+        sa.select(RUNS.c.fingerprint.label("fp"), sa.func.min(RUNS.c.finished_at).label("healed_at"))
+        .where(RUNS.c.status == RunStatus.healed.value, RUNS.c.finished_at < w.until)
+        .group_by(RUNS.c.fingerprint)
+        .subquery()
     )
     n = sa.func.count().label("n")
     stmt = (
@@ -76,7 +77,12 @@ def _recurrences(store: EventStore, w: Window) -> list[tuple[str, int]]:
             sa.func.max(GAPS.c.text).label("text"),
             n,
         )
-        .where(GAPS.c.kind != GapKind.predicted.value, earlier, *w.within(GAPS.c.recorded_at))
+        .select_from(GAPS.join(first, first.c.fp == GAPS.c.fingerprint))
+        .where(
+            GAPS.c.kind != GapKind.predicted.value,
+            first.c.healed_at < GAPS.c.recorded_at,
+            *w.within(GAPS.c.recorded_at),
+        )
         .group_by(GAPS.c.fingerprint)
         .order_by(n.desc(), GAPS.c.fingerprint)
         .limit(TOP_FINGERPRINTS)

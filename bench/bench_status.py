@@ -1,0 +1,140 @@
+"""`agentheal status` and `agentheal report` over an event store of one million events, as ratios to
+`agentheal --help` (the CLI's own start) measured in the same run.
+
+The store: 90,000 heal runs over 30 days, each with its gap report, eight node transitions and an
+action (11 rows a run: 990,000), plus detector gaps, predictions, evolutions and probe results to
+reach one million rows in all, written straight into the real tables (SQLite, WAL) in the formats
+SQLAlchemy writes. Goals (issue 14): status under 1 s (stretch 0.3 s), the report under 5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+AGENTHEAL = Path(sys.executable).parent / "agentheal"
+RUNS = 90_000
+NODES = ("triage", "recall", "route", "diagnose", "plan", "guard", "execute", "validate")
+EXTRA = {"gaps": 4_000, "predictions": 2_000, "evolutions": 500, "probe_results": 3_500}
+
+
+def _t(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's DateTime on SQLite
+
+
+def build_store(home: Path, runs: int = RUNS) -> int:
+    """Write the history under `home`; returns how many rows (events) it holds."""
+    from agentheal.config import Settings
+    from agentheal.events import EventStore
+    from agentheal.metrics.records import ensure_tables
+
+    store = EventStore(Settings(home=home).events_url)
+    ensure_tables(store)
+    store.close()
+    rnd = random.Random(14)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    start = now - timedelta(days=29.9)  # all inside the 30 days status shows
+    statuses = ["healed"] * 8 + ["escalated", "failed"]
+    personas = ["availability", "config", "storage", "network"]
+    db = sqlite3.connect(home / "events.sqlite")
+    gaps, rows, nodes, actions = [], [], [], []
+    for i in range(runs):
+        began = start + timedelta(seconds=i * 30 * 86400 / runs)
+        fp = f"fp{rnd.randrange(3000):05d}"
+        took = rnd.lognormvariate(1.5, 0.8)
+        gap = json.dumps({"text": f"gap {fp}", "fingerprint": fp, "source": "user", "kind": "incident"})
+        gaps.append((fp, "incident", "web", "medium", f"gap {fp}", gap, _t(began), _t(began)))
+        run_id = f"{i:032x}"
+        rows.append((run_id, fp, "web", f"gap {fp}", gap, rnd.choice(statuses), rnd.choice(personas),
+                     "persona", _t(began), _t(began + timedelta(seconds=took))))  # fmt: skip
+        for k, node in enumerate(NODES):
+            nodes.append((run_id, node, "", "{}", _t(began + timedelta(seconds=took * k / 8))))
+        actions.append(
+            (run_id, "restart", "web", 0, "ok", "{}", "{}", _t(began + timedelta(seconds=took / 2)))
+        )
+    for _ in range(EXTRA["gaps"]):
+        at = start + timedelta(seconds=rnd.uniform(0, 30 * 86400))
+        gap = json.dumps({"text": "web down", "source": "monitor", "kind": "incident"})
+        lag = timedelta(seconds=rnd.uniform(1, 30))
+        gaps.append(("mon", "incident", "web", "high", "web down", gap, _t(at - lag), _t(at)))
+    db.executemany("INSERT INTO gaps (fingerprint, kind, component, severity, text, gap, created_at, "
+                   "recorded_at) VALUES (?,?,?,?,?,?,?,?)", gaps)  # fmt: skip
+    db.executemany("INSERT INTO runs (run_id, fingerprint, component, gap_text, gap, status, persona, "
+                   "source, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)  # fmt: skip
+    db.executemany("INSERT INTO node_events (run_id, node, detail, data, at) VALUES (?,?,?,?,?)", nodes)
+    db.executemany("INSERT INTO actions (run_id, action, component, dry_run, outcome, step, result, at) "
+                   "VALUES (?,?,?,?,?,?,?,?)", actions)  # fmt: skip
+    outcomes = ["avoided", "avoided", "breached", "false", "missed"]
+    db.executemany(
+        "INSERT INTO predictions (series, component, text, made_at, acted, outcome, checked_at, data, "
+        '"limit") VALUES (?,?,?,?,?,?,?,?,?)',
+        [("disk", "web", "disk fills", _t(now - timedelta(days=rnd.uniform(1, 29))), rnd.random() < 0.7,
+          rnd.choice(outcomes), _t(now - timedelta(hours=rnd.uniform(1, 20))), "{}", 100.0)
+         for _ in range(EXTRA["predictions"])],
+    )  # fmt: skip
+    db.executemany(
+        "INSERT INTO evolutions (id, kind, target, status, created_at, decided_at, reason, data) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        [(f"ev{i}", "add_check", "web", rnd.choice(["kept", "reverted"]), _t(now - timedelta(days=2)),
+          _t(now - timedelta(days=1)), "", "{}") for i in range(EXTRA["evolutions"])],
+    )  # fmt: skip
+    db.executemany(
+        "INSERT INTO probe_results (component, ok, at) VALUES (?,?,?)",
+        [(rnd.choice(["web", "api", "db"]), rnd.random() < 0.98, _t(now - timedelta(seconds=i * 60)))
+         for i in range(EXTRA["probe_results"])],
+    )  # fmt: skip
+    db.commit()
+    tables = ("gaps", "runs", "node_events", "actions", "predictions", "evolutions", "probe_results")
+    total = sum(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables)
+    db.close()
+    return int(total)
+
+
+def _median_wall(cmd: list[str], env: dict[str, str], repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def run() -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        events = build_store(home)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
+        env |= {"AGENTHEAL_HOME": str(home), "AGENTHEAL_CONFIG": str(Path(tmp) / "none.toml")}
+        out = subprocess.run(
+            [str(AGENTHEAL), "status", "--json"], env=env, capture_output=True, text=True, check=True
+        )
+        rate = next(f for f in json.loads(out.stdout)["figures"] if f["name"] == "gap_resolution_rate")
+        if rate["n"] != RUNS:  # every run ended inside the window
+            raise AssertionError(f"status counted {rate['n']} ended runs, the store holds {RUNS}")
+        baseline = _median_wall([str(AGENTHEAL), "--help"], env)
+        status_s = _median_wall([str(AGENTHEAL), "status", "--json"], env)
+        report_s = _median_wall([str(AGENTHEAL), "report", "--out", str(Path(tmp) / "r.html")], env)
+    return [
+        {"name": "status_wall_time_1m_events", "value": round(status_s, 3), "unit": "s",
+         "baseline": round(baseline, 3), "ratio": round(status_s / baseline, 2),
+         "goal": f"under 1 s (stretch 0.3 s) over {events:,} events; baseline: agentheal --help",
+         "met": status_s < 1.0},
+        {"name": "report_build_time_1m_events", "value": round(report_s, 3), "unit": "s",
+         "baseline": round(baseline, 3), "ratio": round(report_s / baseline, 2),
+         "goal": f"under 5 s over {events:,} events; baseline: agentheal --help", "met": report_s < 5.0},
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)
