@@ -201,7 +201,19 @@ class RunThreads:
             f.reasons = [str(r) for r in data.get("approvals") or []]
         if node == "plan":
             f.plans.append(detail)
+        if node == "approval" and f.decision is None:
+            self._decided_elsewhere(f, detail)
         self._reply(f, views.step(node, detail))
+
+    def _decided_elsewhere(self, f: _Followed, detail: str) -> None:
+        """An answer given through another door (the CLI, the API): the request loses its buttons too."""
+        verb, _, rest = detail.partition(" by ")
+        if verb not in ("approved", "rejected") or not rest:
+            return
+        who, _, note = rest.partition(": ")
+        f.decision = (verb == "approved", who, note)
+        if f.approval is not None and f.approval_at is not None:
+            self._update(f, f.approval_at, views.answered(f.approval, *f.decision))
 
     def _result(self, f: _Followed) -> dict[str, Any]:
         from agentheal.services.runs import show_run
