@@ -224,7 +224,7 @@ def test_a_run_killed_while_it_waits_resumes_and_waits_for_the_same_task(
     settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     events = EventStore(settings.events_url)
-    with remote_agent("plan", delay_s=6) as (base, agent):
+    with remote_agent("plan", delay_s=3) as (base, agent):
         _add(capsys, base)
         row = _kill_while_waiting(settings, estate, agent)
         resumed = _heal(capsys, estate)  # the same gap again: the open run is resumed
