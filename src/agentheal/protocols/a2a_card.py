@@ -51,8 +51,9 @@ _SKILLS: list[dict[str, Any]] = [
 ]
 
 
-def agent_card(base_url: str, rpc_path: str) -> Any:
-    """The Agent Card (a2a-sdk's `AgentCard`) of a server reached at `base_url`."""
+def agent_card(base_url: str, rpc_path: str, tokens: bool = True) -> Any:
+    """The Agent Card (a2a-sdk's `AgentCard`) of a server reached at `base_url`; `tokens`: whether
+    it checks bearer tokens (an `--insecure-local` server does not, and its card says so)."""
     from a2a.types import (
         AgentCapabilities,
         AgentCard,
@@ -66,6 +67,13 @@ def agent_card(base_url: str, rpc_path: str) -> Any:
     )
 
     url = base_url.rstrip("/") + rpc_path
+    bearer = SecurityScheme(
+        http_auth_security_scheme=HTTPAuthSecurityScheme(
+            scheme="bearer",
+            description="A token from `agentheal tokens add NAME --role viewer|operator|admin`; "
+            "healing and answering approvals need operator.",
+        )
+    )
     return AgentCard(
         name="agentheal",
         description="Keeps a software estate healthy: heals gaps with typed, policy-checked actions "
@@ -77,16 +85,8 @@ def agent_card(base_url: str, rpc_path: str) -> Any:
         provider=AgentProvider(organization="agentheal", url=base_url.rstrip("/")),
         version=__version__,
         capabilities=AgentCapabilities(streaming=True, push_notifications=False),
-        security_schemes={
-            "bearer": SecurityScheme(
-                http_auth_security_scheme=HTTPAuthSecurityScheme(
-                    scheme="bearer",
-                    description="A token from `agentheal tokens add NAME --role viewer|operator|admin`; "
-                    "healing and answering approvals need operator.",
-                )
-            )
-        },
-        security_requirements=[SecurityRequirement(schemes={"bearer": StringList()})],
+        security_schemes={"bearer": bearer} if tokens else {},
+        security_requirements=[SecurityRequirement(schemes={"bearer": StringList()})] if tokens else [],
         default_input_modes=["text/plain", "application/json"],
         default_output_modes=["text/plain", "application/json"],
         skills=[AgentSkill(**s) for s in _SKILLS],
@@ -96,9 +96,10 @@ def agent_card(base_url: str, rpc_path: str) -> Any:
 class PublicCard:
     """Answers `GET /.well-known/agent-card.json` before authentication; passes the rest on."""
 
-    def __init__(self, app: ASGIApp, rpc_path: str) -> None:
+    def __init__(self, app: ASGIApp, rpc_path: str, tokens: bool = True) -> None:
         self.app = app
         self.rpc_path = rpc_path
+        self.tokens = tokens
         self._cards: dict[str, bytes] = {}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -111,7 +112,7 @@ class PublicCard:
             from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 
             # with A2A 0.3's fields (`url`...) beside 1.0's interfaces: /a2a speaks both versions
-            body = json.dumps(agent_card_to_dict(agent_card(base, self.rpc_path))).encode()
+            body = json.dumps(agent_card_to_dict(agent_card(base, self.rpc_path, self.tokens))).encode()
             self._cards[base] = body
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

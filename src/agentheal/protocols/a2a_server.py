@@ -284,4 +284,4 @@ def install(app: FastAPI, state: ServerState) -> None:
     for route in create_jsonrpc_routes(handler, A2A_PATH, context_builder=_CallerContext(),
                                        enable_v0_3_compat=True):  # fmt: skip
         app.router.routes.append(route)
-    app.add_middleware(PublicCard, rpc_path=A2A_PATH)
+    app.add_middleware(PublicCard, rpc_path=A2A_PATH, tokens=not state.insecure_local)
