@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentheal.agents import AgentRecord
 from agentheal.api.auth import Caller, Role, require
 from agentheal.api.state import ServerState, get_state
 from agentheal.detect.alerts import AlertError, WebhookMessage
@@ -36,7 +35,7 @@ from agentheal.services.memory import (
     import_records,
     search,
 )
-from agentheal.services.signals import IntakeResult, SignalIntake, SignalRequestError
+from agentheal.services.signals import IntakeResult, SignalIntake, SignalRequestError, SubmitFn
 
 router = APIRouter()
 
@@ -45,7 +44,7 @@ Viewer = Annotated[Caller, Depends(require(Role.viewer))]
 Operator = Annotated[Caller, Depends(require(Role.operator))]
 Admin = Annotated[Caller, Depends(require(Role.admin))]
 
-__all__ = ["AgentRecord", "router"]
+__all__ = ["router"]
 
 
 class Problem(BaseModel):
@@ -208,7 +207,7 @@ def _intake(state: ServerState) -> SignalIntake:
         return intake
 
 
-def _submitter(state: ServerState, caller: Caller) -> Any:
+def _submitter(state: ServerState, caller: Caller) -> SubmitFn:
     def submit(gap: Gap) -> str | None:
         run_id, _future, _joined = state.pool.submit(
             gap, actor=caller.name, door="api", role=caller.role.value
