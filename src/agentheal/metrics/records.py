@@ -8,6 +8,8 @@ the event store's engine is its private business.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from datetime import datetime
 from typing import Any
@@ -74,14 +76,25 @@ PROBES = sa.Table(
 
 # An index on the event store's gaps table the figures need (portable DDL: SQLite and PostgreSQL).
 _GAPS_INDEX = "CREATE INDEX IF NOT EXISTS ix_gaps_fingerprint_recorded_at ON gaps (fingerprint, recorded_at)"
-_ENGINES: dict[str, sa.Engine] = {}
+_ENGINES: dict[tuple[str, int], sa.Engine] = {}
 _LOCK = threading.Lock()
 
 
+def _identity(url: str) -> tuple[str, int]:
+    """The URL and, for a SQLite file, its inode: a store deleted and made again is another database
+    (a connection kept to the old file would write to a file nobody reads)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        with contextlib.suppress(OSError):
+            return url, os.stat(parsed.database).st_ino
+    return url, 0
+
+
 def engine_for(store: EventStore) -> sa.Engine:
-    """This module's engine on the store's database, its tables created (once per process and URL)."""
+    """This module's engine on the store's database, its tables and index created."""
+    key = _identity(store.url)
     with _LOCK:
-        engine = _ENGINES.get(store.url)
+        engine = _ENGINES.get(key)
         if engine is None:
             sqlite = store.url.startswith("sqlite")
             args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False} if sqlite else {}
@@ -90,7 +103,7 @@ def engine_for(store: EventStore) -> sa.Engine:
             with engine.begin() as conn:
                 # resolution quality seeks each heal's next report of its fingerprint
                 conn.execute(sa.text(_GAPS_INDEX))
-            _ENGINES[store.url] = engine
+            _ENGINES[key] = engine
         return engine
 
 
