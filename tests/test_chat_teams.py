@@ -232,3 +232,34 @@ def test_activities_without_valid_authentication_are_refused(teams: tuple[Settin
         )
     assert [c.method for c in framework.connector.calls if c.method != "token"] == ["create"]  # help only
     assert [r.action for r in EventStore(settings.events_url).audit_rows()] == ["help"]
+
+
+def test_runs_other_doors_start_are_followed_in_the_configured_conversation(
+    teams: tuple[Settings, BotFramework], estate_up: tuple[Path, LocalBackend], tmp_path: Path
+) -> None:
+    settings, framework = teams
+    settings = settings.model_copy(
+        update={"teams_conversation": CONVERSATION, "teams_service_url": framework.service_url}
+    )
+    estate_file, backend = estate_up
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("approval:\n  - actions: [restart]\n    reason: restarts need a person here\n")
+    url = str(load_estate(estate_file).components["web"].probes[0].http)
+    recorder = framework.connector
+    with served(
+        create_app(settings, estate_path=estate_file, policy_path=policy, insecure_local=True)
+    ) as base:
+        _kill_web(backend, url)
+        posted = httpx.post(f"{base}/gaps", json={"text": "web is down", "component": "web"}, timeout=30)
+        assert posted.status_code == 202, posted.text
+        run_id = posted.json()["run_id"]
+        head = recorder.wait(
+            _sent(framework, "create", "local via api", f"/v3/conversations/{CONVERSATION}/")
+        )
+        request = recorder.wait(_sent(framework, "create", "Approval needed"), why="the approval card")
+        assert f"{CONVERSATION};messageid={head.ts}" in request.path
+        press = teams_execute("approve", run_id, OPS, reply_to=request.ts, service_url=framework.service_url)
+        assert "approved by ops" in _send(base, framework, press).json()["value"]
+        recorder.wait(_sent(framework, "update", "Run ended: **healed**", f"/activities/{request.ts}"))
+        recorder.wait(_sent(framework, "update", "healed", f"/activities/{head.ts}"), why="head healed")
+        assert _answers(url)

@@ -145,6 +145,15 @@ class Settings(BaseSettings):
     )
     teams_client_secret: SecretStr | None = None
     teams_tenant_id: str | None = Field(default=None, description="The tenant, for a single-tenant bot.")
+    teams_conversation: str | None = Field(
+        default=None,
+        description="A Teams conversation id (a channel's) where the bot follows runs other "
+        "doors start (watch, API).",
+    )
+    teams_service_url: str = Field(
+        default="https://smba.trafficmanager.net/teams/",
+        description="The Bot Connector's service URL for teams_conversation (the one its activities carry).",
+    )
     teams_openid_url: str | None = Field(
         default=None,
         description="Bot Framework's OpenID metadata URL, whose keys sign inbound activities "

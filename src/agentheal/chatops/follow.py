@@ -56,8 +56,9 @@ class RunThreads:
         self.pool = pool
         self.events = pool.ctx.events
         self.checkpoints = checkpoints
-        self._runs: dict[str, _Followed] = {}
-        self._known: set[str] = set()  # every run followed here, ended or not: never announced again
+        self._runs: dict[tuple[str, str], _Followed] = {}  # by run id and conversation
+        self._known: set[tuple[str, str]] = set()  # every thread opened, ended or not: never again
+        self._asked: set[str] = set()  # runs followed where a chat user asked for them: not announced
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self._closed = threading.Event()
@@ -68,18 +69,22 @@ class RunThreads:
             self._changed.notify_all()
 
     def following(self, run_id: str) -> bool:
-        """Whether this process follows (or followed) the run in a thread."""
+        """Whether the run is (or was) followed where a chat user asked for it."""
         with self._lock:
-            return run_id in self._known
+            return run_id in self._asked
 
-    def follow(self, run_id: str, poster: Poster, where: Place, head: Message) -> None:
-        """Post the run's head in `where` now, then follow the run in its thread until it ends."""
+    def follow(self, run_id: str, poster: Poster, where: Place, head: Message, *, asked: bool = True) -> None:
+        """Post the run's head in `where` now, then follow the run in its thread until it ends.
+        `asked`: a chat user asked for it there (the channels that announce runs leave it be)."""
         followed = _Followed(run_id, poster, where, head)
+        key = (run_id, where.conversation)
         with self._lock:
-            if run_id in self._known:
+            if key in self._known:
                 return
-            self._runs[run_id] = followed
-            self._known.add(run_id)
+            self._runs[key] = followed
+            self._known.add(key)
+            if asked:
+                self._asked.add(run_id)
         followed.head_at = self._post(followed, where, head)
         thread = threading.Thread(target=self._run, args=(followed,), name=f"chat-{run_id[:8]}", daemon=True)
         self._threads.append(thread)
@@ -89,17 +94,17 @@ class RunThreads:
         """Note a decision on a run (by id or prefix): its approval request loses its buttons now.
         Returns the run's full id."""
         with self._lock:
-            found = [f for rid, f in self._runs.items() if rid.startswith(run)]
+            found = [f for (rid, _), f in self._runs.items() if rid.startswith(run)]
         if not found:
             detail = self.events.run(run)
             return detail.row.run_id if detail else run
-        followed = found[0]
-        followed.decision = (approved, by, note)
-        if followed.approval is not None and followed.approval_at is not None:
-            self._update(
-                followed, followed.approval_at, views.answered(followed.approval, approved, by, note)
-            )
-        return followed.run_id
+        for followed in found:  # every thread of the run, in every conversation
+            followed.decision = (approved, by, note)
+            if followed.approval is not None and followed.approval_at is not None:
+                self._update(
+                    followed, followed.approval_at, views.answered(followed.approval, approved, by, note)
+                )
+        return found[0].run_id
 
     def announce(self, poster: Poster, where: Place) -> None:
         """Follow in `where`, from now on, the runs started elsewhere (the detection loop, the API,
@@ -123,7 +128,7 @@ class RunThreads:
                         continue
                     seen.add(row.run_id)
                     if not self.following(row.run_id):
-                        self.follow(row.run_id, poster, where, self._head(row))
+                        self.follow(row.run_id, poster, where, self._head(row), asked=False)
             except Exception:
                 log.exception("chat: looking for new runs failed; trying again")
             self._closed.wait(_ANNOUNCE_S)
@@ -193,7 +198,7 @@ class RunThreads:
             log.exception("chat: following run %s stopped", f.run_id[:12])
         finally:
             with self._lock:
-                self._runs.pop(f.run_id, None)
+                self._runs.pop((f.run_id, f.where.conversation), None)
 
     def _step(self, f: _Followed, row: dict[str, Any]) -> None:
         node, detail, data = str(row["node"]), str(row["detail"]), row.get("data") or {}

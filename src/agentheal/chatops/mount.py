@@ -27,10 +27,17 @@ class ChatDoor:
     """Hands the chat platforms' paths to their adapters, everything else to the API; at the server's
     shutdown it stops following runs in chat."""
 
-    def __init__(self, app: ASGIApp, routes: dict[str, ASGIApp], on_shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: dict[str, ASGIApp],
+        on_shutdown: Callable[[], None],
+        on_startup: list[Callable[[], Awaitable[None]]],
+    ) -> None:
         self.app = app
         self.routes = routes
         self.on_shutdown = on_shutdown
+        self.on_startup = on_startup
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -42,6 +49,9 @@ class ChatDoor:
     def _watching(self, receive: Any) -> Any:
         async def watched() -> Any:
             message = await receive()
+            if message.get("type") == "lifespan.startup":
+                for start in self.on_startup:  # on the server's event loop, before the first request
+                    await start()
             if message.get("type") == "lifespan.shutdown":
                 import anyio
 
@@ -74,9 +84,13 @@ def install(app: Any, state: ServerState) -> None:
             )
         routes["/slack/events"] = SlackEndpoint(build_app(chat, settings))
         announce_runs(chat, settings)
+    on_startup: list[Callable[[], Awaitable[None]]] = []
     if teams:
         from agentheal.chatops.teams import PATH, TeamsEndpoint
 
-        routes[PATH] = TeamsEndpoint(chat, settings)
-    app.add_middleware(ChatDoor, routes=routes, on_shutdown=chat.close)
+        endpoint = TeamsEndpoint(chat, settings)
+        routes[PATH] = endpoint
+        if settings.teams_conversation:
+            on_startup.append(endpoint.announce_runs)
+    app.add_middleware(ChatDoor, routes=routes, on_shutdown=chat.close, on_startup=on_startup)
     log.info("chat-ops: %s", ", ".join(f"POST {p}" for p in routes))

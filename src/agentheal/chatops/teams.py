@@ -250,6 +250,7 @@ class TeamsEndpoint:
     request handling (authentication first), the SDK's answer back."""
 
     def __init__(self, chat: ChatOps, settings: Settings) -> None:
+        self.chat, self.settings = chat, settings
         self.app, self.adapter = build_app(chat, settings)
         self._ready = asyncio.Lock()
         self._initialized = False
@@ -259,6 +260,15 @@ class TeamsEndpoint:
             if not self._initialized:
                 await self.app.initialize()
                 self._initialized = True
+
+    async def announce_runs(self) -> None:
+        """Follow in `AGENTHEAL_TEAMS_CONVERSATION` the runs other doors start (on the server's loop)."""
+        await self._initialize()
+        conversation = str(self.settings.teams_conversation)
+        kind = "channel" if "@thread.tacv2" in conversation or "@thread.skype" in conversation else "chat"
+        extra = (("service_url", self.settings.teams_service_url), ("kind", kind))
+        poster = TeamsPoster(self.app, asyncio.get_running_loop())
+        self.chat.threads.announce(poster, Place(conversation, None, None, extra))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         import json
