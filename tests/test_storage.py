@@ -353,3 +353,34 @@ def test_several_workers_upgrading_at_once_take_turns(home: Settings) -> None:
     with engine.connect() as conn:
         assert schema.revision(conn) == schema.Revision(schema.HEAD, 6)
     engine.dispose()
+
+
+def test_connections_postgresql_dropped_are_replaced_before_use(
+    postgres: pg_cluster.Cluster, settings: Settings
+) -> None:
+    """A restart, a failover or an idle time-out drops a long-lived worker's connections: its next
+    read, write and checkpoint go through new ones instead of failing."""
+    import psycopg
+
+    url = postgres.new_database(upgraded=True)
+    home = Settings(home=settings.home, database_url=url)
+    store = EventStore(home.events_url)
+    store.idle_ping_s = 0.0  # the test does not wait out the idle time
+    checkpoints = open_checkpoints(home)
+    try:
+        store.start_run("r-drop", Gap(text="web down", component="web"))
+        assert len(store.runs()) == 1
+        assert checkpoints.saver.get_tuple({"configurable": {"thread_id": "r-drop"}}) is None
+        with psycopg.connect(postgres.admin_url, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                (url.rsplit("/", 1)[1],),
+            ).fetchone()
+        assert dropped is not None and dropped[0] >= 3  # the writer, a pooled reader, the checkpointer
+        store.node("r-drop", "triage", "after the drop")
+        detail = store.run("r-drop")
+        assert detail is not None and [n.detail for n in detail.timeline] == ["after the drop"]
+        assert checkpoints.saver.get_tuple({"configurable": {"thread_id": "r-drop"}}) is None
+    finally:
+        checkpoints.close()
+        store.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from agentheal.storage.urls import shown, sqlalchemy_url
 BUSY_TIMEOUT_S = 30.0
 # Run ids are uuid4 hex; shorter prefixes than this match too many runs to be meant.
 MIN_PREFIX = 4
+# PostgreSQL: a thread's writer connection idle this long is pinged before its next write.
+IDLE_PING_S = 5.0
 # PostgreSQL: a lock on a fingerprint until the transaction ends (see begin_heal).
 _FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
 
@@ -186,16 +189,20 @@ class EventStore:
             connect_args = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Each thread that writes keeps one connection (`_writer`); reads borrow from the pool.
-        pool: dict[str, Any] = (
-            {"pool_size": 16} if not sqlite or parsed.database not in (None, "", ":memory:") else {}
-        )
+        # Each thread that writes keeps one connection (`_writer`); reads borrow from the pool, and on
+        # PostgreSQL ping it first: a connection the server dropped is replaced, not failed on.
+        pool: dict[str, Any] = {}
+        if not sqlite:
+            pool = {"pool_size": 16, "pool_pre_ping": True}
+        elif parsed.database not in (None, "", ":memory:"):
+            pool = {"pool_size": 16}
         self._engine = sa.create_engine(url, connect_args=connect_args, json_serializer=dumps_json, **pool)
         self._local = threading.local()
         self._writers: list[sa.Connection] = []
         self._writers_lock = threading.Lock()
         self._fast_inserts = fast_inserts(self._engine.dialect) if sqlite else {}
         self._postgres = parsed.get_backend_name() == "postgresql"
+        self.idle_ping_s = IDLE_PING_S
         if sqlite:
 
             @event.listens_for(self._engine, "connect")
@@ -233,11 +240,34 @@ class EventStore:
         """This thread's connection for writes, kept open: a heal writes a dozen rows, and taking a
         connection from the pool and giving it back costs a third of a row's write."""
         conn: sa.Connection | None = getattr(self._local, "writer", None)
+        if conn is not None and self._postgres and not conn.closed and not conn.invalidated:
+            conn = self._still_there(conn)
         if conn is None or conn.closed or conn.invalidated:
             conn = self._engine.connect()
             self._local.writer = conn
             with self._writers_lock:
                 self._writers.append(conn)
+        return conn
+
+    def _still_there(self, conn: sa.Connection) -> sa.Connection | None:
+        """A PostgreSQL writer idle for `idle_ping_s`, asked first whether the server still has it
+        (a restart, a failover or an idle time-out drops it): None, invalidated, when it does not.
+        Asked before the write, never after a failed one, which may have been committed."""
+        now = time.monotonic()
+        idle = now - getattr(self._local, "used", now)
+        self._local.used = now
+        if idle < self.idle_ping_s:
+            return conn
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            raw.rollback()
+        except Exception:  # whatever the driver says, this connection cannot be written through
+            conn.invalidate()
+            return None
         return conn
 
     def _write(self, stmt: Any, what: str, values: dict[str, Any] | None = None) -> int:
