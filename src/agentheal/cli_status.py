@@ -89,3 +89,63 @@ def report(
         out.write_text(html, encoding="utf-8")
         typer.echo(f"wrote {out} ({len(html.encode())} bytes)")
     raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def prevent(
+    estate: Annotated[
+        Path | None,
+        typer.Option(
+            help="The estate to act on (without one: predict and follow up only).", envvar="AGENTHEAL_ESTATE"
+        ),
+    ] = None,
+    policy: Annotated[Path | None, typer.Option(help="A policy file instead of the settings' one.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Design and check measures; change nothing.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """One round of the prevent graph over the trend history `watch` keeps: predicted breaches,
+    preventive measures checked by policy and applied, follow-ups of predictions that fell due."""
+    import time
+
+    from agentheal.cli import _load_estate
+    from agentheal.detect.config import DetectConfig
+    from agentheal.graphs.prevent import PreventJob, load_samples, prevent_round
+
+    settings = _settings()
+    config = DetectConfig()
+    samples, problem = load_samples(settings.home_dir / "detect" / "trends.json", config)
+    backend = None
+    loaded_policy = None
+    if estate is not None:
+        from agentheal.estate.local import LocalBackend
+        from agentheal.policy import PolicyError, load_policy
+
+        backend = LocalBackend.from_settings(_load_estate(estate), settings)
+        try:
+            loaded_policy = load_policy(policy, settings)
+        except PolicyError as exc:
+            _fail(str(exc))
+    job = PreventJob(events=_events(), config=config, samples=samples, backend=backend, policy=loaded_policy)
+    if problem:
+        job.notes.append(problem)
+    done = prevent_round(job, time.time(), dry_run=dry_run)
+    if as_json:
+        _print_json(done)
+        raise typer.Exit(EXIT_OK)
+    typer.echo(f"{len(samples)} series; {len(done['predicted'])} predicted, {len(done['applied'])} measures "
+               f"applied, {len(done['followed'])} followed up")  # fmt: skip
+    for p in done["predicted"]:
+        typer.echo(
+            f"predicted  {p['series']}: in {p['expected_in_s']:.0f} s, confidence {p['confidence']:.2f}"
+        )
+    for a in done["applied"]:
+        typer.echo(
+            f"measure    prediction {a['prediction']}: {a['step']['action']} {a['outcome']} {a['detail']}"
+        )
+    for f in done["followed"]:
+        typer.echo(f"follow-up  {f['series']}: {f['outcome']}")
+    for note in done["notes"]:
+        typer.echo(f"note       {note}")
+    raise typer.Exit(EXIT_OK)

@@ -1,0 +1,148 @@
+"""The prevent graph on a real estate folder and a real event store: a disk-filling trend is acted
+on before its breach and the follow-up says whether it was avoided; a trend that flattens by
+itself is recorded as a false prediction; a breach nobody predicted is a miss."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agentheal.cli import main
+from agentheal.config import Settings
+from agentheal.detect.config import DetectConfig
+from agentheal.detect.predict import Sample
+from agentheal.estate.local import LocalBackend
+from agentheal.estate.model import load_estate
+from agentheal.events import EventStore
+from agentheal.graphs.prevent import PreventJob, prevent_round
+from agentheal.metrics import Window, compute
+from agentheal.metrics.records import PREDICTIONS
+
+MB = 1024 * 1024
+
+
+def _estate(tmp_path: Path) -> Path:
+    root = tmp_path / "estate"
+    for folder in ("www", "data", "cache", "spool"):
+        (root / folder).mkdir(parents=True)
+    (root / "estate.yaml").write_text(
+        """name: disks
+components:
+  web:
+    command: [python3, -m, http.server, "0", --bind, 127.0.0.1]
+    workdir: www
+    data:
+      - {path: data, budget_mb: 1}
+      - {path: cache, budget_mb: 1}
+      - {path: spool, budget_mb: 1}
+"""
+    )
+    return root / "estate.yaml"
+
+
+def _fill(folder: Path, mb: float) -> None:
+    for old in folder.iterdir():
+        old.unlink()
+    (folder / "blob.bin").write_bytes(b"x" * int(mb * MB))
+
+
+def _series(folder: str, t0: float, values: list[float], step: float = 10.0) -> list[Sample]:
+    return [
+        Sample(series=f"web:data:{folder}", component="web", at=t0 + i * step, value=v, limit=1.0,
+               what=f"data folder {folder}", unit="MB")
+        for i, v in enumerate(values)
+    ]  # fmt: skip
+
+
+def test_a_filling_disk_is_cleaned_before_the_breach_and_a_flat_trend_is_a_false_prediction(
+    settings: Settings, tmp_path: Path
+) -> None:
+    estate = load_estate(_estate(tmp_path))
+    backend = LocalBackend(estate, settings.estates_dir / estate.name)
+    events = EventStore(settings.events_url)
+    now = time.time()
+    # data: 0.1 MB more every 10 s, 0.6 MB now: over its 1 MB budget in about 40 s
+    _fill(estate.path("data"), 0.6)
+    # cache: rising slowly (over the budget in about 10 minutes), then it stops growing by itself
+    _fill(estate.path("cache"), 0.35)
+    samples = {
+        "web:data:data": _series("data", now - 50, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+        "web:data:cache": _series("cache", now - 50, [0.30, 0.31, 0.32, 0.33, 0.34, 0.35]),
+    }
+    job = PreventJob(events=events, config=DetectConfig(), samples=samples, backend=backend, lead_s=120)
+    first = prevent_round(job, now)
+
+    assert sorted(p["series"] for p in first["predicted"]) == ["web:data:cache", "web:data:data"]
+    assert [a["step"]["action"] for a in first["applied"]] == ["clean_dir"]
+    assert first["applied"][0]["step"]["args"] == {"path": "data"} and first["applied"][0]["outcome"] == "ok"
+    assert list(estate.path("data").iterdir()) == []  # cleaned for real, ahead of the breach
+    assert (estate.path("cache") / "blob.bin").exists()  # due in ten minutes: watched, not acted on
+    assert first["followed"] == []  # nothing is due yet
+
+    # ten minutes on: data stayed small; cache flattened at 0.4 MB and never crossed its budget
+    later = now + 700
+    samples["web:data:data"] += _series("data", now + 10, [0.0, 0.0, 0.01])
+    samples["web:data:cache"] += _series("cache", now + 10, [0.4] * 60)
+    _fill(estate.path("cache"), 0.4)
+    job = PreventJob(events=events, config=DetectConfig(), samples=samples, backend=backend, lead_s=120)
+    second = prevent_round(job, later)
+    outcomes = {f["series"]: f["outcome"] for f in second["followed"]}
+    assert outcomes == {"web:data:data": "avoided", "web:data:cache": "false"}
+    assert second["predicted"] == [] and second["applied"] == []
+
+    rows = {r["series"]: r for r in events.query(PREDICTIONS.select())}
+    assert (
+        rows["web:data:data"]["acted"] is True
+        and rows["web:data:data"]["measure"]["step"]["action"] == "clean_dir"
+    )
+    assert rows["web:data:cache"]["acted"] is False
+    assert rows["web:data:data"]["expected_at"].timestamp() == pytest.approx(now + 40, abs=2)
+
+    # spool fills up with no warning (two samples: no trend to fit): a breach nobody predicted
+    _fill(estate.path("spool"), 1.5)
+    samples["web:data:spool"] = _series("spool", later - 10, [0.2, 1.5])
+    third = prevent_round(
+        PreventJob(events=events, config=DetectConfig(), samples=samples, backend=backend), later + 1
+    )
+    assert [(f["series"], f["outcome"]) for f in third["followed"]] == [("web:data:spool", "missed")]
+    again = prevent_round(
+        PreventJob(events=events, config=DetectConfig(), samples=samples, backend=backend), later + 2
+    )
+    assert again["followed"] == []  # one miss per breach
+
+    # the follow-ups ran at (simulated) later times: a window that reaches them
+    span = Window(datetime.fromtimestamp(now - 3600, UTC), datetime.fromtimestamp(later + 60, UTC))
+    figures = {f.name: f for f in compute(events, span)}
+    assert (figures["prevention_effectiveness"].value, figures["prevention_effectiveness"].n) == (1.0, 1)
+    assert (figures["breach_rate_not_acted_on"].value, figures["breach_rate_not_acted_on"].n) == (0.0, 1)
+    assert (figures["prediction_precision"].value, figures["prediction_precision"].n) == (0.5, 2)
+    assert (figures["prediction_recall"].value, figures["prediction_recall"].n) == (0.5, 2)
+
+
+def test_a_predicted_breach_the_policy_does_not_allow_is_not_acted_on(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from agentheal.policy import Policy, Rule
+
+    estate = load_estate(_estate(tmp_path))
+    _fill(estate.path("data"), 0.6)
+    events = EventStore(settings.events_url)
+    now = time.time()
+    job = PreventJob(events=events, config=DetectConfig(), backend=LocalBackend(estate, tmp_path / "state"),
+                     samples={"web:data:data": _series("data", now - 50, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])},
+                     policy=Policy(rules=[Rule(components=["*"], allow=["restart"])]))  # fmt: skip
+    done = prevent_round(job, now)
+    assert done["applied"] == [] and (estate.path("data") / "blob.bin").exists()
+    assert any("not acted on" in n and "clean_dir" in n for n in done["notes"]), done["notes"]
+
+
+def test_prevent_from_the_cli_with_no_trend_history(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["prevent", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["predicted"] == [] and out["followed"] == []
