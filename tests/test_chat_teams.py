@@ -123,7 +123,7 @@ def test_heal_from_teams_heals_a_killed_process_and_its_thread_shows_each_step(
     with served(create_app(settings, estate_path=estate_file)) as base:
         _kill_web(backend, url)
         activity = teams_activity(
-            "<at>agentheal</at> heal web: web is down", OPS, service_url=framework.service_url
+            "<at>agentheal</at>&nbsp;heal web: web is down", OPS, service_url=framework.service_url
         )
         answered = _send(base, framework, activity)
         assert answered.status_code == 200, answered.text

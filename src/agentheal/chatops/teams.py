@@ -55,6 +55,15 @@ def teams_configured(settings: Settings) -> bool:
     return settings.teams_client_id is not None
 
 
+def _plain(text: str) -> str:
+    """A message's text as typed: Teams sends entities (`&nbsp;` after a mention) and may wrap lines
+    in tags; the mention itself (`<at>…</at>`) stays for the parser to drop."""
+    import html
+
+    text = re.sub(r"<(?!/?at>)[^>]*>", " ", text)
+    return html.unescape(text).replace("\xa0", " ")
+
+
 def _markdown(text: str) -> str:
     return _BOLD.sub(r"**\1**", text)
 
@@ -225,7 +234,7 @@ def build_app(chat: ChatOps, settings: Settings) -> tuple[App, _Adapter]:
     async def message(ctx: ActivityContext[MessageActivity]) -> None:
         activity = ctx.activity
         reply = await asyncio.to_thread(
-            chat.handle, user_of(activity), activity.text or "", place(activity), poster()
+            chat.handle, user_of(activity), _plain(activity.text or ""), place(activity), poster()
         )
         await ctx.send(adaptive_card(reply))
 
