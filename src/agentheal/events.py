@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,11 +33,11 @@ from agentheal.event_schema import (
 )
 from agentheal.models import ActionResult, Gap, LLMUsage, RunStatus, Step, utcnow
 from agentheal.redaction import redact_data
+from agentheal.storage.engines import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S  # SQLite's; others import it here
+from agentheal.storage.engines import KeptConnection, event_store_engine
 from agentheal.storage.errors import StorageError
 from agentheal.storage.urls import shown, sqlalchemy_url
 
-# How long a writer waits for another process's write lock before it gives up.
-BUSY_TIMEOUT_S = 30.0
 # Run ids are uuid4 hex; shorter prefixes than this match too many runs to be meant.
 MIN_PREFIX = 4
 # PostgreSQL: a thread's writer connection idle this long is pinged before its next write.
@@ -172,51 +170,22 @@ class EventStore:
             EventStoreError: the URL is malformed, the database cannot be reached, or its schema is
                 not this agentheal's (the message names the command that upgrades it).
         """
-        from sqlalchemy import event
-
         from agentheal.storage.schema import ensure_current
 
         url = sqlalchemy_url(url)
         try:
-            parsed = sa.engine.make_url(url)
+            self._engine = event_store_engine(url, json_serializer=dumps_json)
         except sa.exc.ArgumentError as exc:
             raise EventStoreError(f"bad event store URL {shown(url)!r}: {exc}") from exc
         self.url = url
-        sqlite = parsed.get_backend_name() == "sqlite"
-        connect_args: dict[str, Any] = {}
-        if sqlite:
-            # `timeout` is the driver's busy timeout: wait for another process's write lock.
-            connect_args = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Each thread that writes keeps one connection (`_writer`); reads borrow from the pool, and on
-        # PostgreSQL ping it first: a connection the server dropped is replaced, not failed on.
-        pool: dict[str, Any] = {}
-        if not sqlite:
-            pool = {"pool_size": 16, "pool_pre_ping": True}
-        elif parsed.database not in (None, "", ":memory:"):
-            pool = {"pool_size": 16}
-        self._engine = sa.create_engine(url, connect_args=connect_args, json_serializer=dumps_json, **pool)
+        dialect = self._engine.dialect.name
         self._local = threading.local()
         self._writers: list[sa.Connection] = []
         self._writers_lock = threading.Lock()
-        self._fast_inserts = fast_inserts(self._engine.dialect) if sqlite else {}
-        self._postgres = parsed.get_backend_name() == "postgresql"
+        self._fast_inserts = fast_inserts(self._engine.dialect) if dialect == "sqlite" else {}
+        self._postgres = dialect == "postgresql"
+        # PostgreSQL: a thread's writer idle this long is asked whether the server still has it.
         self.idle_ping_s = IDLE_PING_S
-        if sqlite:
-
-            @event.listens_for(self._engine, "connect")
-            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-                cursor = dbapi_conn.cursor()
-                # WAL: readers never block the writer, and a commit is durable once it returns.
-                cursor.execute("PRAGMA journal_mode=WAL")
-                # NORMAL under WAL: a commit survives the process being killed (what a heal run must
-                # survive); only an OS crash or power loss can take the last commits. Half the fsyncs.
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                # SQLite ignores foreign keys unless asked; Postgres always checks them.
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
-
         try:
             ensure_current(self._engine)
         except StorageError as exc:
@@ -239,36 +208,13 @@ class EventStore:
     def _writer(self) -> sa.Connection:
         """This thread's connection for writes, kept open: a heal writes a dozen rows, and taking a
         connection from the pool and giving it back costs a third of a row's write."""
-        conn: sa.Connection | None = getattr(self._local, "writer", None)
-        if conn is not None and self._postgres and not conn.closed and not conn.invalidated:
-            conn = self._still_there(conn)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._engine.connect()
-            self._local.writer = conn
+        kept: KeptConnection | None = getattr(self._local, "writer", None)
+        if kept is None or not kept.usable(self.idle_ping_s if self._postgres else float("inf")):
+            kept = KeptConnection(self._engine.connect())
+            self._local.writer = kept
             with self._writers_lock:
-                self._writers.append(conn)
-        return conn
-
-    def _still_there(self, conn: sa.Connection) -> sa.Connection | None:
-        """A PostgreSQL writer idle for `idle_ping_s`, asked first whether the server still has it
-        (a restart, a failover or an idle time-out drops it): None, invalidated, when it does not.
-        Asked before the write, never after a failed one, which may have been committed."""
-        now = time.monotonic()
-        idle = now - getattr(self._local, "used", now)
-        self._local.used = now
-        if idle < self.idle_ping_s:
-            return conn
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        try:
-            cursor = raw.cursor()
-            cursor.execute("SELECT 1")
-            cursor.close()
-            raw.rollback()
-        except Exception:  # whatever the driver says, this connection cannot be written through
-            conn.invalidate()
-            return None
-        return conn
+                self._writers.append(kept.conn)
+        return kept.conn
 
     def _write(self, stmt: Any, what: str, values: dict[str, Any] | None = None) -> int:
         conn = self._writer()

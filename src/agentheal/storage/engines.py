@@ -1,0 +1,92 @@
+"""The event store's SQLAlchemy engine on either backend, and asking a kept connection whether the
+database still has it.
+
+SQLite: WAL, NORMAL sync, foreign keys and a busy timeout on every connection. PostgreSQL (psycopg 3):
+connections are pinged when taken from the pool, and a connection a thread keeps for its writes is
+pinged before use after it was idle, since a restart, a failover or an idle time-out drops it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentheal.storage.urls import sqlalchemy_url
+
+# How long a SQLite writer waits for another process's write lock before it gives up.
+BUSY_TIMEOUT_S = 30.0
+# Connections each store's pool keeps: each thread that writes keeps one, reads borrow one at a time.
+POOL_SIZE = 16
+
+
+def event_store_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """An engine for the event store at a SQLite or PostgreSQL URL (the psycopg driver is named for a
+    plain `postgresql://`); `kwargs` go to `sqlalchemy.create_engine`.
+
+    Raises:
+        sqlalchemy.exc.ArgumentError: the URL cannot be parsed.
+    """
+    from sqlalchemy import event
+
+    parsed = sa.engine.make_url(sqlalchemy_url(url))
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_size=POOL_SIZE, pool_pre_ping=True, **kwargs)
+    in_memory = parsed.database in (None, "", ":memory:")
+    if not in_memory:
+        assert parsed.database is not None
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        parsed,
+        # `timeout` is the driver's busy timeout: wait for another process's write lock.
+        connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+        **({} if in_memory else {"pool_size": POOL_SIZE}),
+        **kwargs,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        # WAL: readers never block the writer, and a commit is durable once it returns.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL under WAL: a commit survives the process being killed (what a heal run must
+        # survive); only an OS crash or power loss can take the last commits. Half the fsyncs.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # SQLite ignores foreign keys unless asked; Postgres always checks them.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+class KeptConnection:
+    """When a connection kept open (not taken from the pool for each use) was last used, and whether
+    the database still has it: asked before a write, never after a failed one (which may have been
+    committed), and only after `idle_s`, so a busy writer pays nothing."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.used = time.monotonic()
+
+    def usable(self, idle_s: float) -> bool:
+        """False (and the connection invalidated) when it is closed or the database dropped it."""
+        conn = self.conn
+        if conn.closed or conn.invalidated:
+            return False
+        now = time.monotonic()
+        idle, self.used = now - self.used, now
+        if idle < idle_s:
+            return True
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            raw.rollback()
+        except Exception:  # whatever the driver says, this connection cannot be written through
+            conn.invalidate()
+            return False
+        return True
