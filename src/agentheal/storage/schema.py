@@ -15,7 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentheal.storage.errors import UPGRADE_COMMAND, SchemaNotCurrent, StorageError
+from agentheal.storage.engines import BUSY_TIMEOUT_S
+from agentheal.storage.errors import UPGRADE_COMMAND, SchemaNotCurrent
 from agentheal.storage.urls import shown
 
 # The revisions in agentheal/migrations/versions, oldest first; a test keeps them equal.
@@ -27,7 +28,6 @@ VERSION_TABLE = "alembic_version"
 # running `db upgrade` at once take turns, and the second finds nothing left to do. (The checkpoint
 # tables have a key of their own: see agentheal.storage.checkpoints.)
 _UPGRADE_LOCK = 0x61676865616C  # "agheal"
-BUSY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -169,13 +169,3 @@ def _sqlite_immediate(url: sa.URL) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-def check_url(url: str) -> sa.Engine:
-    """An engine on a database or SQLAlchemy URL, for the `db` commands (no pool kept)."""
-    from agentheal.storage.urls import sqlalchemy_url
-
-    try:
-        return sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
-    except sa.exc.ArgumentError as exc:
-        raise StorageError(f"bad database URL {shown(url)}: {exc}") from None
