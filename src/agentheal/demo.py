@@ -5,7 +5,8 @@ then watches it exactly as `agentheal watch` does. The faults are injected one a
 each is found by the detection engine (never read from the fault's record), healed through the
 heal graph, validated, and checked again against the estate's own probes and facts. The screen
 shows component health, the open gaps and each heal node by node; at the end a table of what was
-measured, and a report (Markdown and JSON) whose path is printed.
+measured, every follow-up gap each fault caused with why it closed, every escalation as a
+finding with its reason, and a report (Markdown and JSON) whose path is printed.
 
 One home serves the whole demo, with a policy file written into it that allows the restarts a
 drill needs (the built-in limit is 3 per component in 10 minutes). Every process it starts is
@@ -40,6 +41,8 @@ DEMO_FAULTS: list[tuple[str, str]] = [
     ("stale_lock", "worker"),
 ]
 _EXIT_INTERRUPTED = 130
+# Per fault: each gap the watch opened and why it closed (filled by `_run_faults`, read by `_finish`).
+FOLLOW_UPS: dict[str, list[str]] = {}
 
 
 class DemoError(Exception):
@@ -110,6 +113,7 @@ def run_demo(keep: bool = False, faults: str | None = None, report: Path | None 
     except DemoError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    FOLLOW_UPS.clear()
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=150)  # a log file: no need to wrap at 80 columns
@@ -158,6 +162,36 @@ def run_demo(keep: bool = False, faults: str | None = None, report: Path | None 
     return code
 
 
+def follow_ups(lines: list[tuple[float, str]], since: float) -> list[str]:
+    """The gaps watch opened from `since` on, each with how it ended: why it closed, or still open.
+
+    Args:
+        lines: The watch's log lines with their times (`Observer.lines`).
+        since: When the fault was injected.
+    """
+    opened: dict[str, str] = {}  # "component: text" -> the gap as opened
+    ends: dict[str, str] = {}
+    for at, line in lines:
+        if at < since:
+            continue
+        if line.startswith("gap opened: "):
+            _, _, rest = line.partition("gap opened: ")
+            head, _, text = rest.partition(": ")
+            parts = head.split()
+            component = parts[1] if len(parts) > 1 else "-"
+            opened.setdefault(f"{component}: {text.split(' (follows ')[0]}", rest)
+        elif line.startswith("gap closed: "):
+            rest = line.removeprefix("gap closed: ")
+            key, _, why = rest.rpartition(" (")
+            ends[key] = why.rstrip(")") if key else rest
+    return [f"{gap} -> {ends.get(key, 'still open at the end of the fault')}" for key, gap in opened.items()]
+
+
+def escalations(result: ScenarioResult) -> list[str]:
+    """The runs of a fault that ended escalated, each with its gap and status: findings to read."""
+    return [f"{r.component or '-'}: {r.gap} ({r.status})" for r in result.runs if r.status == "escalated"]
+
+
 def _run_faults(
     console: Any, session: Any, observer: Any, plan: list[tuple[str, str]]
 ) -> list[ScenarioResult]:
@@ -195,7 +229,7 @@ def _run_faults(
         for i, (fault, component) in enumerate(plan, 1):
             scenario = _demo_scenario(fault, component)
             view.current = f"fault {i}/{len(plan)}: {fault} on {component}"
-            view.since = time.time()
+            view.since = since = time.time()
             say(view.current)
             drill = Drill(observer, session, scenario.faults, scenario.expect, say=say).run()
             drill.drain(timeout_s=30.0)
@@ -204,6 +238,7 @@ def _run_faults(
             view.results = list(results)
             say(f"{fault}: " + ("healed" if result.healed else f"NOT healed: {result.reason}"))
             _settle(session, observer)
+            FOLLOW_UPS[result.name] = follow_ups(list(observer.lines), since)
     finally:
         if live is not None:
             live.stop()
@@ -244,14 +279,33 @@ def _finish(
     for r in results:
         if not r.healed:
             console.print(f"  not healed: {r.name}: {r.reason}", markup=False)
+    found = {r.name: escalations(r) for r in results}
+    console.print(f"{sum(map(len, found.values()))} escalation(s)", markup=False)
+    for name, runs in found.items():
+        for run in runs:
+            console.print(f"  finding: {name}: escalated: {run}", markup=False)
+    section = ["", "## Follow-up gaps and escalations", ""]
+    for r in results:
+        seen = FOLLOW_UPS.get(r.name, [])
+        console.print(f"{r.name}: {len(seen)} gap(s) seen", markup=False)
+        section.append(f"- **{r.name}**: {len(seen)} gap(s) seen, {len(found[r.name])} escalation(s)")
+        for line in seen:
+            console.print(f"  {line}", markup=False)
+            section.append(f"  - {line}")
+        section += [f"  - finding: escalated: {run}" for run in found[r.name]]
     doc = document(results, "offline", None, began)
     doc["run"]["what"] = "agentheal demo"
+    doc["follow_ups"] = {
+        r.name: {"gaps": FOLLOW_UPS.get(r.name, []), "escalations": found[r.name]} for r in results
+    }
     if interrupted:
         doc["run"]["interrupted"] = True
     md = (report or Path("agentheal-demo-report.md")).resolve()
     try:
         md.parent.mkdir(parents=True, exist_ok=True)
-        md.write_text(markdown(doc, title="agentheal demo report"), encoding="utf-8")
+        md.write_text(
+            markdown(doc, title="agentheal demo report") + "\n".join(section) + "\n", encoding="utf-8"
+        )
         write_json(md.with_suffix(".json"), doc)
     except OSError as exc:
         console.print(f"report not written to {md}: {exc}", markup=False)

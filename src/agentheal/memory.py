@@ -472,7 +472,8 @@ class Memory:
     def _dense(self, query: npt.NDArray[np.float32], n: int) -> dict[str, float]:
         """Cosine similarity of the `n` nearest records, indexed or pending."""
         found = self.collection.query(query_embeddings=query, n_results=n, include=["distances"])
-        cosines = {rid: 1.0 - float(d) for rid, d in zip(found["ids"][0], found["distances"][0], strict=True)}
+        ids, distances = (found["ids"][0], found["distances"][0]) if found["ids"] else ([], [])
+        cosines = {rid: 1.0 - float(d) for rid, d in zip(ids, distances, strict=True)}
         # A pending write of an id is the newer one.
         cosines.update({rid: 1.0 - dist for rid, dist in self._search_pending(query[0], n).items()})
         return cosines
