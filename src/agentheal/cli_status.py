@@ -149,3 +149,95 @@ def prevent(
     for note in done["notes"]:
         typer.echo(f"note       {note}")
     raise typer.Exit(EXIT_OK)
+
+
+evolutions_app = typer.Typer(
+    help="Evolutions: changes the evolve graph made, kept or reverted.", no_args_is_help=True
+)
+app.add_typer(evolutions_app, name="evolutions")
+
+
+@app.command()
+def evolve(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Propose and record; change nothing.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """One round of the evolve graph: judge evolutions whose trial is over (kept or reverted), then
+    propose and apply new ones for recurring and escalation patterns, each a versioned change."""
+    from agentheal.graphs.evolve import EvolveJob, evolve_round
+    from agentheal.graphs.evolve_changes import ChangeError
+    from agentheal.models import utcnow
+
+    job = EvolveJob(events=_events(), home=_settings().home_dir, now=utcnow(), dry_run=dry_run)
+    try:
+        done = evolve_round(job)
+    except ChangeError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(done)
+        raise typer.Exit(EXIT_OK)
+    typer.echo(f"{len(done['patterns'])} patterns, {len(done['applied'])} evolutions applied, "
+               f"{len(done['decided'])} decided")  # fmt: skip
+    for d in done["decided"]:
+        typer.echo(f"{d['status']:<9} {d['id']} {d['kind']}: {d['reason']}")
+    for a in done["applied"]:
+        typer.echo(f"{a['status']:<9} {a['id']} {a['kind']}: {a['target']}")
+    for note in done["notes"]:
+        typer.echo(f"note      {note}")
+    raise typer.Exit(EXIT_OK)
+
+
+def _evolution(evolution_id: str) -> dict[str, Any]:
+    from agentheal.metrics.records import evolutions
+
+    found = next((r for r in evolutions(_events(), limit=100_000) if r["id"] == evolution_id), None)
+    if found is None:
+        _fail(f"no evolution {evolution_id!r}; `agentheal evolutions list` shows them")
+    return found
+
+
+@evolutions_app.command("list")
+def evolutions_list(as_json: JsonFlag = False) -> None:
+    """Evolutions, newest first: id, kind, status, target, why."""
+    from agentheal.metrics.records import evolutions
+
+    rows = evolutions(_events(), limit=1000)
+    if as_json:
+        _print_json([{k: r[k] for k in ("id", "kind", "status", "target", "fingerprint", "created_at",
+                                         "decided_at", "reason")} for r in rows])  # fmt: skip
+        raise typer.Exit(EXIT_OK)
+    if not rows:
+        typer.echo("no evolutions yet (`agentheal evolve` proposes them)")
+    for r in rows:
+        typer.echo(f"{r['id']}  {r['status']:<9} {r['kind']:<16} {r['target']}  {r['reason']}")
+    raise typer.Exit(EXIT_OK)
+
+
+@evolutions_app.command("show")
+def evolutions_show(
+    evolution_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonFlag = False
+) -> None:
+    """One evolution with its proposal, its change and the figures it was judged on."""
+    row = _evolution(evolution_id)
+    if as_json:
+        _print_json(row)
+        raise typer.Exit(EXIT_OK)
+    import json
+
+    typer.echo(json.dumps(row, indent=2, default=str))
+    raise typer.Exit(EXIT_OK)
+
+
+@evolutions_app.command("revert")
+def evolutions_revert(evolution_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Put the file an evolution changed back to its previous version, byte for byte."""
+    from agentheal.graphs.evolve import revert
+    from agentheal.graphs.evolve_changes import ChangeError
+    from agentheal.models import utcnow
+
+    try:
+        done = revert(_events(), _settings().home_dir, evolution_id, utcnow())
+    except (LookupError, ChangeError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{evolution_id}: {done['reverted']} ({done['target']})")
+    raise typer.Exit(EXIT_OK)

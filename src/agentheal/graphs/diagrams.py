@@ -7,6 +7,7 @@ from pathlib import Path
 
 def diagrams() -> dict[str, str]:
     """Each graph's name and its Mermaid text, drawn from the compiled graph itself."""
+    from agentheal.graphs.evolve import compile_evolve_graph
     from agentheal.graphs.factory import compile_factory_graph
     from agentheal.graphs.heal import compile_heal_graph
     from agentheal.graphs.prevent import compile_prevent_graph
@@ -15,6 +16,7 @@ def diagrams() -> dict[str, str]:
         "heal": compile_heal_graph(None).get_graph().draw_mermaid(),
         "factory": compile_factory_graph(None).get_graph().draw_mermaid(),
         "prevent": compile_prevent_graph(None).get_graph().draw_mermaid(),
+        "evolve": compile_evolve_graph(None).get_graph().draw_mermaid(),
     }
 
 

@@ -1,0 +1,304 @@
+"""The evolve graph: recurring patterns → typed proposals → policy → versioned changes → kept or
+reverted on what the recorded events show.
+
+decide    evolutions whose trial has run its course are judged from the event store: the trial
+          against the same length before it. Kept when the pattern's reports fell, the resolution
+          rate did not drop and the median time to heal did not rise; otherwise reverted, the
+          changed file back to its previous version byte for byte. The outcome is recorded.
+patterns  recurring fingerprints (healed again and again) and escalation patterns (a persona
+          escalating one fingerprint more than once), from the runs of the window;
+propose   one typed proposal per pattern: `schedule_action` (a maintenance action the pattern's
+          heals used, such as rotate_logs or clean_dir, on a schedule), `add_check` (a preventive
+          check for detection), `persona_lesson` (a new version of the persona's file);
+guard     kinds that only add a check, a schedule or a lesson run unattended; loosening the policy
+          never does (it waits for a person); a pattern with an evolution already on trial or kept
+          gets no second one;
+apply     each as a versioned change under the home folder (`agentheal evolutions revert ID`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import sqlalchemy as sa
+
+from agentheal.event_schema import ACTIONS, GAPS, RUNS
+from agentheal.graphs import evolve_changes as changes
+from agentheal.metrics import records
+from agentheal.metrics.figures import Window, runs_by_persona, timings
+from agentheal.models import RunStatus
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from agentheal.events import EventStore
+
+NODE_NAMES = ("decide", "patterns", "propose", "guard", "apply")
+UNATTENDED = frozenset({"schedule_action", "add_check", "persona_lesson", "tighten_policy"})
+SCHEDULABLE = frozenset({"rotate_logs", "clean_dir"})
+
+
+class EvolveState(TypedDict, total=False):
+    decided: list[dict[str, Any]]
+    patterns: list[dict[str, Any]]
+    proposals: list[dict[str, Any]]
+    allowed: list[dict[str, Any]]
+    applied: list[dict[str, Any]]
+
+
+@dataclass
+class EvolveJob:
+    """What the nodes read and change: the event store, the home folder, the clock and the rules."""
+
+    events: EventStore
+    home: Path
+    now: datetime
+    dry_run: bool = False
+    window: timedelta = timedelta(days=7)
+    trial: timedelta = timedelta(hours=24)
+    min_repeats: int = 3
+    notes: list[str] = field(default_factory=list)
+
+
+def _stats(job: EvolveJob, fingerprint: str | None, w: Window) -> dict[str, Any]:
+    reports = 0
+    if fingerprint:
+        stmt = sa.select(sa.func.count().label("n")).where(
+            GAPS.c.fingerprint == fingerprint, *w.within(GAPS.c.recorded_at)
+        )
+        reports = int(job.events.query(stmt)[0]["n"])
+    rate = runs_by_persona(job.events, w)[0]
+    heal = timings(job.events, w)[2]
+    return {"reports": reports, "resolution_rate": rate.value, "time_to_heal_median_s": heal.value}
+
+
+def judge(before: dict[str, Any], after: dict[str, Any]) -> tuple[bool, str]:
+    """Keep only when the pattern fell and nothing else got worse; the reason either way."""
+    worse = []
+    if after["reports"] >= before["reports"]:
+        worse.append(
+            f"the pattern's reports did not fall ({before['reports']} before, {after['reports']} after)"
+        )
+    b, a = before["resolution_rate"], after["resolution_rate"]
+    if a is not None and b is not None and a < b:
+        worse.append(f"the resolution rate dropped ({b:.2f} to {a:.2f})")
+    b, a = before["time_to_heal_median_s"], after["time_to_heal_median_s"]
+    if a is not None and b is not None and a > b:
+        worse.append(f"the median time to heal rose ({b:g} s to {a:g} s)")
+    if worse:
+        return False, "; ".join(worse)
+    return (
+        True,
+        f"the pattern's reports fell from {before['reports']} to {after['reports']}, nothing got worse",
+    )
+
+
+def _patterns(job: EvolveJob) -> list[dict[str, Any]]:
+    w = Window(job.now - job.window, job.now)
+    n = sa.func.count().label("n")
+    recurring = job.events.query(
+        sa.select(RUNS.c.fingerprint, sa.func.max(RUNS.c.component).label("component"),
+                  sa.func.max(RUNS.c.gap_text).label("text"), n)
+        .where(RUNS.c.status == RunStatus.healed.value, *w.within(RUNS.c.started_at))
+        .group_by(RUNS.c.fingerprint).having(sa.func.count() >= job.min_repeats).order_by(n.desc())
+    )  # fmt: skip
+    out = []
+    for r in recurring:
+        times = job.events.query(
+            sa.select(RUNS.c.started_at)
+            .where(RUNS.c.fingerprint == r["fingerprint"], *w.within(RUNS.c.started_at))
+            .order_by(RUNS.c.started_at)
+        )  # fmt: skip
+        gaps = [(b["started_at"] - a["started_at"]).total_seconds() for a, b in itertools.pairwise(times)]
+        used = job.events.query(
+            sa.select(ACTIONS.c.action, ACTIONS.c.step, sa.func.count().label("n"))
+            .select_from(ACTIONS.join(RUNS, RUNS.c.run_id == ACTIONS.c.run_id))
+            .where(RUNS.c.fingerprint == r["fingerprint"], ACTIONS.c.dry_run.is_(False),
+                   ACTIONS.c.outcome == "ok")
+            .group_by(ACTIONS.c.action).order_by(sa.func.count().desc()).limit(1)
+        )  # fmt: skip
+        out.append({"type": "recurring", "fingerprint": r["fingerprint"], "component": r["component"],
+                    "text": r["text"], "heals": int(r["n"]),
+                    "median_interval_s": statistics.median(gaps) if gaps else None,
+                    "action": used[0]["action"] if used else None,
+                    "step": used[0]["step"] if used else None})  # fmt: skip
+    escalated = job.events.query(
+        sa.select(RUNS.c.fingerprint, RUNS.c.persona, sa.func.max(RUNS.c.gap_text).label("text"),
+                  sa.func.max(RUNS.c.reason).label("reason"), n)
+        .where(RUNS.c.status == RunStatus.escalated.value, RUNS.c.persona.is_not(None),
+               *w.within(RUNS.c.started_at))
+        .group_by(RUNS.c.fingerprint, RUNS.c.persona).having(sa.func.count() >= 2).order_by(n.desc())
+    )  # fmt: skip
+    for r in escalated:
+        out.append({"type": "escalation", "fingerprint": r["fingerprint"], "persona": r["persona"],
+                    "text": r["text"], "reason": r["reason"] or "", "escalations": int(r["n"])})  # fmt: skip
+    return out
+
+
+def _proposal(job: EvolveJob, p: dict[str, Any]) -> dict[str, Any] | None:
+    evolution = job.home / "evolution"
+    if p["type"] == "recurring" and p["component"]:
+        every = max(60.0, (p["median_interval_s"] or 3600.0) / 2)
+        why = f"{p['text'][:120]!r} healed {p['heals']} times in {job.window.days} days"
+        if p["action"] in SCHEDULABLE:
+            args = (p["step"] or {}).get("args", {})
+            entry = {
+                "component": p["component"],
+                "action": p["action"],
+                "args": args,
+                "every_s": every,
+                "why": why,
+            }
+            return {"kind": "schedule_action", "target": str(evolution / "schedule.yaml"), "entry": entry,
+                    "fingerprint": p["fingerprint"]}  # fmt: skip
+        entry = {"component": p["component"], "check": "probes", "every_s": every, "why": why,
+                 "after": p["action"]}  # fmt: skip
+        return {"kind": "add_check", "target": str(evolution / "checks.yaml"), "entry": entry,
+                "fingerprint": p["fingerprint"]}  # fmt: skip
+    if p["type"] == "escalation":
+        lesson = (f"{p['text'][:160]!r} escalated {p['escalations']} times"
+                  f"{': ' + p['reason'][:200] if p['reason'] else ''}; hand it over sooner")  # fmt: skip
+        return {"kind": "persona_lesson", "target": str(job.home / "personas" / f"{p['persona']}.md"),
+                "persona": p["persona"], "lesson": lesson, "fingerprint": p["fingerprint"]}  # fmt: skip
+    return None
+
+
+def _content(job: EvolveJob, proposal: dict[str, Any]) -> bytes:
+    target = Path(proposal["target"])
+    if proposal["kind"] == "persona_lesson":
+        from agentheal.config import package_data
+
+        source = target if target.is_file() else package_data("personas") / f"{proposal['persona']}.md"
+        return changes.persona_with_lesson(source, proposal["lesson"])
+    key = "schedule" if proposal["kind"] == "schedule_action" else "checks"
+    return changes.yaml_list_with(target, key, proposal["entry"])
+
+
+def build_evolve_graph(job: EvolveJob | None) -> Any:
+    """The graph's nodes and edges (`job` None: the shape alone, for its diagram)."""
+    from langgraph.graph import END, START, StateGraph
+
+    def decide(state: EvolveState) -> dict[str, Any]:
+        assert job is not None
+        decided = []
+        for row in records.evolutions(job.events, limit=10_000):
+            applied_at = row["created_at"]
+            if row["status"] != "applied" or applied_at + job.trial > job.now:
+                continue
+            before = _stats(job, row["fingerprint"], Window(applied_at - job.trial, applied_at))
+            after = _stats(job, row["fingerprint"], Window(applied_at, applied_at + job.trial))
+            keep, why = judge(before, after)
+            data = dict(row["data"]) | {"before": before, "after": after}
+            if not keep:
+                data["revert"] = changes.revert_change(job.home, row["id"])
+            status = "kept" if keep else "reverted"
+            outcome = {"status": status, "decided_at": job.now, "reason": why, "data": data}
+            records.save_evolution(job.events, dict(row) | outcome)
+            decided.append(
+                {
+                    "id": row["id"],
+                    "kind": row["kind"],
+                    "status": "kept" if keep else "reverted",
+                    "reason": why,
+                }
+            )
+        return {"decided": decided}
+
+    def patterns(state: EvolveState) -> dict[str, Any]:
+        assert job is not None
+        return {"patterns": _patterns(job)}
+
+    def propose(state: EvolveState) -> dict[str, Any]:
+        assert job is not None
+        made = [_proposal(job, p) for p in state.get("patterns", [])]
+        return {"proposals": [p for p in made if p is not None]}
+
+    def guard(state: EvolveState) -> dict[str, Any]:
+        assert job is not None
+        # a pattern with an evolution on trial or kept, or reverted within the window, gets no other
+        recent = job.now - job.window
+        busy = {
+            (r["fingerprint"], r["kind"])
+            for r in records.evolutions(job.events, limit=10_000)
+            if r["status"] in ("applied", "kept") or (r["status"] == "reverted" and r["decided_at"] >= recent)
+        }
+        allowed = []
+        for p in state.get("proposals", []):
+            if (p["fingerprint"], p["kind"]) in busy:
+                continue
+            if p["kind"] not in UNATTENDED:
+                job.notes.append(f"{p['kind']} on {p['target']}: needs a person's approval; not applied")
+                continue
+            allowed.append(p)
+        return {"allowed": allowed}
+
+    def apply(state: EvolveState) -> dict[str, Any]:
+        assert job is not None
+        applied = []
+        for p in state.get("allowed", []):
+            evolution_id = "ev-" + uuid.uuid4().hex[:10]
+            row = {"id": evolution_id, "kind": p["kind"], "target": p["target"],
+                   "fingerprint": p["fingerprint"], "created_at": job.now, "decided_at": None,
+                   "reason": "", "data": {"proposal": p}}  # fmt: skip
+            if job.dry_run:
+                records.save_evolution(
+                    job.events, row | {"status": "dry_run", "reason": "dry run: nothing changed"}
+                )
+                applied.append(
+                    {"id": evolution_id, "kind": p["kind"], "status": "dry_run", "target": p["target"]}
+                )
+                continue
+            change = changes.apply_change(job.home, evolution_id, Path(p["target"]), _content(job, p))
+            records.save_evolution(job.events, row | {"status": "applied", "reason": "on trial",
+                                                      "data": {"proposal": p, "change": change}})  # fmt: skip
+            applied.append(
+                {"id": evolution_id, "kind": p["kind"], "status": "applied", "target": p["target"]}
+            )
+        return {"applied": applied}
+
+    graph = StateGraph(EvolveState)
+    for name, fn in zip(NODE_NAMES, (decide, patterns, propose, guard, apply), strict=True):
+        graph.add_node(name, fn)
+    graph.add_edge(START, NODE_NAMES[0])
+    for a, b in itertools.pairwise(NODE_NAMES):
+        graph.add_edge(a, b)
+    graph.add_edge(NODE_NAMES[-1], END)
+    return graph
+
+
+def compile_evolve_graph(job: EvolveJob | None) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The compiled evolve graph (no checkpointer: each round reads the store afresh)."""
+    compiled: CompiledStateGraph[Any, Any, Any, Any] = build_evolve_graph(job).compile(name="evolve")
+    return compiled
+
+
+def evolve_round(job: EvolveJob) -> dict[str, Any]:
+    """One round: judge evolutions on trial, then propose and apply new ones. What each step did."""
+    records.ensure_tables(job.events)
+    state = compile_evolve_graph(job).invoke({})
+    return {k: state.get(k, []) for k in ("decided", "patterns", "proposals", "applied")} | {
+        "notes": job.notes
+    }
+
+
+def revert(events: EventStore, home: Path, evolution_id: str, now: datetime) -> dict[str, Any]:
+    """Revert an evolution by hand (applied or kept): its file back byte for byte, the outcome recorded."""
+    row = next((r for r in records.evolutions(events, limit=10_000) if r["id"] == evolution_id), None)
+    if row is None:
+        raise LookupError(f"no evolution {evolution_id!r}; `agentheal evolutions list` shows them")
+    if row["status"] not in ("applied", "kept"):
+        raise changes.ChangeError(f"evolution {evolution_id} is {row['status']}: nothing to revert")
+    done = changes.revert_change(home, evolution_id)
+    data = dict(row["data"]) | {"revert": done}
+    outcome = {"status": "reverted", "decided_at": now, "reason": "reverted by hand", "data": data}
+    records.save_evolution(events, dict(row) | outcome)
+    return done
+
+
+__all__ = ["EvolveJob", "compile_evolve_graph", "evolve_round", "judge", "revert"]

@@ -1,0 +1,118 @@
+"""The evolve graph over a real event store and home folder: a pattern healed again and again gets a
+scheduled maintenance action that is kept when the pattern's reports fall; a persona lesson after
+which history gets worse is reverted, the persona file back byte for byte."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import yaml
+
+from agentheal.cli import main
+from agentheal.config import Settings, package_data
+from agentheal.event_schema import ACTIONS
+from agentheal.events import EventStore
+from agentheal.graphs.evolve import EvolveJob, evolve_round, revert
+from agentheal.metrics import Window, compute
+from agentheal.models import utcnow
+from test_metrics import History
+
+H, M = timedelta(hours=1), timedelta(minutes=1)
+T = utcnow().replace(microsecond=0) - 30 * H  # "now" of the first round; the trial runs 24 hours after it
+
+
+def _rotate(h: History, run_id: str) -> None:
+    step = {"action": "rotate_logs", "component": "web", "args": {"path": "logs/web.log"}, "why": ""}
+    h.rows(ACTIONS, {"run_id": run_id, "action": "rotate_logs", "component": "web", "dry_run": False,
+                     "outcome": "ok", "step": step, "result": {}, "at": T})  # fmt: skip
+
+
+def _job(settings: Settings, events: EventStore, now: object, dry_run: bool = False) -> EvolveJob:
+    return EvolveJob(events=events, home=settings.home_dir, now=now, dry_run=dry_run)  # type: ignore[arg-type]
+
+
+def test_a_recurring_pattern_gets_a_schedule_that_is_kept_when_recurrence_falls(settings: Settings) -> None:
+    events = EventStore(settings.events_url)
+    h = History(events)
+    for i in range(4):  # the web log fills the disk every five hours; rotate_logs heals it each time
+        h.run(f"L{i}", "LOG", "healed", T - (20 - 5 * i) * H, 30, persona="capacity")
+        _rotate(h, f"L{i}")
+    assert evolve_round(_job(settings, events, T, dry_run=True))["applied"][0]["status"] == "dry_run"
+    assert not (settings.home_dir / "evolution" / "schedule.yaml").exists()
+
+    first = evolve_round(_job(settings, events, T))
+    assert [(a["kind"], a["status"]) for a in first["applied"]] == [("schedule_action", "applied")]
+    schedule = yaml.safe_load((settings.home_dir / "evolution" / "schedule.yaml").read_text())
+    entry = schedule["schedule"][0]
+    assert (entry["component"], entry["action"], entry["args"]) == (
+        "web",
+        "rotate_logs",
+        {"path": "logs/web.log"},
+    )
+    assert entry["every_s"] == pytest.approx(5 * 3600 / 2)
+    assert evolve_round(_job(settings, events, T + H))["applied"] == []  # on trial: not proposed twice
+
+    h.run("L9", "LOG", "healed", T + 10 * H, 25, persona="capacity")  # once in the trial, four times before
+    second = evolve_round(_job(settings, events, T + 25 * H))
+    assert [(d["kind"], d["status"]) for d in second["decided"]] == [("schedule_action", "kept")]
+    assert "fell from 4 to 1" in second["decided"][0]["reason"]
+    assert (settings.home_dir / "evolution" / "schedule.yaml").exists()
+    span = Window(T - 48 * H, T + 26 * H)
+    rate = next(f for f in compute(events, span) if f.name == "evolution_success_rate")
+    assert (rate.value, rate.n) == (1.0, 1)
+
+
+def test_a_lesson_that_makes_history_worse_is_reverted_byte_for_byte(settings: Settings) -> None:
+    events = EventStore(settings.events_url)
+    h = History(events)
+    persona = settings.home_dir / "personas" / "availability.md"
+    persona.parent.mkdir(parents=True)
+    original = (package_data("personas") / "availability.md").read_bytes()
+    persona.write_bytes(original)
+    h.run("E1", "API", "escalated", T - 10 * H, 40, persona="availability")
+    h.run("E2", "API", "escalated", T - 6 * H, 40, persona="availability")
+    h.run("K1", "OK", "healed", T - 5 * H, 20, persona="availability")
+
+    first = evolve_round(_job(settings, events, T))
+    assert [(a["kind"], a["status"]) for a in first["applied"]] == [("persona_lesson", "applied")]
+    changed = persona.read_text()
+    assert "version: 2" in changed and "## Lessons" in changed and "escalated 2 times" in changed
+
+    for i in range(3):  # after the lesson: the gap keeps coming back and heals take longer
+        h.run(f"E{i + 3}", "API", "escalated", T + (2 + i) * H, 40, persona="availability")
+    h.run("K2", "OK", "healed", T + 8 * H, 200, persona="availability")
+    second = evolve_round(_job(settings, events, T + 25 * H))
+    assert [(d["kind"], d["status"]) for d in second["decided"]] == [("persona_lesson", "reverted")]
+    reason = second["decided"][0]["reason"]
+    assert "did not fall (2 before, 3 after)" in reason and "time to heal rose" in reason
+    assert persona.read_bytes() == original
+
+
+def test_evolutions_from_the_cli_list_show_and_revert(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = EventStore(settings.events_url)
+    h = History(events)
+    for i in range(3):
+        h.run(f"R{i}", "DOWN", "healed", utcnow() - (10 - 3 * i) * H, 10, persona="availability")
+    assert main(["evolve", "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    (applied,) = done["applied"]
+    assert applied["kind"] == "add_check"
+    checks = settings.home_dir / "evolution" / "checks.yaml"
+    assert checks.exists()
+    assert main(["evolutions", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(e["id"], e["status"]) for e in listed] == [(applied["id"], "applied")]
+    assert main(["evolutions", "show", applied["id"], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["data"]["proposal"]["entry"]["component"] == "web"
+    assert main(["evolutions", "revert", applied["id"]]) == 0
+    assert not checks.exists()  # it did not exist before the evolution
+    assert main(["evolutions", "revert", applied["id"]]) == 2  # already reverted
+    assert "reverted: nothing to revert" in capsys.readouterr().err
+    assert main(["evolutions", "show", "ev-nope"]) == 2
+    with pytest.raises(LookupError):
+        revert(events, settings.home_dir, "ev-nope", utcnow())
