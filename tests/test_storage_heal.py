@@ -124,6 +124,12 @@ def test_a_run_waiting_for_approval_is_resumed_by_another_process_from_its_check
         waiting = json.loads(capsys.readouterr().out)
         assert (code, waiting["status"]) == (1, "awaiting_approval"), waiting
         assert _checkpoint_rows(ready_home, waiting["run_id"]) > 0
+        # what an approver is shown (API, chat, MCP): the plan, from the checkpoint wherever it is
+        from agentheal.events import EventStore
+        from agentheal.services.runs import show_run
+
+        shown = show_run(EventStore(ready_home.events_url), waiting["run_id"], ready_home)
+        assert shown is not None and shown["plan"]["steps"][0]["action"] == "restart", shown
 
         approved = _another_process(ready_home, "approve", waiting["run_id"][:10], "--json")
         assert approved.returncode == 0, approved.stderr

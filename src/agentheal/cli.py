@@ -342,10 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         cli_status,
     )
     from agentheal.embedding import EmbeddingError
+    from agentheal.storage import StorageError
 
     try:
         code = app(args=argv, standalone_mode=False, prog_name="agentheal")
-    except (UsageProblem, EmbeddingError) as exc:  # EmbeddingError: a damaged model file, an endpoint down
+    # EmbeddingError: a damaged model file, an endpoint down; StorageError: a store to upgrade, a
+    # database out of reach — each message says what to do
+    except (UsageProblem, EmbeddingError, StorageError) as exc:
         _err(f"error: {exc}")
         return EXIT_USAGE
     except typer.Exit as exc:

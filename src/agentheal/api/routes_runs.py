@@ -220,7 +220,7 @@ def list_runs(
 
 def _show(state: ServerState, run_id: str) -> dict[str, Any]:
     try:
-        shown = show_run(state.events, run_id, state.settings.checkpoints_path)
+        shown = show_run(state.events, run_id, state.settings)
     except AmbiguousRun as exc:
         raise HTTPException(409, str(exc)) from None
     except RunLookupError as exc:

@@ -66,7 +66,7 @@ class ChatOps:
         self.settings = settings
         self.roles: dict[str, str] = dict(settings.chat_roles)
         self.default_role = settings.chat_default_role
-        self.threads = RunThreads(pool, settings.checkpoints_path)
+        self.threads = RunThreads(pool, settings)
         previous = self.ctx.progress
 
         def progress(run_id: str | None, node: str, detail: str, data: dict[str, Any]) -> None:
@@ -160,7 +160,7 @@ class ChatOps:
     def _result(self, run: str) -> dict[str, Any]:
         from agentheal.services.runs import show_run
 
-        shown = show_run(self.ctx.events, run, self.settings.checkpoints_path) or self.pool.queued(run)
+        shown = show_run(self.ctx.events, run, self.settings) or self.pool.queued(run)
         if shown is None:
             raise LookupError(f"no run {run!r}; `runs` lists them")
         return shown

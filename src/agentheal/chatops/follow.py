@@ -22,6 +22,7 @@ from agentheal.chatops import views
 from agentheal.chatops.messages import Message, Place, Poster
 
 if TYPE_CHECKING:
+    from agentheal.config import Settings
     from agentheal.services.heal import HealPool
 
 __all__ = ["RunThreads"]
@@ -52,7 +53,7 @@ class _Followed:
 class RunThreads:
     """The runs this process follows in chat, each in a thread of its own."""
 
-    def __init__(self, pool: HealPool, checkpoints: Path) -> None:
+    def __init__(self, pool: HealPool, checkpoints: Path | Settings) -> None:
         self.pool = pool
         self.events = pool.ctx.events
         self.checkpoints = checkpoints

@@ -121,7 +121,7 @@ are asked to decide on. Not for the full timeline: use explain_run.""",
         from agentheal.services.runs import show_run
 
         def shown() -> dict[str, Any] | None:
-            found = show_run(door.ctx.events, run_id, door.settings.checkpoints_path)
+            found = show_run(door.ctx.events, run_id, door.settings)
             return found if found is not None else door.pool.queued(run_id)
 
         try:

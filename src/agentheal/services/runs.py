@@ -18,6 +18,7 @@ from agentheal.events import RunDetail, RunRow
 from agentheal.models import RunStatus
 
 if TYPE_CHECKING:
+    from agentheal.config import Settings
     from agentheal.events import EventStore
 
 FINAL_STATUSES = frozenset(s.value for s in RunStatus) - {"running", "awaiting_approval"}
@@ -97,8 +98,16 @@ def run_detail(events: EventStore, run: str) -> RunDetail | None:
     return events.run(run)
 
 
-def checkpoint_values(checkpoints: Path, run_id: str) -> dict[str, Any]:
-    """A run's state at its last checkpoint (its plan, diagnosis, persona...); empty without one."""
+def checkpoint_values(checkpoints: Path | Settings, run_id: str) -> dict[str, Any]:
+    """A run's state at its last checkpoint (its plan, diagnosis, persona...); empty without one.
+
+    `checkpoints`: the settings (wherever they keep checkpoints: the SQLite file or PostgreSQL),
+    or a SQLite checkpoint file itself.
+    """
+    if not isinstance(checkpoints, Path):
+        from agentheal.storage.checkpoints import last_values
+
+        return last_values(checkpoints, run_id)
     if not checkpoints.is_file():
         return {}
     from langgraph.checkpoint.sqlite import SqliteSaver
@@ -111,7 +120,7 @@ def checkpoint_values(checkpoints: Path, run_id: str) -> dict[str, Any]:
     return dict(found.checkpoint.get("channel_values") or {}) if found is not None else {}
 
 
-def result_of_run(detail: RunDetail, checkpoints: Path | None = None) -> dict[str, Any]:
+def result_of_run(detail: RunDetail, checkpoints: Path | Settings | None = None) -> dict[str, Any]:
     """The run as `agentheal heal --json` answers it, its status as it is now.
 
     A finished run has its answer recorded. An open one (running, or waiting for approval) is told
@@ -156,9 +165,12 @@ def result_of_run(detail: RunDetail, checkpoints: Path | None = None) -> dict[st
     return result
 
 
-def show_run(events: EventStore, run: str, checkpoints: Path | None = None) -> dict[str, Any] | None:
+def show_run(
+    events: EventStore, run: str, checkpoints: Path | Settings | None = None
+) -> dict[str, Any] | None:
     """The heal JSON object of a run with its whole story beside it (`story`, as `runs show --json`);
-    `checkpoints`: the checkpoint file, to tell an open run from its last checkpoint.
+    `checkpoints`: the settings (or a SQLite checkpoint file), to tell an open run from its last
+    checkpoint.
 
     Raises:
         RunLookupError: the prefix is too short or matches several runs.
