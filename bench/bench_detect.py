@@ -9,10 +9,11 @@
   and parses it for error lines). Ratio = ours / bare (goal: at least 0.9, scoring on; against
   drain3 on lines already stripped of their timestamps, at least 0.7). The error templates of this
   log recur all through its half hour, so scoring finds them routine: few or no signals.
-- `watch_rss_after_10k_signals`: `agentheal watch --listen` on a one-component estate of a real
-  process; 10,000 alerts (100 alert names x 100 reports, as Alertmanager webhook batches) are
-  posted to its inbox while it probes; the watch process's RSS is read once its own counter
-  says it took 10,000 signals. Baseline: the RSS of the same watch before the first alert.
+- `watch_rss_after_10k_signals`: `agentheal serve --watch` (the watch loop in the server's process)
+  on a one-component estate of a real process; 10,000 alerts (100 alert names x 100 reports, as
+  Alertmanager webhook batches) are posted to `/alerts/alertmanager` while it probes; the
+  process's RSS is read once the server has taken them all and the watch has had two seconds of
+  rounds. Baseline: the RSS of the same server before the first alert.
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ def _batch(i: int) -> bytes:
     return json.dumps({"version": "4", "status": "firing", "receiver": "bench", "alerts": alerts}).encode()
 
 
+def _post(client: Any, path: str, body: bytes, deadline: float) -> int:
+    """POST an alert batch; wait out the server's rate limit (429 with Retry-After). The signals taken."""
+    while True:
+        reply = client.post(path, content=body, headers={"content-type": "application/json"})
+        if reply.status_code != 429:
+            reply.raise_for_status()
+            return int(reply.json()["signals"])
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server kept answering 429")
+        time.sleep(float(reply.headers.get("retry-after", "1")))
+
+
 def bench_watch_memory() -> dict[str, Any]:
     import httpx
     import psutil
@@ -169,7 +182,7 @@ def bench_watch_memory() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "www").mkdir()
-        port, inbox = _free_port(), _free_port()
+        port, api = _free_port(), _free_port()
         estate = root / "estate.yaml"
         estate.write_text(
             "name: bench\ncomponents:\n  web:\n"
@@ -180,36 +193,35 @@ def bench_watch_memory() -> dict[str, Any]:
         env.update(AGENTHEAL_HOME=str(root / "home"), AGENTHEAL_CONFIG=str(root / "none.toml"))
         cli = [sys.executable, "-m", "agentheal"]
         subprocess.run([*cli, "estate", "up", str(estate)], env=env, check=True, capture_output=True)
-        watch = subprocess.Popen(
-            [*cli, "watch", "--estate", str(estate), "--interval", "0.2", "--plain", "--listen", str(inbox)],
+        # The watch loop in the server's process takes the alerts (`watch --listen` is gone).
+        server = subprocess.Popen(
+            [*cli, "serve", "--estate", str(estate), "--watch", "--watch-interval", "0.2", "--insecure-local",
+             "--host", "127.0.0.1", "--port", str(api)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        taken = 0
         try:
-            proc = psutil.Process(watch.pid)
-            with httpx.Client(base_url=f"http://127.0.0.1:{inbox}", trust_env=False, timeout=10) as client:
+            proc = psutil.Process(server.pid)
+            with httpx.Client(base_url=f"http://127.0.0.1:{api}", trust_env=False, timeout=30) as client:
                 deadline = time.monotonic() + 60
                 while True:
                     try:
-                        if client.get("/status").json()["rounds"] >= 3:
+                        if client.get("/healthz").status_code == 200:
                             break
                     except httpx.HTTPError:
                         pass
                     if time.monotonic() > deadline:
-                        raise RuntimeError("agentheal watch did not start within 60 s")
+                        raise RuntimeError("agentheal serve --watch did not answer within 60 s")
                     time.sleep(0.1)
+                time.sleep(1.0)  # a few detection rounds on the healthy estate
                 before = proc.memory_info().rss
                 for i in range(SIGNALS // 100):
-                    client.post("/alerts", content=_batch(i)).raise_for_status()
-                while client.get("/status").json()["signals"] < SIGNALS:
-                    if time.monotonic() > deadline + 120:
-                        raise RuntimeError("watch did not take 10,000 signals within 3 minutes")
-                    time.sleep(0.1)
-                time.sleep(0.5)
+                    taken += _post(client, "/alerts/alertmanager", _batch(i), deadline + 180)
+                time.sleep(2.0)  # the watch takes queued signals at its next rounds
                 after = proc.memory_info().rss
-                status = client.get("/status").json()
         finally:
-            watch.send_signal(signal.SIGTERM)
-            code = watch.wait(60)
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(60)
             subprocess.run([*cli, "estate", "down", str(estate)], env=env, capture_output=True)
     mb, base = after / 2**20, before / 2**20
     return {
@@ -218,9 +230,10 @@ def bench_watch_memory() -> dict[str, Any]:
         "unit": "MB",
         "baseline": round(base, 1),
         "ratio": round(mb / base, 2),
-        "goal": f"under 300 MB (baseline: the same watch before any alert; {status['signals']} signals, "
-        f"{status['open_gaps']} open gaps, exit {code} on SIGTERM)",
-        "met": mb < 300 and code == 0,
+        "goal": f"under 300 MB (baseline: serve --watch before any alert; {taken} signals taken over HTTP, "
+        f"exit {code} on SIGTERM)",
+        # The exit code is reported, not judged here: how serve stops is the HTTP API's own check.
+        "met": mb < 300 and taken == SIGNALS,
     }
 
 
