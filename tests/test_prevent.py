@@ -146,3 +146,42 @@ def test_prevent_from_the_cli_with_no_trend_history(
     assert main(["prevent", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["predicted"] == [] and out["followed"] == []
+
+
+def test_a_maintenance_action_the_evolve_graph_scheduled_runs_when_due(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from agentheal.graphs.evolve_changes import yaml_list_with
+
+    root = tmp_path / "estate"
+    (root / "www").mkdir(parents=True)
+    (root / "logs").mkdir()
+    (root / "logs" / "web.log").write_text("line\n" * 1000)
+    (root / "estate.yaml").write_text(
+        "name: logs\ncomponents:\n  web:\n    command: [python3, -m, http.server, '0']\n    workdir: www\n"
+        "    logs: [logs/web.log]\n"
+    )
+    estate = load_estate(root / "estate.yaml")
+    schedule = settings.home_dir / "evolution" / "schedule.yaml"
+    schedule.parent.mkdir(parents=True)
+    entry = {"component": "web", "action": "rotate_logs", "args": {"path": "logs/web.log"}, "every_s": 600.0,
+             "why": "the web log filled the disk 4 times"}  # fmt: skip
+    schedule.write_bytes(yaml_list_with(schedule, "schedule", entry))
+    events = EventStore(settings.events_url)
+
+    def round_at(at: float) -> list[dict[str, object]]:
+        job = PreventJob(events=events, config=DetectConfig(), samples={}, home=settings.home_dir,
+                         backend=LocalBackend(estate, tmp_path / "state"))  # fmt: skip
+        return list(prevent_round(job, at)["applied"])
+
+    now = time.time()
+    (ran,) = round_at(now)
+    assert (ran["scheduled"] is not None, ran["step"]["action"], ran["outcome"]) == (
+        True,
+        "rotate_logs",
+        "ok",
+    )
+    assert (root / "logs" / "web.log.1").read_text().count("line") == 1000
+    assert (root / "logs" / "web.log").read_text() == ""
+    assert round_at(now + 60) == []  # ran a minute ago: not due
+    assert [a["step"]["action"] for a in round_at(now + 601)] == ["rotate_logs"]

@@ -106,7 +106,8 @@ def prevent(
     as_json: JsonFlag = False,
 ) -> None:
     """One round of the prevent graph over the trend history `watch` keeps: predicted breaches,
-    preventive measures checked by policy and applied, follow-ups of predictions that fell due."""
+    preventive measures checked by policy and applied (and the maintenance actions `evolve`
+    scheduled that are due), follow-ups of predictions that fell due."""
     import time
 
     from agentheal.cli import _load_estate
@@ -127,7 +128,8 @@ def prevent(
             loaded_policy = load_policy(policy, settings)
         except PolicyError as exc:
             _fail(str(exc))
-    job = PreventJob(events=_events(), config=config, samples=samples, backend=backend, policy=loaded_policy)
+    job = PreventJob(events=_events(), config=config, samples=samples, backend=backend, policy=loaded_policy,
+                     home=settings.home_dir)  # fmt: skip
     if problem:
         job.notes.append(problem)
     done = prevent_round(job, time.time(), dry_run=dry_run)

@@ -4,7 +4,9 @@ forecast   fit each level series with a limit (detection's Theil–Sen forecast)
            over its limit within the horizon is recorded as a prediction, with its time and
            confidence (one pending prediction per series);
 design     for a prediction due within the lead time whose trend still holds now, a preventive
-           step: `clean_dir` for a data folder, `restart` for memory; other series get none;
+           step: `clean_dir` for a data folder, `restart` for memory; other series get none. The
+           maintenance actions the evolve graph scheduled (`evolution/schedule.yaml` under the
+           home folder) join them when due (their last runs: `evolution/schedule-state.json`);
 guard      the policy checks it like any plan; what needs approval or is refused is not acted on;
 apply      the step runs on the estate ahead of the breach, and the measure is recorded;
 follow_up  at the predicted time: is the series over its limit? breached; if not, avoided when
@@ -17,6 +19,7 @@ The outcomes feed prevention effectiveness and prediction precision and recall (
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +60,7 @@ class PreventJob:
     backend: LocalBackend | None = None
     policy: Policy | None = None
     lead_s: float | None = None  # act when the breach is due within this (default: half the horizon)
+    home: Path | None = None  # where the evolve graph's maintenance schedule lives (evolution/schedule.yaml)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -147,7 +151,8 @@ def build_prevent_graph(job: PreventJob | None) -> Any:
                     f"prediction {p['id']} ({p['series']}): no preventive action for this series"
                 )
                 continue
-            out.append({"prediction": p["id"], "step": step})
+            out.append({"prediction": p["id"], "what": f"prediction {p['id']}", "step": step})
+        out += _scheduled_due(job, now)
         return {"designed": out}
 
     def guard(state: PreventState) -> dict[str, Any]:
@@ -158,7 +163,7 @@ def build_prevent_graph(job: PreventJob | None) -> Any:
         allowed = []
         for d in state.get("designed", []):
             if job.backend is None:
-                job.notes.append(f"prediction {d['prediction']}: no estate to act on")
+                job.notes.append(f"{d['what']}: no estate to act on")
                 continue
             plan = Plan(hypothesis="prevent a predicted breach", steps=[Step(**d["step"])])
             verdict = evaluate(
@@ -168,7 +173,7 @@ def build_prevent_graph(job: PreventJob | None) -> Any:
                 allowed.append(d)
             else:
                 why = "; ".join(verdict.violations + verdict.approvals) or "not allowed"
-                job.notes.append(f"prediction {d['prediction']}: not acted on: {why}")
+                job.notes.append(f"{d['what']}: not acted on: {why}")
         return {"allowed": allowed}
 
     def apply(state: PreventState) -> dict[str, Any]:
@@ -179,10 +184,13 @@ def build_prevent_graph(job: PreventJob | None) -> Any:
         for d in state.get("allowed", []):
             assert job.backend is not None
             result = job.backend.execute(Step(**d["step"]), dry_run=state.get("dry_run", False))
-            done = {"prediction": d["prediction"], "step": d["step"], "outcome": result.outcome,
-                    "detail": result.detail, "at": _iso(state["now"]).isoformat()}  # fmt: skip
-            if result.outcome == "ok":
+            done = {"prediction": d.get("prediction"), "scheduled": d.get("scheduled"), "step": d["step"],
+                    "outcome": result.outcome, "detail": result.detail,
+                    "at": _iso(state["now"]).isoformat()}  # fmt: skip
+            if result.outcome == "ok" and d.get("prediction") is not None:
                 records.record_measure(job.events, d["prediction"], done)
+            if d.get("scheduled") is not None and not state.get("dry_run", False):
+                _mark_run(job, d["scheduled"], state["now"])
             applied.append(done)
         return {"applied": applied}
 
@@ -245,6 +253,53 @@ def _missed(job: PreventJob, now: float) -> list[dict[str, Any]]:
             )
             out.append({"series": series, "outcome": "missed", "level": level})
     return out
+
+
+def _schedule_state(job: PreventJob) -> tuple[Path, dict[str, float]]:
+    assert job.home is not None
+    path = job.home / "evolution" / "schedule-state.json"
+    try:
+        return path, {str(k): float(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except FileNotFoundError:
+        return path, {}
+    except (OSError, ValueError, AttributeError) as exc:
+        job.notes.append(f"{path}: unreadable, every scheduled action counts as due: {exc}")
+        return path, {}
+
+
+def _scheduled_due(job: PreventJob, now: float) -> list[dict[str, Any]]:
+    """The maintenance actions the evolve graph scheduled (`evolution/schedule.yaml`) that are due:
+    never run, or last run at least `every_s` ago."""
+    if job.home is None or not (job.home / "evolution" / "schedule.yaml").is_file():
+        return []
+    import yaml
+
+    schedule_file = job.home / "evolution" / "schedule.yaml"
+    try:
+        entries = (yaml.safe_load(schedule_file.read_text(encoding="utf-8")) or {}).get("schedule", [])
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        job.notes.append(f"{schedule_file}: unreadable, no scheduled action runs: {exc}")
+        return []
+    _, last = _schedule_state(job)
+    due = []
+    for entry in entries:
+        step = {"action": entry["action"], "component": entry["component"], "args": entry.get("args", {}),
+                "why": f"scheduled: {entry.get('why', '')}"[:300]}  # fmt: skip
+        key = json.dumps([step["action"], step["component"], step["args"]], sort_keys=True)
+        if now - last.get(key, float("-inf")) >= float(entry.get("every_s", 3600)):
+            due.append(
+                {"scheduled": key, "what": f"scheduled {step['action']} on {step['component']}", "step": step}
+            )
+    return due
+
+
+def _mark_run(job: PreventJob, key: str, now: float) -> None:
+    path, last = _schedule_state(job)
+    last[key] = now
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(last, indent=2), encoding="utf-8")
+    tmp.replace(path)
 
 
 def compile_prevent_graph(job: PreventJob | None) -> CompiledStateGraph[Any, Any, Any, Any]:
