@@ -175,6 +175,8 @@ def test_memory_import_then_search_best_first_and_bad_records_named(server: ApiS
     assert hits[0]["similarity"] >= hits[1]["similarity"]
     bad = admin.post("/memory", json={"records": [{"gap": "x", "resolution": "y", "outcome": "maybe"}]})
     assert bad.status_code == 422 and "outcome" in bad.text
+    epoch = admin.post("/memory", json={"records": [{**HISTORY[2], "gap": "new", "occurred_at": 12345}]})
+    assert epoch.status_code == 422 and "occurred_at" in epoch.text and "ISO 8601" in epoch.text
     blank = viewer.get("/memory/search", params={"q": "   "})
     assert blank.status_code == 400 and "empty" in _detail(blank)
     assert viewer.get("/memory/search", params={"q": "disk", "k": 0}).status_code == 422
@@ -388,6 +390,10 @@ def test_bad_webhooks_and_feedback_are_named_and_change_nothing(drills: ApiServe
     unknown = operator.post("/feedback", json={"text": "it is slow", "component": "ghost"})
     assert unknown.status_code == 400 and "ghost" in _detail(unknown) and "web" in _detail(unknown)
     assert operator.post("/feedback", json={"text": ""}).status_code == 422
+    numeric = _firing()
+    numeric["alerts"][0]["startsAt"] = 1700000000
+    refused = operator.post("/alerts/alertmanager", json=numeric)
+    assert refused.status_code == 422 and "startsAt" in refused.text and "ISO 8601" in refused.text
     assert (len(store.runs(limit=10_000)), len(store.gaps(limit=10_000))) == before
 
 

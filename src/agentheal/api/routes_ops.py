@@ -11,15 +11,16 @@ trail with who made it.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from agentheal.api.auth import Caller, Role, require
 from agentheal.api.state import ServerState, get_state
-from agentheal.detect.alerts import AlertError, WebhookMessage
+from agentheal.detect.alerts import Alert, AlertError, WebhookMessage
 from agentheal.eval.fault_model import FaultRecord
 from agentheal.memory import ImportLine
 from agentheal.models import Gap
@@ -66,12 +67,35 @@ def _fail(status: int, detail: str) -> HTTPException:
 # ---------------------------------------------------------------- memory
 
 
+def _iso_datetime(value: Any) -> Any:
+    """A date-time given as ISO 8601 text (or None). Pydantic alone would also take a number as
+    epoch seconds, which no caller of these routes means and the schema does not say."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value)
+            return value
+        except ValueError:
+            pass
+    raise ValueError("expected an ISO 8601 date-time such as 2026-03-01T10:00:00Z")
+
+
+IsoDatetime = Annotated[datetime | None, BeforeValidator(_iso_datetime)]
+
+
+class MemoryRecordIn(ImportLine):
+    """One past resolution, as a line of `agentheal memory import` takes it."""
+
+    occurred_at: IsoDatetime = None
+
+
 class MemoryImportIn(BaseModel):
-    """Past resolutions to import, each as a line of `agentheal memory import` takes it."""
+    """Past resolutions to import."""
 
     model_config = ConfigDict(extra="forbid")
 
-    records: list[ImportLine] = Field(min_length=1, max_length=MAX_IMPORT)
+    records: list[MemoryRecordIn] = Field(min_length=1, max_length=MAX_IMPORT)
 
 
 @router.get("/memory/search", tags=["memory"], response_model=list[MemoryMatch], responses=_problems(400))
@@ -226,8 +250,21 @@ def _audit_intake(state: ServerState, caller: Caller, action: str, result: Intak
     )  # fmt: skip
 
 
+class AlertmanagerAlert(Alert):
+    """One alert of Alertmanager's webhook."""
+
+    startsAt: IsoDatetime = None
+    endsAt: IsoDatetime = None
+
+
+class AlertmanagerWebhook(WebhookMessage):
+    """Alertmanager's webhook body (version 4), as detection parses it."""
+
+    alerts: list[AlertmanagerAlert]  # type: ignore[assignment]  # narrower items, same wire format
+
+
 @router.post("/alerts/alertmanager", tags=["alerts"], response_model=IntakeResult, responses=_problems(400))
-def alertmanager(body: WebhookMessage, state: State, caller: Operator) -> IntakeResult:
+def alertmanager(body: AlertmanagerWebhook, state: State, caller: Operator) -> IntakeResult:
     """Take Alertmanager's webhook (version 4): firing alerts open gaps, healed as `watch` heals them."""
     try:
         result = _intake(state).alertmanager(body, _submitter(state, caller))
