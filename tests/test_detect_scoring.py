@@ -133,3 +133,29 @@ def test_score_parts() -> None:
     # one strong sign is enough; a known, common, steady error is not
     assert combine({"level": 0.6, "rarity": 0.3, "burst": 1.0, "new": 0}) >= 0.5
     assert combine({"level": 0.6, "rarity": 0.3, "burst": 0.0, "new": 0}) < 0.5
+
+
+def test_an_hpc_log_with_its_own_time_format_is_scored_by_its_times(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Times in the middle of the line (an HPC system log's format): routine corrected errors at INFO
+    all hour are noise, a minute of FATAL interrupts is the incident."""
+    rng = random.Random(5)
+    start = 1_764_500_000
+    lines = []
+    for i in range(4000):
+        at = start + i  # one line a second, over 66 minutes
+        stamp = time.strftime("%Y-%m-%d-%H.%M.%S", time.localtime(at)) + f".{rng.randint(0, 999999):06d}"
+        node = f"R{rng.randint(0, 7):02d}-M{rng.randint(0, 1)}-N{rng.randint(0, 15)}"
+        if 3000 <= i < 3020:
+            body = f"RAS KERNEL FATAL data TLB error interrupt on core {rng.randint(0, 3)}"
+        elif i % 7 == 0:
+            body = f"RAS KERNEL INFO {rng.randint(1, 9)} ddr error(s) detected and corrected on rank 0"
+        else:
+            body = f"RAS KERNEL INFO generating core.{rng.randint(1000, 9999)}"
+        lines.append(f"- {at} {time.strftime('%Y.%m.%d', time.localtime(at))} {node} {stamp} {node} {body}")
+    log = tmp_path / "hpc.log"
+    log.write_text("\n".join(lines) + "\n")
+    [gap] = Detector(settings, DetectConfig(), logs=[log]).once()
+    assert "data TLB error interrupt" in gap.gap.text
+    assert gap.details["lines"] == list(range(3001, 3021))

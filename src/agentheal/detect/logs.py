@@ -189,6 +189,36 @@ def _parse_time(stamp: str) -> float | None:
         return None
 
 
+# Times not at the start of a line, or not in ISO form: HPC and syslog formats. Rates and bursts
+# need each error line's own time; "now" for all of them would make one window of a whole file.
+_DOTTED = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})[-T ](\d{2})[.:](\d{2})[.:](\d{2})(?:[.,](\d{1,6}))?")
+_SYSLOG = re.compile(
+    r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2})\b"
+)
+_EPOCH = re.compile(r"(?<![\d.])(1\d{9})(?:\.\d+)?(?![\d.])")
+_MONTHS = {m: i for i, m in enumerate(re.findall("...", "JanFebMarAprMayJunJulAugSepOctNovDec"), start=1)}
+
+
+def line_time(text: str, now: float) -> float | None:
+    """The time a line carries near its start, in another form than a leading ISO timestamp."""
+    head = text[:160]
+    m = _DOTTED.search(head)
+    try:
+        if m is not None:
+            y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+            frac = float("0." + m.group(7)) if m.group(7) else 0.0
+            return datetime(y, mo, d, h, mi, sec).timestamp() + frac
+        m = _SYSLOG.search(head)
+        if m is not None:
+            year = datetime.fromtimestamp(now).year  # syslog leaves the year out
+            mo, d, h, mi, sec = _MONTHS[m.group(1)], *(int(g) for g in m.groups()[1:])
+            return datetime(year, mo, d, h, mi, sec).timestamp()
+    except ValueError:
+        return None
+    m = _EPOCH.search(head)
+    return float(m.group(1)) if m is not None else None
+
+
 @dataclass
 class _ErrorTemplate:
     template: str
@@ -319,7 +349,7 @@ class LogMiner:
         is_error = is_error_line
         if self.first_window is None and lines:
             first = stamp_match(lines[0][1])
-            at = _parse_time(first.group(1)) if first is not None else None
+            at = _parse_time(first.group(1)) if first is not None else line_time(lines[0][1], now)
             self.first_window = int((at if at is not None else now) // window)
         for number, text in lines:
             if not text:
@@ -329,7 +359,7 @@ class LogMiner:
             result = add(text[m.end() :] if m is not None else text)
             if not is_error(text):
                 continue
-            parsed = _parse_time(m.group(1)) if m is not None else None
+            parsed = _parse_time(m.group(1)) if m is not None else line_time(text, now)
             at = parsed if parsed is not None else now
             cid = result["cluster_id"]
             err = self.errors.get(cid)

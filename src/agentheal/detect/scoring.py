@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from agentheal.detect.config import DetectConfig
 
 _SEVERE = re.compile(
-    r"\b(?:FATAL|CRITICAL|CRIT|PANIC|EMERG|EMERGENCY|ALERT|SEVERE)\b|\blevel=(?:fatal|critical)\b"
+    r"\b(?:FATAL|CRITICAL|CRIT|PANIC|EMERG|EMERGENCY|ALERT|SEVERE|FAILURE)\b|\blevel=(?:fatal|critical)\b"
 )
 _ERROR = re.compile(r"\b(?:ERROR|ERR)\b|Traceback|Exception\b|\blevel=error\b")
+# A line that names a mild level of its own: an error word in it is part of a routine message
+# ("INFO instruction cache parity error corrected").
+_MILD = re.compile(r"\b(?:INFO|DEBUG|TRACE|NOTICE|WARN|WARNING)\b|\blevel=(?:info|debug|warn|warning)\b")
 
 # Weights of the parts in the noisy-OR: a burst or a never-seen template alone nearly decides.
 WEIGHTS = {"level": 0.3, "rarity": 0.5, "burst": 0.7, "new": 0.4}
@@ -36,11 +39,14 @@ _BURST_DECADES = 2.0  # a hundred times the base rate is a full burst
 
 
 def level_part(text: str) -> tuple[str, float]:
-    """The line's level and its part: severe levels 1.0, errors 0.6, other error words 0.4."""
+    """The line's level and its part: severe levels 1.0, errors 0.6, an error word in a line of a
+    mild level (INFO, WARN...) 0.1, other error words 0.4."""
     if _SEVERE.search(text):
         return "severe", 1.0
     if _ERROR.search(text):
         return "error", 0.6
+    if _MILD.search(text):
+        return "mild level", 0.1
     return "error word", 0.4
 
 
