@@ -91,3 +91,23 @@ def test_a_stopping_server_keeps_the_gap_as_history(intake: SignalIntake) -> Non
 def test_without_a_healer_gaps_are_only_recorded(intake: SignalIntake) -> None:
     gap = intake.alertmanager(_webhook(component="web")).gaps[0]
     assert gap.status == "not_healed" and "detection only" in (gap.why or "")
+
+
+def test_a_muted_fingerprint_opens_no_gap_until_unmuted(
+    tiny_estate_api_file: Path, settings: Settings
+) -> None:
+    from agentheal.detect.mutes import MuteBook
+    from agentheal.services.feedback import mute, unmute
+
+    intake = SignalIntake(
+        load_estate(tiny_estate_api_file), EventStore(settings.events_url), mutes=MuteBook(settings.home_dir)
+    )
+    heal = Healer()
+    first = intake.alertmanager(_webhook(component="web"), heal).gaps[0]
+    intake.alertmanager(_webhook("resolved", component="web"), heal)
+    mute(settings, first.fingerprint, "1h", by="alice")
+    muted = intake.alertmanager(_webhook(component="web"), heal).gaps[0]
+    assert muted.status == "muted" and muted.fingerprint == first.fingerprint
+    assert "alice" in (muted.why or "") and len(heal.gaps) == 1 and intake.open_gaps() == []
+    unmute(settings, first.fingerprint)
+    assert intake.alertmanager(_webhook(component="web"), heal).gaps[0].status == "healing"

@@ -224,8 +224,14 @@ def _intake(state: ServerState) -> SignalIntake:
         if intake is None:
             watch = state.extras.get("watch")
             detector = getattr(watch, "detector", None)
+            from agentheal.detect.mutes import MuteBook
+
             intake = SignalIntake(
-                state.ctx.estate, state.events, detector=detector, detector_lock=getattr(watch, "lock", None)
+                state.ctx.estate,
+                state.events,
+                detector=detector,
+                detector_lock=getattr(watch, "lock", None),
+                mutes=MuteBook(state.settings.home_dir),
             )
             state.extras["signal_intake"] = intake
         return intake

@@ -16,6 +16,7 @@ instead and are taken at its next round: one gap book, one dispatcher.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentheal.detect.alerts import AlertError, WebhookMessage, alert_signals, feedback_signal, parse_webhook
 from agentheal.detect.gaps import GapBook, TrackedGap
-from agentheal.models import Gap, GapKind, Signal
+from agentheal.models import Gap, GapKind, Signal, fingerprint_of
 
 if TYPE_CHECKING:
     from agentheal.detect.detector import Detector
+    from agentheal.detect.mutes import MuteBook
     from agentheal.estate.model import Estate
     from agentheal.events import EventStore
 
@@ -51,8 +53,8 @@ class GapOutcome(BaseModel):
     severity: str
     text: str
     status: str = Field(
-        description="healing (a run was started or joined), not_healed (why says why), closed, or queued "
-        "(taken by the watch loop at its next round)"
+        description="healing (a run was started or joined), not_healed (why says why), closed, muted (an "
+        "operator muted its fingerprint), or queued (taken by the watch loop at its next round)"
     )
     run_id: str | None = None
     why: str | None = Field(default=None, description="Why the gap is not healed, when it is not.")
@@ -80,6 +82,24 @@ def _outcome(gap: Gap, status: str, run_id: str | None = None, why: str | None =
     )
 
 
+def _fingerprint(signal: Signal) -> str:
+    """The fingerprint of the gap a problem signal opens (as `GapBook.add` derives it)."""
+    kind = str(signal.data.get("kind", GapKind.incident.value))
+    return str(signal.data.get("fingerprint") or fingerprint_of(kind, signal.component, signal.text))
+
+
+def _signal_outcome(signal: Signal, status: str, why: str | None = None) -> GapOutcome:
+    return GapOutcome(
+        fingerprint=_fingerprint(signal),
+        kind=str(signal.data.get("kind", GapKind.incident.value)),
+        component=signal.component,
+        severity=str(signal.data.get("severity", "medium")),
+        text=signal.text,
+        status=status,
+        why=why,
+    )
+
+
 class SignalIntake:
     """Takes alerts and feedback for one estate for as long as its holder lives; thread-safe."""
 
@@ -89,6 +109,7 @@ class SignalIntake:
         events: EventStore | None,
         detector: Detector | None = None,
         detector_lock: threading.Lock | None = None,
+        mutes: MuteBook | None = None,
     ) -> None:
         """Set up the intake.
 
@@ -97,10 +118,12 @@ class SignalIntake:
             events: Where unhealed gaps are recorded and known gaps are read for feedback.
             detector: A running watch loop's detector: signals are queued for its next round.
             detector_lock: The lock the watch loop holds while it reads its gap book.
+            mutes: An operator's mutes (`agentheal feedback mute`): a muted fingerprint opens no gap.
         """
         self.estate = estate
         self.events = events
         self.detector = detector
+        self.mutes = mutes
         self._detector_lock = detector_lock or threading.Lock()
         self.book = GapBook(estate)
         self._lock = threading.Lock()
@@ -149,21 +172,26 @@ class SignalIntake:
     # -- into gaps and heals ----------------------------------------------------------------------
 
     def _take(self, signals: list[Signal], submit: SubmitFn | None) -> IntakeResult:
-        if self.detector is not None:
+        if self.detector is not None:  # the loop's detector applies the mutes at its round
             for s in signals:
                 self.detector.push(s)
-            queued = [
-                GapOutcome(
-                    fingerprint=str(s.data.get("fingerprint") or ""),
-                    kind=str(s.data.get("kind", GapKind.incident.value)),
-                    component=s.component,
-                    severity=str(s.data.get("severity", "medium")),
-                    text=s.text,
-                    status="closed" if s.data.get("ok") else "queued",
-                )
-                for s in signals
-            ]
+            queued = [_signal_outcome(s, "closed" if s.data.get("ok") else "queued") for s in signals]
             return IntakeResult(signals=len(signals), gaps=queued)
+        muted: list[GapOutcome] = []
+        if self.mutes is not None:
+            self.mutes.refresh()
+            kept = []
+            for s in signals:
+                mute = None if s.data.get("ok") else self.mutes.fingerprint_muted(_fingerprint(s))
+                if mute is None:
+                    kept.append(s)
+                else:
+                    until = "until unmuted" if mute.until is None else f"until {time.ctime(mute.until)}"
+                    why = f"muted by {mute.by or 'an operator'} {until} (`agentheal feedback unmute`)"
+                    muted.append(_signal_outcome(s, "muted", why))
+            signals_in, signals = len(signals), kept
+        else:
+            signals_in = len(signals)
         touched: dict[str, TrackedGap] = {}
         closed: list[TrackedGap] = []
         with self._lock:
@@ -180,9 +208,9 @@ class SignalIntake:
             gaps = [
                 t.gap.model_copy(deep=True) for t in touched.values() if t.gap.fingerprint in self.book.open
             ]
-        out = [_outcome(t.gap, "closed") for t in closed]
+        out = muted + [_outcome(t.gap, "closed") for t in closed]
         out += [self._dispatch(gap, submit) for gap in gaps]
-        return IntakeResult(signals=len(signals), gaps=out)
+        return IntakeResult(signals=signals_in, gaps=out)
 
     def _why_not(self, gap: Gap, submit: SubmitFn | None) -> str | None:
         if gap.root is not None:
