@@ -159,3 +159,20 @@ def test_an_hpc_log_with_its_own_time_format_is_scored_by_its_times(
     [gap] = Detector(settings, DetectConfig(), logs=[log]).once()
     assert "data TLB error interrupt" in gap.gap.text
     assert gap.details["lines"] == list(range(3001, 3021))
+
+
+def test_an_error_word_in_a_warning_opens_a_gap_only_when_it_bursts(
+    tmp_path: Path, settings: Settings
+) -> None:
+    lines = [f"2026-03-01T10:{m:02d}:00 INFO order {m} done" for m in range(30)]
+    lines.append(
+        "2026-03-01T10:30:00 WARNING worker: order 77: inventory answered {'error': 'unknown sku'}; retrying"
+    )
+    log = tmp_path / "worker.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert Detector(settings, DetectConfig(), logs=[log]).once() == []  # new and rare, but a handled warning
+    again = "WARNING worker: order {}: inventory answered {{'error': 'x'}}; retrying"
+    burst = [f"2026-03-01T10:31:{s:02d} " + again.format(s) for s in range(40)]
+    log.write_text("\n".join(lines + burst) + "\n")
+    [gap] = Detector(settings, DetectConfig(), logs=[log]).once()
+    assert "inventory answered" in gap.gap.text and len(gap.details["lines"]) >= 40

@@ -405,12 +405,7 @@ class LogMiner:
         burst = scoring.burst_part(err.buckets, set(err.fresh), first, self.config)
         if burst.steady:
             return None  # routine: it recurs at its usual rate, so it is no news
-        parts = {
-            "level": err.level[1],
-            "rarity": scoring.rarity_part(count, total),
-            "burst": burst.part,
-            "new": 1.0 if new else 0.0,
-        }
+        parts = scoring.parts(err.level[1], scoring.rarity_part(count, total), burst.part, new)
         score = scoring.combine(parts)
         if score < self.config.log_score_threshold:
             return None

@@ -36,6 +36,8 @@ WEIGHTS = {"level": 0.3, "rarity": 0.5, "burst": 0.7, "new": 0.4}
 _PRIOR_LINES = 100  # a short log is not evidence that a template is common
 _RARITY_DECADES = 3.0  # one line in a thousand (or rarer) is fully rare
 _BURST_DECADES = 2.0  # a hundred times the base rate is a full burst
+MILD = 0.1  # the level part of an error word in a line of a mild level
+_MILD_DAMPING = 0.25
 
 
 def level_part(text: str) -> tuple[str, float]:
@@ -46,7 +48,7 @@ def level_part(text: str) -> tuple[str, float]:
     if _ERROR.search(text):
         return "error", 0.6
     if _MILD.search(text):
-        return "mild level", 0.1
+        return "mild level", MILD
     return "error word", 0.4
 
 
@@ -93,6 +95,14 @@ def burst_part(buckets: dict[int, int], fresh: set[int], first_window: int, conf
         and peak <= config.log_spike_factor * statistics.median(occupied)
     )
     return Burst(peak=peak, base=base, part=part, steady=steady)
+
+
+def parts(level: float, rarity: float, burst: float, new: bool) -> dict[str, float]:
+    """The four parts of a template's score. In a line of a mild level of its own (INFO, WARN), an
+    error word is routine vocabulary ("retrying", "error corrected"): being new or rare counts a
+    quarter as much there, and only a burst makes such a line an incident."""
+    damp = _MILD_DAMPING if level <= MILD else 1.0
+    return {"level": level, "rarity": rarity * damp, "burst": burst, "new": (1.0 if new else 0.0) * damp}
 
 
 def combine(parts: dict[str, float]) -> float:
