@@ -9,6 +9,7 @@ is handed to `Healer.heal`, which joins it (or resumes it, when the process driv
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentheal.models import Gap, RunStatus
 from agentheal.services import audit
+
+_log = logging.getLogger("agentheal.heal")
 
 if TYPE_CHECKING:
     from agentheal.graphs.context import HealContext
@@ -314,6 +317,8 @@ class HealPool:
             if job.future.set_running_or_notify_cancel():  # False: the door gave up before it started
                 job.future.set_result(job.work(self._healer()))
         except BaseException as exc:  # the waiting door gets it; the pool carries on
+            # a door that answered 202 is not waiting: the server's log is where this is seen
+            _log.exception("the heal of run %s failed before it ended", job.run_id)
             job.future.set_exception(exc)
         finally:
             with self._lock:
