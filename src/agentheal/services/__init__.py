@@ -15,4 +15,15 @@ Submodules are imported by name (`from agentheal.services.runs import list_runs`
 imports none of them, so a door loads only what it uses.
 """
 
-__all__ = ["agents", "audit", "documents", "estate", "feedback", "heal", "memory", "runs", "signals", "status"]
+__all__ = [
+    "agents",
+    "audit",
+    "documents",
+    "estate",
+    "feedback",
+    "heal",
+    "memory",
+    "runs",
+    "signals",
+    "status",
+]
