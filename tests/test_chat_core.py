@@ -125,10 +125,14 @@ def test_text_that_is_not_a_command_gets_help_and_does_nothing(
     chat: tuple[ChatOps, Posted, EventStore], text: str
 ) -> None:
     ops, posted, events = chat
-    if isinstance(parse(text), Command):
+    parsed = parse(text)
+    if isinstance(parsed, Command):
         return
     reply = ops.handle(OPS, text, Place("C1"), posted)  # an operator: anything is allowed, nothing happens
-    assert "heal <component>" in reply.plain()
+    if parsed.command is None:
+        assert "heal <component>" in reply.plain()  # not a command at all: the help
+    else:
+        assert f"usage: {parsed.command}" in reply.plain()  # a command word without its arguments
     assert posted.posts == [] and posted.updates == []
     assert events.audit_rows() == [] and events.runs(limit=5) == []
 
