@@ -180,3 +180,25 @@ def test_a_broken_retrieval_set_is_named(tmp_path: Path) -> None:
     (tmp_path / "queries.jsonl").write_text(json.dumps({"query": "x", "cause": "b"}) + "\n")
     with pytest.raises(RetrievalSetError, match="line 1: no record has cause 'b'"):
         load_set(tmp_path)
+
+
+@pytest.mark.slow
+def test_http_memory_search_takes_the_mode(tmp_path: Path) -> None:
+    from conftest import stop_processes_under, tiny_estate
+    from test_api_ops import ApiServer
+
+    server = ApiServer(tmp_path, tiny_estate(tmp_path))
+    try:
+        with server.client("admin") as admin:
+            assert admin.post("/memory", json={"records": HISTORY}).status_code == 200
+            for mode in ("lexical", "dense", "hybrid"):
+                hits = admin.get("/memory/search", params={"q": "ORA-00257", "k": 2, "mode": mode})
+                assert hits.status_code == 200, hits.text
+            assert hits.json()[0]["resolution"] == "moved archived redo logs to the spare volume"
+            lexical = admin.get("/memory/search", params={"q": "ORA-00257", "k": 5, "mode": "lexical"}).json()
+            assert len(lexical) == 2  # only the records that share a term
+            bad = admin.get("/memory/search", params={"q": "x", "mode": "fuzzy"})
+            assert bad.status_code == 422 and "mode" in bad.text
+    finally:
+        server.stop()
+        stop_processes_under(tmp_path)

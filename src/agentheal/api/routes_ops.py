@@ -104,10 +104,18 @@ def memory_search(
     _caller: Viewer,
     q: Annotated[str, Query(min_length=1, max_length=4000, description="What to look for, in words.")],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many matches.")] = 5,
+    mode: Annotated[
+        str | None,
+        Query(
+            pattern="^(hybrid|dense|lexical)$",
+            description="hybrid: meaning and words (the default); dense: meaning; lexical: words, "
+            "identifiers such as error codes and paths kept whole (BM25).",
+        ),
+    ] = None,
 ) -> list[MemoryMatch]:
-    """Past resolutions most similar in meaning to `q`, best first (as `agentheal memory search`)."""
+    """Past resolutions that best match `q`, best first (as `agentheal memory search`)."""
     try:
-        return search(state.ctx.memory, q, k)
+        return search(state.ctx.memory, q, k, mode)
     except MemoryQueryError as exc:
         raise _fail(400, str(exc)) from None
 
