@@ -35,6 +35,7 @@ test-llm: $(LLM_STAMP)
 
 eval: $(STAMP)
 	$(BIN)/agentheal eval run eval/scenarios --json eval-results.json --markdown eval-report.md
+	$(BIN)/agentheal eval retrieval eval/retrieval --markdown eval-retrieval.md --json eval-retrieval.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests eval bench
@@ -52,4 +53,4 @@ graphs: $(STAMP)
 	$(BIN)/agentheal graphs export
 
 clean:
-	rm -rf $(VENV) .agentheal bench-results.json eval-results.json eval-report.md agentheal-demo-report.*
+	rm -rf $(VENV) .agentheal bench-results.json eval-results.json eval-report.md eval-retrieval.* agentheal-demo-report.*

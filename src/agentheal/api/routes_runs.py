@@ -285,9 +285,13 @@ async def _follow(
         if status in FINAL_STATUSES and len(rows) < 200:
             yield ServerSentEvent(json.dumps({"run_id": run_id, "status": status}), event="end")
             return
-        if status is None and state.pool.queued(run_id) is None:  # dropped before it started
-            yield ServerSentEvent(json.dumps({"run_id": run_id, "status": "unknown"}), event="end")
-            return
+        if status is None and state.pool.queued(run_id) is None:
+            # The pool may have run it since the reads above (a busy host can hold this coroutine
+            # for the whole heal): only a run still unrecorded now was dropped before it started.
+            if await anyio.to_thread.run_sync(run_status, events, run_id) is None:
+                yield ServerSentEvent(json.dumps({"run_id": run_id, "status": "unknown"}), event="end")
+                return
+            continue
         if await request.is_disconnected():
             return
         if not rows:
