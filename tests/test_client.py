@@ -96,6 +96,11 @@ def test_the_cli_heals_and_approves_through_a_server(
         assert main(["runs", "show", waiting["run_id"], "--server", base, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["row"]["status"] == "healed"  # as runs show --json
 
+        # memory through the server answers as the local command does
+        assert main(["memory", "search", "web is down", "--server", base, "--json", "--k", "1"]) == 0
+        (hit,) = json.loads(capsys.readouterr().out)
+        assert hit["outcome"] == "healed" and "restart" in hit["resolution"]
+
         # the server's own estate is used: a local --estate with --server is a usage error
         assert main(["heal", "--gap", "x", "--server", base, "--estate", str(estate_file)]) == 2
         assert "--estate" in capsys.readouterr().err

@@ -134,6 +134,6 @@ def test_status_answers_quickly_enough_to_read_the_help(settings: Settings, tmp_
     import sys
 
     heavy = "('matplotlib', 'langgraph', 'chromadb', 'sqlalchemy')"
-    code = f"import sys, agentheal.cli_status; print([m for m in sys.modules if m.split('.')[0] in {heavy}])"
+    code = f"import sys, agentheal.cli.status; print([m for m in sys.modules if m.split('.')[0] in {heavy}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

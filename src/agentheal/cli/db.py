@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentheal.cli import EXIT_NOT_HEALED, EXIT_OK, _fail, _print_json, _settings, app
+from agentheal.cli._common import EXIT_NOT_HEALED, EXIT_OK, _fail, _print_json, _settings, app
 
 db_app = typer.Typer(
     help="The database's schema (event store and checkpoints): where it stands, upgrading it.",

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentheal.cli import EXIT_OK, _fail, _print_json, _settings, app
+from agentheal.cli._common import EXIT_OK, _fail, _print_json, _settings, app
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="JSON on standard output.")]
 DaysOpt = Annotated[float | None, typer.Option("--days", help="The window: the last DAYS days (default 30).")]
@@ -110,7 +110,7 @@ def prevent(
     scheduled that are due), follow-ups of predictions that fell due."""
     import time
 
-    from agentheal.cli import _load_estate
+    from agentheal.cli._common import _load_estate
     from agentheal.detect.config import DetectConfig
     from agentheal.graphs.prevent import PreventJob, load_samples, prevent_round
 

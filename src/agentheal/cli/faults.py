@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from agentheal.cli import EXIT_NOT_HEALED, EXIT_OK, _err, _fail, _load_estate, _print_json, _settings, app
+from agentheal.cli._common import (
+    EXIT_NOT_HEALED,
+    EXIT_OK,
+    _err,
+    _fail,
+    _load_estate,
+    _print_json,
+    _settings,
+    app,
+)
 
 fault_app = typer.Typer(
     help="Real faults to inject into a running estate: for the demo, the eval and your own drills.",

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentheal.cli import EXIT_NOT_HEALED, EXIT_OK, _fail, app
+from agentheal.cli._common import EXIT_NOT_HEALED, EXIT_OK, _fail, app
 
 eval_app = typer.Typer(
     help="Score detection and healing on scenarios of real faults in real estates.", no_args_is_help=True

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentheal.cli import EXIT_OK, _err, _fail, _load_estate, _print_json, _settings, app
+from agentheal.cli._common import EXIT_OK, _err, _fail, _load_estate, _print_json, _settings, app
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="The gaps as a JSON list on standard output.")]
 EstateOpt = Annotated[

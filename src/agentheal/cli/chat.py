@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from agentheal.cli import _err, _fail, _load_estate, _settings, app
+from agentheal.cli._common import _err, _fail, _load_estate, _settings, app
 
 chat_app = typer.Typer(help="Chat-ops bots: heal, follow and approve from chat.", no_args_is_help=True)
 app.add_typer(chat_app, name="chat")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentheal.cli import (
+from agentheal.cli._common import (
     EXIT_NOT_HEALED,
     EXIT_OK,
     ServerOpt,
@@ -110,16 +110,24 @@ def memory_search(
         ),
     ] = None,
     as_json: JsonFlag = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Past resolutions that best match TEXT, best first."""
-    from agentheal.memory import Memory
-    from agentheal.services.memory import search
+    from agentheal.services.memory import MemoryMatch, search
 
     if not text.strip():
         _fail("the search text is empty")
     if mode is not None and mode not in ("hybrid", "dense", "lexical"):
         _fail(f"--mode must be hybrid, dense or lexical (got {mode!r})")
-    hits = search(Memory(_settings()), text, k=k, mode=mode)
+    if server is not None:  # a warm server answers in milliseconds; this process would load the model
+        with _client(server, token) as api:
+            found = _remote(lambda: api.search_memory(text, k, **({"mode": mode} if mode else {})))
+        hits = [MemoryMatch.model_validate(h) for h in found]
+    else:
+        from agentheal.memory import Memory
+
+        hits = search(Memory(_settings()), text, k=k, mode=mode)
     if as_json:
         _print_json([h.model_dump(mode="json") for h in hits])
         return

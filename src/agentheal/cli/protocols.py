@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from agentheal.cli import _fail, _load_estate, _settings, app
-from agentheal.cli_agents import agents_app
+from agentheal.cli._common import _fail, _load_estate, _settings, app
+from agentheal.cli.agents import agents_app
 
 
 @app.command()

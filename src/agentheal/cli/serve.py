@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentheal.cli import _err, _fail, _load_estate, _print_json, _settings, app
+from agentheal.cli._common import _err, _fail, _load_estate, _print_json, _settings, app
 
 tokens_app = typer.Typer(
     help="API tokens for `agentheal serve`: made, listed, revoked.", no_args_is_help=True

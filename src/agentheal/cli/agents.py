@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentheal.cli import (
+from agentheal.cli._common import (
     EXIT_NOT_HEALED,
     EXIT_OK,
     _context,
