@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from agentheal.config import Settings
 from agentheal.event_schema import AUDIT, GAPS, NODE_EVENTS, RUNS
 from agentheal.events import EventStore
 from agentheal.metrics import Window, compute, engines
 from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS, PROBES, engine_for
 from agentheal.models import utcnow
+from pg_cluster import home_fixture, postgres_fixture, ready_home_fixture  # noqa: F401  (fixtures)
 
 NOW = utcnow().replace(microsecond=0)
 D, H, S = timedelta(days=1), timedelta(hours=1), timedelta(seconds=1)
@@ -101,10 +103,13 @@ def _history(store: EventStore) -> None:
         evolution(5, "refused", NOW - 3 * D),
         evolution(6, "proposed", None),
     )
-    probes = [{"component": "web", "ok": i >= 2, "at": NOW - D + i * S} for i in range(10)]
-    probes += [
-        {"component": "db", "ok": True, "at": NOW - H},
-        {"component": "db", "ok": False, "at": NOW - 50 * D},
+    # web: 10 answers, 8 passed, in three batches; db: one passed, one failing before the window
+    probes = [
+        {"component": "web", "answers": 4, "passed": 2, "at": NOW - D},
+        {"component": "web", "answers": 5, "passed": 5, "at": NOW - D + 5 * S},
+        {"component": "web", "answers": 1, "passed": 1, "at": NOW - D + 6 * S},
+        {"component": "db", "answers": 1, "passed": 1, "at": NOW - H},
+        {"component": "db", "answers": 1, "passed": 0, "at": NOW - 50 * D},
     ]
     h.rows(PROBES, *probes)
     h.rows(
@@ -161,3 +166,43 @@ def test_a_window_with_nothing_in_it_is_no_data_not_zero(store: EventStore) -> N
     _history(store)
     empty = Window(NOW - 400 * D, NOW - 300 * D)
     assert all(f.no_data and f.value is None for f in compute(store, empty))
+
+
+def test_the_migrations_make_the_tables_records_describes(ready_home: Settings) -> None:
+    """Revision 0004 makes exactly the tables metrics.records declares, on SQLite and PostgreSQL."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from agentheal.metrics.records import METADATA
+
+    EventStore(ready_home.events_url).close()
+    engine = sa.create_engine(ready_home.events_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        ours = {"include_name": lambda name, kind, _parent: kind != "table" or name in METADATA.tables}
+        diff = compare_metadata(MigrationContext.configure(conn, opts=ours), METADATA)
+    engine.dispose()
+    assert diff == [], "metrics/records.py and agentheal/migrations differ: add a revision"
+
+
+def test_a_store_with_the_tables_made_before_0004_keeps_its_probe_answers(tmp_path: Path) -> None:
+    """probe_results as create_all made it (a row per answer, `ok`) becomes counts, nothing lost."""
+    from alembic import command
+
+    from agentheal.storage import schema
+
+    url = f"sqlite:///{tmp_path / 'events.sqlite'}"
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        command.upgrade(schema._alembic_config(conn), "0003")
+        conn.execute(sa.text("CREATE TABLE probe_results (id INTEGER PRIMARY KEY, component VARCHAR(200) "
+                             "NOT NULL, ok BOOLEAN NOT NULL, at DATETIME NOT NULL)"))  # fmt: skip
+        conn.execute(sa.text("CREATE INDEX ix_probe_results_component_at ON probe_results (component, at)"))
+        at = (NOW - H).strftime("%Y-%m-%d %H:%M:%S.%f")
+        for ok in (1, 1, 0):
+            conn.execute(sa.text("INSERT INTO probe_results (component, ok, at) VALUES ('web', :ok, :at)"),
+                         {"ok": ok, "at": at})  # fmt: skip
+        command.upgrade(schema._alembic_config(conn), "0004")
+    engine.dispose()
+    store = EventStore(url)
+    got = {f.name: f for f in compute(store, Window(NOW - D, NOW))}
+    assert (got["availability:web"].value, got["availability:web"].n) == (pytest.approx(2 / 3), 3)

@@ -154,19 +154,20 @@ def test_an_older_revision_is_refused_then_upgraded_without_losing_rows(
     engine.dispose()
 
     with pytest.raises(
-        EventStoreError, match=r"revision 0002; this agentheal needs 0003: run `agentheal db upgrade`"
+        EventStoreError,
+        match=rf"revision 0002; this agentheal needs {schema.HEAD}: run `agentheal db upgrade`",
     ):
         EventStore(home.events_url)
     code, found = _json(capsys, "db", "current", "--json")
     assert code == 1 and found["events"] == {
         "revision": "0002",
-        "head": "0003",
+        "head": schema.HEAD,
         "tables": 6,
         "current": False,
     }
 
     code, done = _json(capsys, "db", "upgrade", "--json")
-    assert code == 0 and (done["events"]["before"], done["events"]["after"]) == ("0002", "0003")
+    assert code == 0 and (done["events"]["before"], done["events"]["after"]) == ("0002", schema.HEAD)
     store = EventStore(home.events_url)
     try:
         assert [r.run_id for r in store.runs()] == ["r-old"]
@@ -213,7 +214,8 @@ def test_a_sqlite_store_made_before_alembic_upgrades_on_open_keeping_its_rows(se
         store.audit("dave", "heal", door="cli")
     finally:
         store.close()
-    assert sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+    found = sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall()
+    assert found == [(schema.HEAD,)]
 
 
 def test_a_new_sqlite_home_needs_no_command(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,7 +238,7 @@ def test_an_empty_postgres_database_is_refused_until_db_upgrade(
     home = Settings(home=settings.home, database_url=url)
     with pytest.raises(EventStoreError) as refused:
         EventStore(home.events_url)
-    assert "revision none (empty); this agentheal needs 0003: run `agentheal db upgrade`" in str(
+    assert f"revision none (empty); this agentheal needs {schema.HEAD}: run `agentheal db upgrade`" in str(
         refused.value
     )
     assert "postgresql://postgres:***@127.0.0.1" in str(refused.value) and "hunter2" not in str(refused.value)
@@ -250,9 +252,9 @@ def test_an_empty_postgres_database_is_refused_until_db_upgrade(
     assert code == 1 and found["checkpoints"]["version"] is None
 
     assert main(["db", "upgrade"]) == 0
-    assert "events: revision none -> 0003" in capsys.readouterr().out
+    assert f"events: revision none -> {schema.HEAD}" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0  # again: nothing to do, nothing broken
-    assert "events: revision 0003 -> 0003" in capsys.readouterr().out
+    assert f"events: revision {schema.HEAD} -> {schema.HEAD}" in capsys.readouterr().out
     assert ping(home) == "ok"
     with open_checkpoints(home) as checkpoints:
         assert checkpoints.saver.get_tuple({"configurable": {"thread_id": "none"}}) is None

@@ -228,7 +228,11 @@ def evolution(store: EventStore, w: Window) -> list[Figure]:
 def availability(store: EventStore, w: Window) -> list[Figure]:
     """Per component: probe answers that passed over all its probe answers."""
     stmt = (
-        sa.select(PROBES.c.component, sa.func.count().label("n"), rate(PROBES.c.ok).label("ok"))
+        sa.select(
+            PROBES.c.component,
+            sa.func.coalesce(sa.func.sum(PROBES.c.answers), 0).label("n"),
+            sa.func.coalesce(sa.func.sum(PROBES.c.passed), 0).label("ok"),
+        )
         .where(*w.within(PROBES.c.at))
         .group_by(PROBES.c.component)
         .order_by(PROBES.c.component)

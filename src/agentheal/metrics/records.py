@@ -1,9 +1,9 @@
 """The records the evolve and prevent graphs keep beside the heal events: predictions with their
 follow-up, evolutions with their outcome, and probe results for availability.
 
-They live in the event store's database (tables of their own, created on first use), so every
-figure is read from one place. Writes go through an engine of this module's own on the same URL:
-the event store's engine is its private business.
+They live in the event store's database (tables of their own, made by schema revision 0004), so
+every figure is read from one place. Writes go through an engine of this module's own on the same
+URL: the event store's engine is its private business.
 """
 
 from __future__ import annotations
@@ -63,14 +63,17 @@ EVOLUTIONS = sa.Table(
     _req("reason", sa.Text),
     _req("data", sa.JSON),
 )
-# A probe's answer for a component: what availability is computed from.
+# A component's probe answers over one batch (what availability is computed from): how many rounds
+# answered, how many of them passed every probe, and when the batch ended. A watch writes one row per
+# component per batch, never one per answer.
 PROBES = sa.Table(
     "probe_results",
     METADATA,
     sa.Column("id", sa.Integer, primary_key=True),
     _req("component", sa.String(200)),
-    _req("ok", sa.Boolean),
     _req("at", _UTCDateTime),
+    _req("answers", sa.Integer),
+    _req("passed", sa.Integer),
     sa.Index("ix_probe_results_component_at", "component", "at"),
 )
 
@@ -97,7 +100,8 @@ def _identity(url: str) -> tuple[str, int]:
 
 
 def engine_for(store: EventStore) -> sa.Engine:
-    """This module's engine on the store's database, its tables and index created."""
+    """This module's engine on the store's database, the figures' indexes on the event tables made
+    (the tables themselves are revision 0004's: the store's revision was checked when it opened)."""
     key = _identity(store.url)
     with _LOCK:
         engine = _ENGINES.get(key)
@@ -105,7 +109,6 @@ def engine_for(store: EventStore) -> sa.Engine:
             sqlite = store.url.startswith("sqlite")
             args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False} if sqlite else {}
             engine = sa.create_engine(store.url, connect_args=args, json_serializer=dumps_json)
-            METADATA.create_all(engine)
             with engine.begin() as conn:
                 for ddl in _INDEXES:
                     conn.execute(sa.text(ddl))
@@ -114,7 +117,7 @@ def engine_for(store: EventStore) -> sa.Engine:
 
 
 def ensure_tables(store: EventStore) -> None:
-    """Create the tables if this database lacks them (a store a figure is read from may be new)."""
+    """Make the figures' indexes on the event tables if this database lacks them."""
     engine_for(store)
 
 
@@ -125,7 +128,25 @@ def _write(store: EventStore, stmt: Any, values: dict[str, Any] | list[dict[str,
 
 def record_probe(store: EventStore, component: str, ok: bool, at: datetime | None = None) -> None:
     """Record one probe answer of a component (all its probes passed: `ok`)."""
-    _write(store, PROBES.insert(), {"component": component, "ok": ok, "at": at or utcnow()})
+    record_probes(store, {component: (1, int(ok))}, at)
+
+
+def record_probes(store: EventStore, counts: dict[str, tuple[int, int]], at: datetime | None = None) -> None:
+    """Record a batch of probe answers: per component, (answers, passed), in one row each."""
+    when = at or utcnow()
+    rows = [
+        {"component": c, "answers": answers, "passed": passed, "at": when}
+        for c, (answers, passed) in counts.items()
+        if answers > 0
+    ]
+    if rows:
+        _write(store, PROBES.insert(), rows)
+
+
+def forget_probes(store: EventStore, before: datetime) -> int:
+    """Delete probe batches that ended before `before`; returns how many."""
+    result = _write(store, PROBES.delete().where(PROBES.c.at < before), {})
+    return int(result.rowcount or 0)
 
 
 def record_prediction(
