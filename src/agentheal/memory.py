@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from agentheal.embedding import get_embedder
-from agentheal.memory_lexical import MODES, fused, lexical_score, terms
+from agentheal.memory_lexical import MODES, LexicalScorer, fused, terms
 from agentheal.memory_store import Record, RecordStore
 from agentheal.models import GapKind, MemoryHit, Plan, Resolution, clean_component, clean_text, fingerprint_of
 
@@ -46,6 +48,11 @@ _POOL_PER_K, _MIN_POOL = 4, 20
 # A term in more records than that says little (its IDF is low) and would cost more than the
 # dense search; it still counts in each candidate's score.
 _LEXICAL_BUDGET = 2000
+# Vectors kept in the process by record id (1.5 KB each): a hybrid search needs the cosine of the
+# records only its lexical half found, and the same past records come up heal after heal; asking
+# chromadb for them each time cost a heal ~1 ms. A record id never gets another text (heal ids are
+# new, import ids digest the text), so a kept vector never goes stale.
+_VECTORS_KEPT = 8192
 
 
 class MemoryStoreError(Exception):
@@ -234,6 +241,8 @@ class Memory:
                 "and import the history again"
             )
         self._batch = int(self._client.get_max_batch_size())
+        self._vectors: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._vectors_lock = threading.Lock()
         self._index_batch = settings.memory_index_batch
         for stale in self.path.glob("outcomes.sqlite*"):  # the outcome index of earlier versions
             stale.unlink(missing_ok=True)
@@ -331,7 +340,9 @@ class Memory:
             The record id.
         """
         record = heal_record(resolution, facts)
-        self._records.put([record], self.embedder.embed([record[1]]))
+        vectors = self.embedder.embed([record[1]])
+        self._records.put([record], vectors)
+        self._keep_vectors({record[0]: vectors[0]})
         if self._records.count(indexed=False) >= self._index_batch:
             self.flush()
         return record[0]
@@ -454,11 +465,8 @@ class Memory:
         if mode == "dense":
             ranked = sorted(rows, key=lambda rid: -cosines.get(rid, -1.0))
         else:
-            docs, avg_len = self._records.lexical_stats()
-            lexical = {
-                rid: lexical_score(query_terms, terms(doc), dfs, docs, avg_len)
-                for rid, (doc, _) in rows.items()
-            }
+            score = LexicalScorer(query_terms, dfs, *self._records.lexical_stats())
+            lexical = {rid: score(doc) for rid, (doc, _) in rows.items()}
             weight = 0.0 if mode == "lexical" else self.settings.memory_hybrid_weight
             ranked = sorted(
                 rows,
@@ -482,18 +490,32 @@ class Memory:
         """Cosine similarity of these records to the query, from their stored vectors."""
         import numpy as np
 
-        pending = dict(self._records.pending_vectors())
-        vectors = {rid: np.frombuffer(pending[rid], dtype="<f4") for rid in ids if rid in pending}
+        with self._vectors_lock:
+            vectors = {rid: self._vectors[rid] for rid in ids if rid in self._vectors}
         rest = [rid for rid in ids if rid not in vectors]
         if rest:
-            got = self.collection.get(ids=rest, include=["embeddings"])
-            vectors.update(
-                {
-                    rid: np.asarray(v, dtype=np.float32)
-                    for rid, v in zip(got["ids"], got["embeddings"], strict=True)
-                }
-            )
+            pending = dict(self._records.pending_vectors())
+            found = {rid: np.frombuffer(pending[rid], dtype="<f4") for rid in rest if rid in pending}
+            rest = [rid for rid in rest if rid not in found]
+            if rest:
+                got = self.collection.get(ids=rest, include=["embeddings"])
+                found.update(
+                    {
+                        rid: np.asarray(v, dtype=np.float32)
+                        for rid, v in zip(got["ids"], got["embeddings"], strict=True)
+                    }
+                )
+            self._keep_vectors(found)
+            vectors.update(found)
         return {rid: float(v @ query) for rid, v in vectors.items()}
+
+    def _keep_vectors(self, vectors: dict[str, npt.NDArray[np.float32]]) -> None:
+        with self._vectors_lock:
+            for rid, vector in vectors.items():
+                self._vectors[rid] = vector
+                self._vectors.move_to_end(rid)
+            while len(self._vectors) > _VECTORS_KEPT:
+                self._vectors.popitem(last=False)
 
     def _search_pending(self, query: npt.NDArray[np.float32], k: int) -> dict[str, float]:
         """The `k` nearest pending records by cosine distance (at most about a batch of them: brute force)."""

@@ -122,19 +122,39 @@ def lexical_score(
     query_terms: list[str], doc_terms: list[str], dfs: Mapping[str, int], docs: int, avg_len: float
 ) -> float:
     """BM25 of a record for the query over the IDF mass of the query's terms, in [0, 1]."""
-    unique = list(dict.fromkeys(query_terms))
-    weights = {t: idf(docs, dfs.get(t, 0)) for t in unique}
-    mass = sum(weights.values())
-    if mass <= 0 or not doc_terms:
-        return 0.0
     tf = Counter(doc_terms)
-    norm = _K1 * (1 - _B + _B * len(doc_terms) / max(avg_len, 1.0))
-    score = 0.0
-    for t in unique:
-        n = tf.get(t, 0)
-        if n:
-            score += weights[t] * n * (_K1 + 1) / (n + norm)
-    return min(1.0, score / mass)
+    return LexicalScorer(query_terms, dfs, docs, avg_len)._score(tf, len(doc_terms))
+
+
+class LexicalScorer:
+    """`lexical_score` of many records' texts for one query: the query's weights worked out once,
+    each text's term counts kept from one recall to the next (the same records come up again)."""
+
+    def __init__(self, query_terms: list[str], dfs: Mapping[str, int], docs: int, avg_len: float) -> None:
+        self._weights = {t: idf(docs, dfs.get(t, 0)) for t in dict.fromkeys(query_terms)}
+        self._mass = sum(self._weights.values())
+        self._avg_len = max(avg_len, 1.0)
+
+    def __call__(self, text: str) -> float:
+        tf, length = _term_counts(text)
+        return self._score(tf, length)
+
+    def _score(self, tf: Mapping[str, int], length: int) -> float:
+        if self._mass <= 0 or not length:
+            return 0.0
+        norm = _K1 * (1 - _B + _B * length / self._avg_len)
+        score = 0.0
+        for t, weight in self._weights.items():
+            n = tf.get(t, 0)
+            if n:
+                score += weight * n * (_K1 + 1) / (n + norm)
+        return min(1.0, score / self._mass)
+
+
+@functools.lru_cache(maxsize=8192)
+def _term_counts(text: str) -> tuple[Counter[str], int]:
+    found = _terms(text)
+    return Counter(found), len(found)
 
 
 def fused(similarity: float, lexical: float, weight: float) -> float:
