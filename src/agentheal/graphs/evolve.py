@@ -1,19 +1,28 @@
-"""The evolve graph: recurring patterns → typed proposals → policy → versioned changes → kept or
-reverted on what the recorded events show.
+"""The evolve graph: recurring patterns → typed proposals → policy → versioned changes → validated
+by replay (or a trial) → kept or reverted.
 
-decide    evolutions whose trial has run its course are judged from the event store: the trial
-          against the same length before it. Kept when the pattern's reports fell, the resolution
-          rate did not drop and the median time to heal did not rise; otherwise reverted, the
-          changed file back to its previous version byte for byte. The outcome is recorded.
-patterns  recurring fingerprints (healed again and again) and escalation patterns (a persona
-          escalating one fingerprint more than once), from the runs of the window;
+decide    evolutions on a 24-hour trial (those no replay could validate) whose trial has run its
+          course are judged from the event store: the trial against the same length before it;
+patterns  recurring fingerprints (healed again and again), escalation patterns (a persona escalating
+          one fingerprint more than once), actions that failed again and again on one component,
+          from the runs of the window;
 propose   one typed proposal per pattern: `schedule_action` (a maintenance action the pattern's
           heals used, such as rotate_logs or clean_dir, on a schedule), `add_check` (a preventive
-          check for detection), `persona_lesson` (a new version of the persona's file);
-guard     kinds that only add a check, a schedule or a lesson run unattended; loosening the policy
-          never does (it waits for a person); a pattern with an evolution already on trial or kept
-          gets no second one;
-apply     each as a versioned change under the home folder (`agentheal evolutions revert ID`).
+          check for detection), `persona_lesson` (a new version of the persona's file),
+          `tighten_policy` (a lower rate limit for a failing action: a new version of the policy
+          file), `create_agent` (a persona the agent factory designs for escalations no persona
+          handles);
+guard     kinds that add a check, a schedule, a lesson or an agent, or tighten the policy, run
+          unattended; loosening the policy never does (it waits for a person); a pattern with an
+          evolution already on trial or kept gets no second one;
+apply     each as a versioned change under the home folder (`agentheal evolutions revert ID`);
+validate  each applied evolution whose pattern can be replayed is validated at once by replaying the
+          history it concerns on two copies of the estate, before and after the change
+          (`agentheal.evolve.replay`); the others stay on trial for `decide`.
+
+Kept when the pattern's reports fell, the resolution rate did not drop and the median time to heal
+did not rise (`agentheal.evolve.judge`); otherwise reverted, the changed file back to its previous
+version byte for byte. The outcome and the figures it was judged on are recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import itertools
 import statistics
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,19 +38,21 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
 
-from agentheal.event_schema import ACTIONS, GAPS, RUNS
+from agentheal.event_schema import ACTIONS, RUNS
+from agentheal.evolve.judge import judge, stats
 from agentheal.graphs import evolve_changes as changes
 from agentheal.metrics import records
-from agentheal.metrics.figures import Window, runs_by_persona, timings
+from agentheal.metrics.figures import Window
 from agentheal.models import RunStatus
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
+    from agentheal.estate.model import Estate
     from agentheal.events import EventStore
 
-NODE_NAMES = ("decide", "patterns", "propose", "guard", "apply")
-UNATTENDED = frozenset({"schedule_action", "add_check", "persona_lesson", "tighten_policy"})
+NODE_NAMES = ("decide", "patterns", "propose", "guard", "apply", "validate")
+UNATTENDED = frozenset({"schedule_action", "add_check", "persona_lesson", "tighten_policy", "create_agent"})
 SCHEDULABLE = frozenset({"rotate_logs", "clean_dir"})
 
 
@@ -50,6 +62,7 @@ class EvolveState(TypedDict, total=False):
     proposals: list[dict[str, Any]]
     allowed: list[dict[str, Any]]
     applied: list[dict[str, Any]]
+    validated: list[dict[str, Any]]
 
 
 @dataclass
@@ -63,40 +76,20 @@ class EvolveJob:
     window: timedelta = timedelta(days=7)
     trial: timedelta = timedelta(hours=24)
     min_repeats: int = 3
+    min_failures: int = 2
+    min_every_s: float = 60.0  # the shortest interval a maintenance schedule gets
+    estate_file: Path | None = None  # the estate the history was recorded on: replays run on a copy
+    policy_file: Path | None = None  # the policy in use: carried into replays, tightened under the home
+    replay: bool = True
+    say: Callable[[str], None] = field(default=lambda line: None)
     notes: list[str] = field(default_factory=list)
 
+    def estate(self) -> Estate | None:
+        if self.estate_file is None:
+            return None
+        from agentheal.estate.model import load_estate
 
-def _stats(job: EvolveJob, fingerprint: str | None, w: Window) -> dict[str, Any]:
-    reports = 0
-    if fingerprint:
-        stmt = sa.select(sa.func.count().label("n")).where(
-            GAPS.c.fingerprint == fingerprint, *w.within(GAPS.c.recorded_at)
-        )
-        reports = int(job.events.query(stmt)[0]["n"])
-    rate = runs_by_persona(job.events, w)[0]
-    heal = timings(job.events, w)[2]
-    return {"reports": reports, "resolution_rate": rate.value, "time_to_heal_median_s": heal.value}
-
-
-def judge(before: dict[str, Any], after: dict[str, Any]) -> tuple[bool, str]:
-    """Keep only when the pattern fell and nothing else got worse; the reason either way."""
-    worse = []
-    if after["reports"] >= before["reports"]:
-        worse.append(
-            f"the pattern's reports did not fall ({before['reports']} before, {after['reports']} after)"
-        )
-    b, a = before["resolution_rate"], after["resolution_rate"]
-    if a is not None and b is not None and a < b:
-        worse.append(f"the resolution rate dropped ({b:.2f} to {a:.2f})")
-    b, a = before["time_to_heal_median_s"], after["time_to_heal_median_s"]
-    if a is not None and b is not None and a > b:
-        worse.append(f"the median time to heal rose ({b:g} s to {a:g} s)")
-    if worse:
-        return False, "; ".join(worse)
-    return (
-        True,
-        f"the pattern's reports fell from {before['reports']} to {after['reports']}, nothing got worse",
-    )
+        return load_estate(self.estate_file)
 
 
 def _patterns(job: EvolveJob) -> list[dict[str, Any]]:
@@ -138,13 +131,15 @@ def _patterns(job: EvolveJob) -> list[dict[str, Any]]:
     for r in escalated:
         out.append({"type": "escalation", "fingerprint": r["fingerprint"], "persona": r["persona"],
                     "text": r["text"], "reason": r["reason"] or "", "escalations": int(r["n"])})  # fmt: skip
-    return out
+    from agentheal.evolve.proposals import failing_actions
+
+    return out + failing_actions(job)
 
 
 def _proposal(job: EvolveJob, p: dict[str, Any]) -> dict[str, Any] | None:
     evolution = job.home / "evolution"
     if p["type"] == "recurring" and p["component"]:
-        every = max(60.0, (p["median_interval_s"] or 3600.0) / 2)
+        every = max(job.min_every_s, (p["median_interval_s"] or 3600.0) / 2)
         why = f"{p['text'][:120]!r} healed {p['heals']} times in {job.window.days} days"
         if p["action"] in SCHEDULABLE:
             args = (p["step"] or {}).get("args", {})
@@ -166,6 +161,10 @@ def _proposal(job: EvolveJob, p: dict[str, Any]) -> dict[str, Any] | None:
                   f"{': ' + p['reason'][:200] if p['reason'] else ''}; hand it over sooner")  # fmt: skip
         return {"kind": "persona_lesson", "target": str(job.home / "personas" / f"{p['persona']}.md"),
                 "persona": p["persona"], "lesson": lesson, "fingerprint": p["fingerprint"]}  # fmt: skip
+    if p["type"] == "failing":
+        from agentheal.evolve.proposals import tighten_policy
+
+        return tighten_policy(job, p)
     return None
 
 
@@ -176,8 +175,91 @@ def _content(job: EvolveJob, proposal: dict[str, Any]) -> bytes:
 
         source = target if target.is_file() else package_data("personas") / f"{proposal['persona']}.md"
         return changes.persona_with_lesson(source, proposal["lesson"])
+    if proposal["kind"] == "tighten_policy":
+        from agentheal.evolve.proposals import tightened
+
+        return tightened(job, proposal["entry"])
+    if proposal["kind"] == "create_agent":
+        return str(proposal["text"]).encode("utf-8")
     key = "schedule" if proposal["kind"] == "schedule_action" else "checks"
     return changes.yaml_list_with(target, key, proposal["entry"])
+
+
+def _decide(job: EvolveJob) -> list[dict[str, Any]]:
+    decided = []
+    for row in records.evolutions(job.events, limit=10_000):
+        applied_at = row["created_at"]
+        if row["status"] != "applied" or applied_at + job.trial > job.now:
+            continue
+        before = stats(job.events, row["fingerprint"], Window(applied_at - job.trial, applied_at))
+        after = stats(job.events, row["fingerprint"], Window(applied_at, applied_at + job.trial))
+        keep, why = judge(before, after)
+        decided.append(_outcome(job, row, keep, why, {"before": before, "after": after}))
+    return decided
+
+
+def _outcome(
+    job: EvolveJob, row: dict[str, Any], keep: bool, why: str, figures: dict[str, Any]
+) -> dict[str, Any]:
+    """Record a verdict: kept, or reverted with the file back to its previous version."""
+    data = dict(row["data"]) | figures
+    if not keep:
+        data["revert"] = changes.revert_change(job.home, row["id"])
+    status = "kept" if keep else "reverted"
+    records.save_evolution(job.events, dict(row) | {"status": status, "decided_at": job.now, "reason": why,
+                                                    "data": data})  # fmt: skip
+    return {"id": row["id"], "kind": row["kind"], "status": status, "reason": why}
+
+
+def apply_one(job: EvolveJob, p: dict[str, Any]) -> dict[str, Any]:
+    """Apply one proposal as a versioned change (or record it only, in a dry run); what was done."""
+    evolution_id = "ev-" + uuid.uuid4().hex[:10]
+    row = {"id": evolution_id, "kind": p["kind"], "target": p["target"], "fingerprint": p["fingerprint"],
+           "created_at": job.now, "decided_at": None, "reason": "", "data": {"proposal": p}}  # fmt: skip
+    if job.dry_run:
+        records.save_evolution(job.events, row | {"status": "dry_run", "reason": "dry run: nothing changed"})
+        return {"id": evolution_id, "kind": p["kind"], "status": "dry_run", "target": p["target"]}
+    change = changes.apply_change(job.home, evolution_id, Path(p["target"]), _content(job, p))
+    records.save_evolution(job.events, row | {"status": "applied", "reason": "on trial",
+                                              "data": {"proposal": p, "change": change}})  # fmt: skip
+    return {"id": evolution_id, "kind": p["kind"], "status": "applied", "target": p["target"]}
+
+
+def validate_one(job: EvolveJob, evolution_id: str) -> dict[str, Any] | None:
+    """Validate an applied evolution by replaying the history it concerns, before and after its change,
+    and keep or revert it; None when it cannot be replayed (it stays on its 24-hour trial)."""
+    from agentheal.evolve import replay
+
+    row = next(r for r in records.evolutions(job.events, limit=10_000) if r["id"] == evolution_id)
+    proposal = row["data"]["proposal"]
+    script = replay.script_for(job.events, job.estate(), proposal.get("replay_of", row["fingerprint"]),
+                               job.now - job.window)  # fmt: skip
+    if isinstance(script, str):
+        job.notes.append(f"{evolution_id} {row['kind']}: no replay ({script}); on trial for {job.trial}")
+        return None
+    target = Path(row["target"]).resolve()
+    after = replay.home_files(job.home, job.policy_file)
+    rel = _home_name(job, target)
+    before = dict(after)
+    previous = changes.previous_bytes(job.home, evolution_id)
+    if previous is None:
+        before.pop(rel, None)
+    else:
+        before[rel] = previous
+    try:
+        played = replay.replay(script, before, after, say=job.say)
+    except replay.ReplayError as exc:
+        job.notes.append(f"{evolution_id} {row['kind']}: the replay failed ({exc}); on trial for {job.trial}")
+        return None
+    keep, why = judge(played["before"], played["after"])
+    return _outcome(job, row, keep, f"replay: {why}", {"replay": played})
+
+
+def _home_name(job: EvolveJob, target: Path) -> str:
+    """The name a replay's home gives the changed file (the policy in use is `policy.yaml` there)."""
+    if job.policy_file is not None and target == job.policy_file.resolve():
+        return "policy.yaml"
+    return target.relative_to(job.home.resolve()).as_posix()
 
 
 def build_evolve_graph(job: EvolveJob | None) -> Any:
@@ -186,29 +268,7 @@ def build_evolve_graph(job: EvolveJob | None) -> Any:
 
     def decide(state: EvolveState) -> dict[str, Any]:
         assert job is not None
-        decided = []
-        for row in records.evolutions(job.events, limit=10_000):
-            applied_at = row["created_at"]
-            if row["status"] != "applied" or applied_at + job.trial > job.now:
-                continue
-            before = _stats(job, row["fingerprint"], Window(applied_at - job.trial, applied_at))
-            after = _stats(job, row["fingerprint"], Window(applied_at, applied_at + job.trial))
-            keep, why = judge(before, after)
-            data = dict(row["data"]) | {"before": before, "after": after}
-            if not keep:
-                data["revert"] = changes.revert_change(job.home, row["id"])
-            status = "kept" if keep else "reverted"
-            outcome = {"status": status, "decided_at": job.now, "reason": why, "data": data}
-            records.save_evolution(job.events, dict(row) | outcome)
-            decided.append(
-                {
-                    "id": row["id"],
-                    "kind": row["kind"],
-                    "status": "kept" if keep else "reverted",
-                    "reason": why,
-                }
-            )
-        return {"decided": decided}
+        return {"decided": _decide(job)}
 
     def patterns(state: EvolveState) -> dict[str, Any]:
         assert job is not None
@@ -216,8 +276,10 @@ def build_evolve_graph(job: EvolveJob | None) -> Any:
 
     def propose(state: EvolveState) -> dict[str, Any]:
         assert job is not None
+        from agentheal.evolve.proposals import create_agent
+
         made = [_proposal(job, p) for p in state.get("patterns", [])]
-        return {"proposals": [p for p in made if p is not None]}
+        return {"proposals": [p for p in made if p is not None] + create_agent(job)}
 
     def guard(state: EvolveState) -> dict[str, Any]:
         assert job is not None
@@ -240,30 +302,20 @@ def build_evolve_graph(job: EvolveJob | None) -> Any:
 
     def apply(state: EvolveState) -> dict[str, Any]:
         assert job is not None
-        applied = []
-        for p in state.get("allowed", []):
-            evolution_id = "ev-" + uuid.uuid4().hex[:10]
-            row = {"id": evolution_id, "kind": p["kind"], "target": p["target"],
-                   "fingerprint": p["fingerprint"], "created_at": job.now, "decided_at": None,
-                   "reason": "", "data": {"proposal": p}}  # fmt: skip
-            if job.dry_run:
-                records.save_evolution(
-                    job.events, row | {"status": "dry_run", "reason": "dry run: nothing changed"}
-                )
-                applied.append(
-                    {"id": evolution_id, "kind": p["kind"], "status": "dry_run", "target": p["target"]}
-                )
-                continue
-            change = changes.apply_change(job.home, evolution_id, Path(p["target"]), _content(job, p))
-            records.save_evolution(job.events, row | {"status": "applied", "reason": "on trial",
-                                                      "data": {"proposal": p, "change": change}})  # fmt: skip
-            applied.append(
-                {"id": evolution_id, "kind": p["kind"], "status": "applied", "target": p["target"]}
-            )
-        return {"applied": applied}
+        return {"applied": [apply_one(job, p) for p in state.get("allowed", [])]}
+
+    def validate(state: EvolveState) -> dict[str, Any]:
+        assert job is not None
+        done = []
+        for a in state.get("applied", []):
+            if a["status"] == "applied" and job.replay:
+                verdict = validate_one(job, a["id"])
+                if verdict is not None:
+                    done.append(verdict)
+        return {"validated": done}
 
     graph = StateGraph(EvolveState)
-    for name, fn in zip(NODE_NAMES, (decide, patterns, propose, guard, apply), strict=True):
+    for name, fn in zip(NODE_NAMES, (decide, patterns, propose, guard, apply, validate), strict=True):
         graph.add_node(name, fn)
     graph.add_edge(START, NODE_NAMES[0])
     for a, b in itertools.pairwise(NODE_NAMES):
@@ -279,12 +331,12 @@ def compile_evolve_graph(job: EvolveJob | None) -> CompiledStateGraph[Any, Any, 
 
 
 def evolve_round(job: EvolveJob) -> dict[str, Any]:
-    """One round: judge evolutions on trial, then propose and apply new ones. What each step did."""
+    """One round: judge evolutions whose trial is over, then propose, apply and validate new ones by
+    replay. What each step did."""
     records.ensure_tables(job.events)
     state = compile_evolve_graph(job).invoke({})
-    return {k: state.get(k, []) for k in ("decided", "patterns", "proposals", "applied")} | {
-        "notes": job.notes
-    }
+    keys = ("decided", "patterns", "proposals", "applied", "validated")
+    return {k: state.get(k, []) for k in keys} | {"notes": job.notes}
 
 
 def revert(events: EventStore, home: Path, evolution_id: str, now: datetime) -> dict[str, Any]:
@@ -301,4 +353,12 @@ def revert(events: EventStore, home: Path, evolution_id: str, now: datetime) -> 
     return done
 
 
-__all__ = ["EvolveJob", "compile_evolve_graph", "evolve_round", "judge", "revert"]
+__all__ = [
+    "EvolveJob",
+    "apply_one",
+    "compile_evolve_graph",
+    "evolve_round",
+    "judge",
+    "revert",
+    "validate_one",
+]

@@ -100,3 +100,13 @@ def persona_with_lesson(source: Path, lesson: str) -> bytes:
         body += "\n\n## Lessons\n"
     body += f"\n- {lesson}\n"
     return ("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body).encode("utf-8")
+
+
+def previous_bytes(home: Path, evolution_id: str) -> bytes | None:
+    """The version an evolution replaced (None: the change created the file)."""
+    keep = folder(home, evolution_id)
+    try:
+        record: dict[str, Any] = json.loads((keep / "change.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ChangeError(f"evolution {evolution_id}: its recorded change is unreadable: {exc}") from exc
+    return None if record["before_sha256"] is None else (keep / "before.bin").read_bytes()
