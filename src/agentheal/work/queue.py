@@ -1,0 +1,235 @@
+"""The gaps to heal, shared by every worker on one database: queued once per fingerprint, claimed
+by one worker at a time under a lease, one claimed per component key.
+
+A claim is a row lock taken with `SELECT … FOR UPDATE SKIP LOCKED` (workers never wait on each
+other's candidates) and an UPDATE that sets the worker's name and its lease's end. The partial
+unique index on the component key of claimed rows turns a second claim of a busy component into an
+integrity error, also when both claims are in flight at once; the claimer then tries the next
+candidate. A claim whose lease ended (its worker died or hung) is a candidate again, first in line:
+the next worker to claim it resumes its run from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentheal.event_schema import OPEN_RUN, dumps_json
+from agentheal.models import Gap
+from agentheal.storage.engines import event_store_engine
+from agentheal.storage.urls import sqlalchemy_url
+from agentheal.work.tables import CLAIMED, DONE, QUEUED, WORK_ITEMS, Clock
+
+# Candidates read per claim: enough that a few rows locked by other claimers do not leave it empty.
+_CANDIDATES = 8
+# The key begin_heal takes turns on: enqueueing a gap and starting its run never interleave.
+_FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
+_W = WORK_ITEMS.c
+
+
+class WorkError(Exception):
+    """The shared work tables were asked something they cannot do."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A gap this worker holds: heal it under `run_id`; `claims` > 1 means another worker held it first."""
+
+    run_id: str
+    gap: Gap
+    dry_run: bool
+    key: str
+    claims: int
+
+    @property
+    def resumed(self) -> bool:
+        return self.claims > 1
+
+
+@dataclass(frozen=True)
+class Item:
+    """A row of the work table, as `agentheal workers` shows it."""
+
+    run_id: str
+    fingerprint: str
+    key: str
+    state: str
+    worker: str | None
+    lease_until: datetime | None
+    claims: int
+    queued_at: datetime
+    claimed_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+
+
+def component_key(component: str | None, fingerprint: str) -> str:
+    """What one heal at a time is held to: the component, or the fingerprint of a gap without one."""
+    return component if component is not None else f"fingerprint:{fingerprint}"
+
+
+class WorkQueue:
+    """The work table of the event store's database (PostgreSQL for several workers)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = event_store_engine(sqlalchemy_url(url), json_serializer=dumps_json)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self.clock = Clock(self.engine.dialect.name)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- intake --
+
+    def enqueue(self, gap: Gap, *, dry_run: bool = False, run_id: str | None = None) -> tuple[str, bool]:
+        """Queue a heal of `gap` unless its fingerprint has an open item (queued or claimed).
+
+        Returns:
+            The run id the heal has (a new one, the open run's, or the open item's) and whether the
+            gap joined work already there.
+        """
+        for _ in range(3):  # an insert that lost a race to another worker's reads the winner's row
+            try:
+                return self._enqueue(gap, dry_run, run_id)
+            except sa.exc.IntegrityError:
+                continue
+        raise WorkError(f"cannot queue gap {gap.fingerprint}: its work item keeps changing")
+
+    def _enqueue(self, gap: Gap, dry_run: bool, run_id: str | None) -> tuple[str, bool]:
+        with self.engine.begin() as conn:
+            if self.postgres:
+                conn.execute(_FINGERPRINT_TURN, {"fingerprint": gap.fingerprint})
+            found = conn.execute(
+                sa.select(_W.run_id).where(_W.fingerprint == gap.fingerprint, _W.state != DONE)
+            ).scalar()
+            if found is not None:
+                return str(found), True
+            open_run = conn.execute(OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
+            chosen = str(open_run) if open_run is not None else run_id or uuid.uuid4().hex
+            values = {
+                "run_id": chosen,
+                "fingerprint": gap.fingerprint,
+                "key": component_key(gap.component, gap.fingerprint),
+                "component": gap.component,
+                "gap": gap.model_dump(mode="json"),
+                "dry_run": dry_run,
+                "state": QUEUED,
+                "claims": 0,
+            }
+            # the item of an earlier turn of this run (e.g. it waited for approval) is queued again
+            again = conn.execute(
+                WORK_ITEMS.update()
+                .where(_W.run_id == chosen, _W.state == DONE)
+                .values(
+                    **values,
+                    worker=None,
+                    lease_until=None,
+                    finished_at=None,
+                    outcome=None,
+                    queued_at=self.clock.now(),
+                )
+            ).rowcount
+            if not again:
+                conn.execute(WORK_ITEMS.insert().values(**values, queued_at=self.clock.now()))
+            return chosen, open_run is not None
+
+    # -- claims --
+
+    def claim(self, worker: str, lease_s: float) -> Claim | None:
+        """Claim the next gap whose component no worker holds, or a claim whose lease ended; None
+        when there is none."""
+        held = WORK_ITEMS.alias("held")
+        busy = sa.select(sa.literal(1)).where(held.c.key == _W.key, held.c.state == CLAIMED)
+        expired = sa.and_(_W.state == CLAIMED, _W.lease_until < self.clock.now())
+        candidates = (
+            sa.select(_W.run_id)
+            .where(sa.or_(sa.and_(_W.state == QUEUED, ~sa.exists(busy)), expired))
+            .order_by(sa.case((_W.state == CLAIMED, 0), else_=1), _W.queued_at)
+            .limit(_CANDIDATES)
+            .with_for_update(skip_locked=True, of=WORK_ITEMS)
+        )
+        with self.engine.begin() as conn:
+            for run_id in conn.execute(candidates).scalars().all():
+                try:
+                    with conn.begin_nested():
+                        row = conn.execute(
+                            WORK_ITEMS.update()
+                            .where(_W.run_id == run_id)
+                            .values(
+                                state=CLAIMED,
+                                worker=worker,
+                                lease_until=self.clock.later(lease_s),
+                                claimed_at=self.clock.now(),
+                                claims=_W.claims + 1,
+                            )
+                            .returning(_W.run_id, _W.gap, _W.dry_run, _W.key, _W.claims)
+                        ).one()
+                except sa.exc.IntegrityError:
+                    continue  # another worker claimed this component meanwhile
+                return Claim(row.run_id, Gap.model_validate(row.gap), row.dry_run, row.key, row.claims)
+        return None
+
+    def renew(self, worker: str, lease_s: float) -> set[str]:
+        """Extend the leases of every claim `worker` holds; returns the run ids it still holds."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                WORK_ITEMS.update()
+                .where(_W.worker == worker, _W.state == CLAIMED)
+                .values(lease_until=self.clock.later(lease_s))
+                .returning(_W.run_id)
+            )
+            return {str(r) for r in rows.scalars()}
+
+    def finish(self, run_id: str, worker: str, outcome: str) -> bool:
+        """Mark a claim done with the run's status; False when `worker` no longer held it."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                WORK_ITEMS.update()
+                .where(_W.run_id == run_id, _W.worker == worker, _W.state == CLAIMED)
+                .values(state=DONE, finished_at=self.clock.now(), outcome=outcome[:32], lease_until=None)
+            ).rowcount
+        return bool(done)
+
+    def hand_back(self, worker: str, run_ids: list[str] | None = None) -> list[str]:
+        """Put `worker`'s claims (all, or those named) back in the queue; returns their run ids."""
+        stmt = WORK_ITEMS.update().where(_W.worker == worker, _W.state == CLAIMED)
+        if run_ids is not None:
+            stmt = stmt.where(_W.run_id.in_(run_ids))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt.values(state=QUEUED, worker=None, lease_until=None).returning(_W.run_id))
+            return [str(r) for r in rows.scalars()]
+
+    # -- reads --
+
+    def finished(self, run_ids: list[str]) -> dict[str, str]:
+        """Of these runs, those whose item is done, with the outcome each ended in."""
+        if not run_ids:
+            return {}
+        stmt = sa.select(_W.run_id, _W.outcome).where(_W.run_id.in_(run_ids), _W.state == DONE)
+        with self.engine.connect() as conn:
+            return {str(r.run_id): str(r.outcome) for r in conn.execute(stmt)}
+
+    def item(self, run_id: str) -> Item | None:
+        """The work item of a run, if it has one."""
+        found = self.items(sa.and_(_W.run_id == run_id), limit=1)
+        return found[0] if found else None
+
+    def items(self, where: Any = None, limit: int = 1000) -> list[Item]:
+        """Work items, oldest first, optionally filtered by a SQL condition on `WORK_ITEMS`."""
+        cols = [getattr(_W, f) for f in Item.__dataclass_fields__]
+        stmt = sa.select(*cols).order_by(_W.queued_at, _W.run_id).limit(limit)
+        if where is not None:
+            stmt = stmt.where(where)
+        with self.engine.connect() as conn:
+            return [Item(**r._mapping) for r in conn.execute(stmt)]
+
+    def counts(self) -> dict[str, int]:
+        """How many items are queued, claimed and done."""
+        stmt = sa.select(_W.state, sa.func.count()).group_by(_W.state)
+        with self.engine.connect() as conn:
+            found = {str(state): int(n) for state, n in conn.execute(stmt)}
+        return {state: found.get(state, 0) for state in (QUEUED, CLAIMED, DONE)}

@@ -1,0 +1,140 @@
+"""The shared work table on a real PostgreSQL: one open item per fingerprint however many workers
+report it, one claim per component across claimers racing in threads, a lease that ends hands the
+claim to the next claimer, hand-back, renewals, and the workers registry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from agentheal.models import Gap
+from agentheal.work import Registry, WorkerNameTaken, WorkQueue
+from pg_cluster import Cluster, postgres_fixture  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def queue(postgres: Cluster) -> Iterator[WorkQueue]:
+    opened = WorkQueue(postgres.new_database(upgraded=True))
+    yield opened
+    opened.close()
+
+
+def _word(i: int) -> str:
+    """i in letters: a fingerprint folds numbers, so texts that differ only by one are one gap."""
+    return "".join(chr(ord("a") + int(d)) for d in str(i))
+
+
+def _gap(i: int, component: str = "web") -> Gap:
+    return Gap(text=f"trouble {_word(i)} on {component}", component=component)
+
+
+def test_one_fault_reported_by_many_workers_at_once_is_one_item(queue: WorkQueue) -> None:
+    gap = _gap(1)
+    answers: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(6)
+
+    def report() -> None:
+        barrier.wait()
+        answers.append(queue.enqueue(gap))
+
+    threads = [threading.Thread(target=report) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({run_id for run_id, _ in answers}) == 1
+    assert sorted(joined for _, joined in answers) == [False] + [True] * 5
+    assert queue.counts() == {"queued": 1, "claimed": 0, "done": 0}
+
+
+def test_one_claim_per_component_across_racing_claimers(queue: WorkQueue) -> None:
+    for i in range(5):
+        queue.enqueue(_gap(i, "web"))
+        queue.enqueue(_gap(i, "db"))
+    claimed: list[tuple[str, str]] = []
+    barrier = threading.Barrier(8)
+
+    def claimer(name: str) -> None:
+        barrier.wait()
+        found = queue.claim(name, lease_s=30)
+        if found is not None:
+            claimed.append((name, found.key))
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(key for _, key in claimed) == ["db", "web"]
+    assert queue.claim("late", lease_s=30) is None  # both components are held
+    name, _ = claimed[0]
+    held = next(i for i in queue.items() if i.worker == name)
+    assert queue.finish(held.run_id, name, "healed")
+    again = queue.claim("late", lease_s=30)
+    assert again is not None and again.key == held.key and not again.resumed
+
+
+def test_a_lease_that_ends_passes_the_claim_to_another_worker(queue: WorkQueue) -> None:
+    run_id, _ = queue.enqueue(_gap(1))
+    first = queue.claim("dies", lease_s=0.5)
+    assert first is not None and first.run_id == run_id
+    assert queue.claim("other", lease_s=30) is None  # held, lease running
+    time.sleep(0.7)
+    taken = queue.claim("other", lease_s=30)
+    assert taken is not None and taken.run_id == run_id and taken.resumed
+    assert queue.renew("dies", 30) == set()  # the dead worker's renewal no longer holds it
+    assert not queue.finish(run_id, "dies", "healed")
+    assert queue.finish(run_id, "other", "healed")
+    item = queue.item(run_id)
+    assert item is not None and (item.state, item.outcome, item.worker, item.claims) == (
+        "done",
+        "healed",
+        "other",
+        2,
+    )
+
+
+def test_renewal_keeps_a_claim_and_hand_back_requeues_it(queue: WorkQueue) -> None:
+    run_id, _ = queue.enqueue(_gap(1))
+    assert queue.claim("w1", lease_s=0.6) is not None
+    for _ in range(3):
+        time.sleep(0.3)
+        assert queue.renew("w1", 0.6) == {run_id}
+    assert queue.claim("w2", lease_s=30) is None
+    assert queue.hand_back("w1") == [run_id]
+    taken = queue.claim("w2", lease_s=30)
+    assert taken is not None and taken.run_id == run_id
+
+
+def test_a_gap_reported_again_after_its_heal_ended_is_queued_again(queue: WorkQueue) -> None:
+    run_id, _ = queue.enqueue(_gap(1))
+    claim = queue.claim("w1", 30)
+    assert claim is not None and queue.finish(run_id, "w1", "escalated")
+    second, joined = queue.enqueue(_gap(1))
+    assert second != run_id and not joined
+    assert queue.counts() == {"queued": 1, "claimed": 0, "done": 1}
+
+
+def test_the_registry_lists_live_workers_and_what_each_holds(queue: WorkQueue) -> None:
+    registry = Registry(queue)
+    assert registry.register("alpha", lease_s=30, max_heals=2) == []
+    run_id, _ = queue.enqueue(_gap(1))
+    assert queue.claim("alpha", 30) is not None
+    registry.register("beta", lease_s=30, max_heals=1)
+    with queue.engine.begin() as conn:  # as if another process had registered beta
+        conn.exec_driver_sql("UPDATE workers SET pid = pid + 1 WHERE name = 'beta'")
+    with pytest.raises(WorkerNameTaken, match=r"'beta' is taken by a live worker"):
+        registry.register("beta", lease_s=30, max_heals=1)
+    with queue.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE workers SET pid = pid - 1 WHERE name = 'beta'")
+    [alpha, beta] = registry.workers()
+    assert (alpha.name, alpha.live, [h.run_id for h in alpha.holds]) == ("alpha", True, [run_id])
+    assert beta.holds == []
+    # alpha starts again under its name (its last life died): what it held goes back to the queue
+    assert registry.register("alpha", lease_s=30, max_heals=2) == [run_id]
+    registry.stopped("beta")
+    assert [w.name for w in registry.workers()] == ["alpha"]
+    assert {w.name: w.live for w in registry.workers(everyone=True)} == {"alpha": True, "beta": False}
