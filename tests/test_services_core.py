@@ -126,3 +126,27 @@ def test_serve_refuses_to_start_unsafely(settings: Settings, capsys: pytest.Capt
     assert "loopback only" in capsys.readouterr().err
     assert main(["serve", "--insecure-local", "--log-level", "loud", "--port", "1"]) == 2
     assert "--log-level 'loud'" in capsys.readouterr().err
+
+
+def test_changes_made_from_the_cli_are_audited_as_the_local_user(
+    settings: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_text(
+        json.dumps({"gap": "db disk full", "resolution": "rotated logs", "outcome": "healed"}) + "\n"
+    )
+    assert main(["memory", "import", str(history)]) == 0
+    # an import that changed nothing is not audited
+    assert main(["memory", "import", str(tmp_path / "missing.jsonl")]) == 2
+    capsys.readouterr()
+    assert main(["agents", "list", "--json"]) == 0
+    name = json.loads(capsys.readouterr().out)[0]["name"]
+    assert main(["agents", "retire", name, "--why", "replaced by a better one"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--json"]) == 0
+    trail = json.loads(capsys.readouterr().out)
+    assert [(r["action"], r["target"], r["door"], r["actor"]) for r in trail] == [
+        ("agent_change", name, "cli", audit.local_actor()),
+        ("memory_import", str(history), "cli", audit.local_actor()),
+    ]
+    assert trail[1]["data"] == {"imported": 1, "skipped": 0}

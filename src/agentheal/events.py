@@ -547,6 +547,17 @@ class EventStore:
         return [AuditRow.model_validate(r) for r in self.query(stmt)]
 
     def query(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-        """Rows of a SELECT over the store's tables (`agentheal.event_schema`), as dicts."""
+        """Rows of a SELECT over the store's tables (`agentheal.event_schema`), as dicts.
+
+        Raises:
+            ValueError: a computed column has no label, or two columns have the same name (say
+                `run_id` of two tables): the dict would name it by chance, or hide one; label them.
+        """
+        names = [c.key for c in stmt.selected_columns]
+        if None in names:
+            raise ValueError("a computed column of the query has no label: give it one (.label(...))")
+        if len(set(names)) != len(names):
+            twice = sorted({str(n) for n in names if names.count(n) > 1})
+            raise ValueError(f"columns selected twice under one name: {', '.join(twice)}; label them")
         with self._engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]

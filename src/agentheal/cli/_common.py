@@ -56,6 +56,17 @@ def _settings() -> Any:
         _fail("settings: " + _pydantic_problems(exc))
 
 
+def _audit(settings: Any, action: str, target: str | None, detail: str, **data: Any) -> None:
+    """Record a change made from this command line in the audit trail, as the local user."""
+    from agentheal.events import EventStore
+    from agentheal.services import audit
+
+    audit.record(
+        EventStore(settings.events_url), audit.local_actor(), action, door="cli", target=target,
+        detail=detail, data=data or None,
+    )  # fmt: skip
+
+
 def _pydantic_problems(exc: Any) -> str:
     parts = []
     for e in exc.errors():
@@ -133,9 +144,12 @@ def _show_result(result: dict[str, Any], as_json: bool) -> int:
         from rich.console import Console
 
         console = Console(highlight=False)
-        colour = {"healed": "green", "dry_run": "yellow", "awaiting_approval": "yellow"}.get(
-            result["status"], "red"
-        )
+        colour = {
+            "healed": "green",
+            "dry_run": "yellow",
+            "awaiting_approval": "yellow",
+            "awaiting_remote": "yellow",
+        }.get(result["status"], "red")
         console.print(f"[bold {colour}]{result['status']}[/]  run {result['run_id']}")
         if result.get("reason"):
             console.print(f"  reason: {result['reason']}", markup=False)

@@ -12,6 +12,7 @@ from agentheal.cli._common import (
     EXIT_OK,
     ServerOpt,
     TokenOpt,
+    _audit,
     _client,
     _fail,
     _load_estate,
@@ -86,10 +87,13 @@ def memory_import(file: Path) -> None:
 
     if not file.is_file():
         _fail(f"{file}: no such file")
+    settings = _settings()
     try:
-        report = import_file(Memory(_settings()), file)
+        report = import_file(Memory(settings), file)
     except MemoryImportError as exc:
         _fail(str(exc))
+    _audit(settings, "memory_import", str(file), f"imported {report.imported}, skipped {report.skipped}",
+           imported=report.imported, skipped=report.skipped)  # fmt: skip
     for problem in report.errors:
         typer.echo(f"skipped: {problem}", err=True)
     typer.echo(f"imported {report.imported} resolution(s), skipped {report.skipped}")

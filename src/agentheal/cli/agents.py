@@ -11,6 +11,7 @@ import typer
 from agentheal.cli._common import (
     EXIT_NOT_HEALED,
     EXIT_OK,
+    _audit,
     _context,
     _fail,
     _print_json,
@@ -137,6 +138,8 @@ def agents_create(
             _fail(f"unknown component {gap.component!r}: the estate has {known}")
         facts = list(ctx.backend.facts(gap.component))
     result = create_for_gap(ctx, gap, facts, None, replace=replace, trigger="cli")
+    if result.registered:
+        _audit(ctx.settings, "agent_change", result.name, f"created v{result.version} for: {gap.text[:120]}")
     if as_json:
         _print_json(
             {
@@ -211,6 +214,7 @@ def agents_retire(
         record = retire(settings, registry, name, why, by or getpass.getuser())
     except AgentError as exc:
         _fail(str(exc))
+    _audit(settings, "agent_change", name, f"retired: {why}")
     if as_json:
         _print_json({"name": name, "status": "retired", **record})
     else:
@@ -228,6 +232,8 @@ def agents_review(
 
     settings, registry, events = _registry_and_events()
     done = retire_underperformers(settings, registry, events, min_runs=min_runs, below=below)
+    for retired, why in done:
+        _audit(settings, "agent_change", retired, f"retired by review: {why}")
     if as_json:
         _print_json([{"name": n, "why": w} for n, w in done])
         return
@@ -257,6 +263,8 @@ def agents_propose(
         entry: dict[str, Any] = p.model_dump(mode="json")
         if create:
             result = create_for_gap(ctx, p.gap, [], None, trigger="pattern")
+            if result.registered:
+                _audit(ctx.settings, "agent_change", result.name, f"created for pattern {p.key}")
             entry["factory"] = {
                 "registered": result.registered,
                 "name": result.name,

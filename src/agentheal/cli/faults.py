@@ -10,6 +10,7 @@ import typer
 from agentheal.cli._common import (
     EXIT_NOT_HEALED,
     EXIT_OK,
+    _audit,
     _err,
     _fail,
     _load_estate,
@@ -86,12 +87,14 @@ def fault_inject(
             f"fault {fault.name} does not apply to {component}: it needs {fault.needs} "
             f"(applies to: {', '.join(applies) or 'no component of this estate'})"
         )
-    backend = LocalBackend.from_settings(loaded, _settings())
+    settings = _settings()
+    backend = LocalBackend.from_settings(loaded, settings)
     try:
         record = fault.inject(backend, component)
     except FaultError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(EXIT_NOT_HEALED) from None
+    _audit(settings, "fault", component, f"{fault.name} injected into {component}", fault=fault.name)
     if as_json:
         _print_json(record.model_dump(mode="json"))
     else:
