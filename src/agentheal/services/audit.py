@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 
 if TYPE_CHECKING:
     from agentheal.events import AuditRow, EventStore
@@ -36,41 +36,21 @@ def local_actor() -> str:
         return f"uid {os.getuid()}"
 
 
-def record(
-    events: EventStore,
-    actor: str,
-    action: str,
-    *,
-    door: str,
-    role: str | None = None,
-    target: str | None = None,
-    outcome: str = "ok",
-    detail: str = "",
-    data: dict[str, Any] | None = None,
-) -> None:
-    """Append one change to the audit trail.
+class AuditFields(TypedDict, total=False):
+    """What an audit row says besides who and what (see `EventStore.audit`)."""
 
-    Args:
-        events: The event store.
-        actor: Who: a token's name, the local user, or `local` for an --insecure-local server.
-        action: What, e.g. `gap`, `approve`, `reject`, `memory_import`, `agent_change`.
-        door: Through what: `cli`, `api`, ...
-        role: The caller's role, when the door has roles.
-        target: What it was done to: a run id, a component, an agent, a file.
-        outcome: `ok`, or `refused` (with the reason in `detail`).
-        detail: One line for people.
-        data: Anything else worth keeping (a note, counts).
-    """
-    events.audit(
-        actor,
-        action,
-        door=door,
-        role=role,
-        target=target,
-        outcome=outcome,
-        detail=detail,
-        data=data,
-    )
+    door: Required[str]  # through what: `cli`, `api`, `mcp`, `slack`, ...
+    role: str | None  # the caller's role, when the door has roles
+    target: str | None  # what it was done to: a run id, a component, an agent, a file
+    outcome: str  # `ok`, or `refused` (with the reason in `detail`)
+    detail: str  # one line for people
+    data: dict[str, Any] | None  # anything else worth keeping (a note, counts)
+
+
+def record(events: EventStore, actor: str, action: str, **fields: Unpack[AuditFields]) -> None:
+    """Append one change to the audit trail: `actor` (a token's name, the local user, or `local`
+    for an --insecure-local server) did `action` (e.g. `gap`, `approve`, `memory_import`)."""
+    events.audit(actor, action, **fields)
 
 
 def trail(
