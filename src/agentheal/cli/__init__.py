@@ -29,6 +29,7 @@ _COMMANDS = [
     "chat",
     "status",
     "db",
+    "workers",
 ]
 
 
