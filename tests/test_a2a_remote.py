@@ -133,7 +133,9 @@ def _add(capsys: pytest.CaptureFixture[str], base: str, timeout: float = 30) -> 
 
 def _heal(capsys: pytest.CaptureFixture[str], estate: Path) -> dict[str, Any]:
     main(["heal", "--gap", GAP, "--component", "web", "--estate", str(estate), "--json", "-q"])
-    return dict(json.loads(capsys.readouterr().out))
+    out = capsys.readouterr()
+    assert out.out, out.err
+    return dict(json.loads(out.out))
 
 
 def _approve(capsys: pytest.CaptureFixture[str], run_id: str) -> dict[str, Any]:
@@ -204,19 +206,20 @@ def test_a_silent_remote_agent_is_escalated_at_its_time_out(
 
 
 def _kill_while_waiting(settings: Settings, estate: Path, agent: LedgerAgent) -> Any:
-    """A heal in its own process, SIGKILLed once its task is sent; the run it left `running`."""
+    """A heal in its own process, SIGKILLed once its run waits in `interrupt()` for the task it sent
+    (the CLI asks the agent in that process meanwhile); the run it left `awaiting_remote`."""
     args = ["heal", "--gap", GAP, "--component", "web", "--estate", str(estate), "--json", "-q"]
     proc = subprocess.Popen([sys.executable, "-m", "agentheal", *args], env=dict(os.environ),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not agent.received:  # the task is sent (and recorded) before the wait
+    events, deadline = EventStore(settings.events_url), time.monotonic() + 60
+    while not events.runs(limit=5, status="awaiting_remote"):  # the task is sent and recorded first
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    (row,) = EventStore(settings.events_url).runs(limit=5)
-    assert row.status.value == "running"
+    (row,) = events.runs(limit=5)
+    assert row.status.value == "awaiting_remote" and len(agent.received) == 1
+    assert row.reason is not None and row.reason.startswith("awaiting remote task ")
     return row
 
 

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     match_threshold: float = Field(default=0.30, ge=0, le=1)
     max_handoffs: int = Field(default=2, ge=0, le=10)
 
+    # Remote personas (agentheal.protocols.a2a_wait): how often `agentheal serve` asks the agents its
+    # runs wait for whether they answered.
+    remote_poll_s: float = Field(
+        default=2.0, gt=0, le=300, description="Seconds between asks of the remote agents runs wait for."
+    )
+
     # Policy and healing.
     policy_file: Path | None = None
     max_auto_risk: Risk = Risk.medium

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from agentheal.models import RunStatus
 
-OPEN_STATUSES = (RunStatus.running.value, RunStatus.awaiting_approval.value)
+OPEN_STATUSES = (RunStatus.running.value, RunStatus.awaiting_approval.value, RunStatus.awaiting_remote.value)
 
 
 def _json_default(value: Any) -> Any:

@@ -56,6 +56,8 @@ class RunStatus(StrEnum):
     escalated = "escalated"
     failed = "failed"
     awaiting_approval = "awaiting_approval"
+    # waits in interrupt() for a remote persona's agent (A2A) to answer, holding no worker
+    awaiting_remote = "awaiting_remote"
     rejected = "rejected"
     dry_run = "dry_run"
 

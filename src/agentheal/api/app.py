@@ -7,6 +7,7 @@ API's documentation.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -158,9 +159,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         resumed = await anyio.to_thread.run_sync(state.pool.resume_open_runs)
         if resumed:
             log.info("resumed %d run(s) left running: %s", len(resumed), ", ".join(r[:12] for r in resumed))
+    from agentheal.protocols.a2a_wait import poll_remote_runs
+
+    # runs waiting for a remote persona's agent hold no worker: this resumes them as agents answer
+    remote_poller = asyncio.get_running_loop().create_task(poll_remote_runs(state))
     try:
         yield
     finally:
+        remote_poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await remote_poller
         if watcher is not None:
             state.extras["watch"].stop.set()
             await anyio.to_thread.run_sync(watcher.join)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agentheal.eval.scenario import Scenario
     from agentheal.events import RunDetail
 
-_UNFINISHED = ("running", "awaiting_approval")
+_UNFINISHED = ("running", "awaiting_approval", "awaiting_remote")
 
 
 def summarize(run: RunDetail, t0: float) -> RunSummary:

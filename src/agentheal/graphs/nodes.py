@@ -243,12 +243,21 @@ def plan(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
 def _remote_plan(
     ctx: HealContext, run_id: str, state: dict[str, Any], diagnosis: Diagnosis, failed: set[str]
 ) -> dict[str, Any]:
-    """A remote persona's agent designs the plan (over A2A); the guard checks it like any other."""
-    from agentheal.protocols.a2a_client import RemoteError, remote_plan
+    """A remote persona's agent designs the plan (over A2A); the guard checks it like any other.
+
+    The task is sent once (found in the story when this node runs again), then the run waits in
+    `interrupt()` holding no worker, unless the agent answered within its short grace."""
+    from langgraph.types import interrupt
+
+    from agentheal.protocols.a2a_client import RemoteError, ask_remote, plan_of_answer
 
     persona = ctx.registry.get(state["persona"])
     try:
-        chosen = remote_plan(ctx, run_id, persona, gap_of(state), diagnosis)
+        attempt = int(state.get("attempts", 0))
+        wait, answer = ask_remote(ctx, run_id, persona, gap_of(state), diagnosis, attempt)
+        if answer is None:
+            answer = interrupt(wait)
+        chosen = plan_of_answer(wait, answer)
     except RemoteError as exc:
         reason = f"remote persona {persona.name} gave no usable plan: {exc}"
         ctx.say(run_id, "plan", reason)

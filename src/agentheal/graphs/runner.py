@@ -1,15 +1,20 @@
-"""Runs the heal graph: new heals, joins of open runs, resumes after a crash or an approval.
+"""Runs the heal graph: new heals, joins of open runs, resumes after a crash, an approval, or a
+remote agent's answer.
 
-A heal holds a lock on its gap's fingerprint for as long as its process lives. A run still
-marked running whose lock is free lost its process: it is resumed from its last checkpoint.
+A heal holds a lock on its gap's fingerprint for as long as its process drives it. A run still
+marked running whose lock is free lost its process: it is resumed from its last checkpoint. A run
+stopped in `interrupt()` holds no lock and no worker: it waits for a person (`awaiting_approval`,
+resumed by `resume`) or for a remote persona's agent (`awaiting_remote`, resumed by
+`resume_remote` once the agent answered or its deadline passed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -104,13 +109,85 @@ class Healer:
         with _lock(self._lock_path(detail.row.fingerprint), wait=True):
             return self._drive(full_id, Command(resume=answer))
 
+    def resume_remote(
+        self, run_id: str, *, block: bool = False, tick: Callable[[float], None] | None = None
+    ) -> dict[str, Any] | None:
+        """Ask the remote agent a run waits for; resume the run with its answer (or a time-out once
+        the deadline passed). `block`: ask until then; else once. None: the agent still works.
+
+        Raises:
+            RunNotFound: no such run. HealError: the run does not wait for a remote agent.
+        """
+        from langgraph.types import Command
+
+        from agentheal.protocols.a2a_client import answer_of
+
+        detail = self.ctx.events.run(run_id)
+        if detail is None:
+            raise RunNotFound(f"no run {run_id!r}; `agentheal runs` lists them")
+        full_id = detail.row.run_id
+        wait = self.remote_wait(full_id)
+        if detail.row.status != RunStatus.awaiting_remote.value or wait is None:
+            raise HealError(f"run {full_id[:12]} is {detail.row.status}, not awaiting a remote agent")
+        try:
+            remote = self.ctx.registry.get(wait["persona"]).remote
+        except LookupError:
+            remote = None
+        if remote is None:  # its persona file went or changed meanwhile: the run cannot be answered
+            answer: dict[str, Any] | None = {"outcome": "error", "reason": "its persona is no longer remote"}
+        else:
+            answer = answer_of(remote, wait, until=wait["deadline"] if block else 0.0, tick=tick)
+        if answer is None:
+            return None
+        with _lock(self._lock_path(detail.row.fingerprint), wait=True):
+            row = self.ctx.events.run(full_id)
+            if row is None or row.row.status != RunStatus.awaiting_remote.value:
+                return self._join(full_id, None)  # resumed meanwhile by another process
+            self.ctx.events.set_status(full_id, RunStatus.running)
+            return self._drive(full_id, Command(resume=answer))
+
+    def wait_remote(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A heal's result carried on here past every remote wait (`agentheal heal` with no server):
+        the agent is asked until it answers or its deadline passes; progress is shown, not recorded."""
+        say_every, said = 5.0, [0.0]
+
+        def tick(left: float) -> None:
+            if self.ctx.progress is not None and time.monotonic() - said[0] >= say_every:
+                said[0] = time.monotonic()
+                self.ctx.progress(
+                    result["run_id"], "remote", f"waiting for the remote agent ({left:.0f} s left)", {}
+                )
+
+        while result.get("status") == RunStatus.awaiting_remote.value:
+            run_id = result["run_id"]
+            if result.get("joined"):
+                wait = self.remote_wait(run_id) or {}
+                who, task = wait.get("persona"), wait.get("task")
+                detail = f"resumed: still waiting for {who}'s task {task}"
+                self.ctx.say(run_id, "remote", detail, {"persona": who, "resumed_task": task})
+            result = self.resume_remote(run_id, block=True, tick=tick) or result
+        return result
+
+    def remote_wait(self, run_id: str) -> dict[str, Any] | None:
+        """What a run stopped in `interrupt()` waits for, if a remote agent (its interrupt's payload)."""
+        pending = self._pending(run_id)
+        return pending if pending is not None and pending.get("kind") == "remote" else None
+
+    def _pending(self, run_id: str) -> dict[str, Any] | None:
+        snapshot = self.graph.get_state(_config(run_id))
+        for task in snapshot.tasks if snapshot else ():
+            for pending in task.interrupts:
+                return dict(pending.value)
+        return None
+
     def _lock_path(self, fingerprint: str) -> Path:
         folder = self.ctx.settings.home_dir / "locks"
         folder.mkdir(exist_ok=True)
         return folder / f"{fingerprint}.lock"
 
-    def _join(self, run_id: str, gap: Gap) -> dict[str, Any]:
-        self.ctx.say(run_id, "join", f"a second report of the same gap joined this run: {gap.text[:120]}")
+    def _join(self, run_id: str, gap: Gap | None) -> dict[str, Any]:
+        if gap is not None:
+            self.ctx.say(run_id, "join", f"a second report of the same gap joined this run: {gap.text[:120]}")
         snapshot = self.graph.get_state(_config(run_id))
         values = dict(snapshot.values) if snapshot and snapshot.values else {"run_id": run_id}
         result = result_of(with_usage(self.ctx, values))
@@ -133,6 +210,9 @@ class Healer:
             )
             return self.heal(gap)
         if snapshot.next and any(t.interrupts for t in snapshot.tasks):
+            wait = self.remote_wait(run_id)
+            if wait is not None:  # its process ended between the interrupt and recording the wait
+                self.ctx.events.set_status(run_id, RunStatus.awaiting_remote, _remote_reason(wait))
             return self._join(run_id, gap)
         self.ctx.say(run_id, "resume", "the process driving this run ended; resumed from its last checkpoint")
         with _lock(self._lock_path(gap.fingerprint), wait=True):
@@ -141,9 +221,9 @@ class Healer:
     def _drive(self, run_id: str, payload: Any) -> dict[str, Any]:
         config = _config(run_id)
         values: dict[str, Any] = {}
-        waiting = False
+        waiting: dict[str, Any] | None = None
         try:
-            # The state after each step, and each step's updates (where an approval wait shows as
+            # The state after each step, and each step's updates (where a wait shows as
             # `__interrupt__`): the final state without reading the last checkpoint back.
             stream = self.graph.stream(
                 payload, config, stream_mode=["values", "updates"], durability=self.durability
@@ -152,14 +232,25 @@ class Healer:
                 if mode == "values":
                     values = dict(chunk)
                 elif "__interrupt__" in chunk:
-                    waiting = True
+                    waiting = dict(chunk["__interrupt__"][0].value)
         finally:
             self.ctx.release(run_id)
-        if waiting:
+        if waiting is not None and waiting.get("kind") == "remote":
+            values["status"] = RunStatus.awaiting_remote.value
+            values["reason"] = _remote_reason(waiting)
+            self.ctx.events.set_status(run_id, RunStatus.awaiting_remote, values["reason"])
+        elif waiting is not None:
             values["status"] = RunStatus.awaiting_approval.value
             approvals = (values.get("decision") or {}).get("approvals", [])
             values["reason"] = "awaiting approval: " + "; ".join(approvals)
         return result_of(with_usage(self.ctx, values))
+
+
+def _remote_reason(wait: dict[str, Any]) -> str:
+    from datetime import UTC, datetime
+
+    until = datetime.fromtimestamp(wait["deadline"], UTC).isoformat(timespec="seconds")
+    return f"awaiting remote task {wait['task']} of {wait['persona']} at {wait['url']} until {until}"
 
 
 def _config(run_id: str) -> RunnableConfig:

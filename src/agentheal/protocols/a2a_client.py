@@ -1,12 +1,15 @@
 """Remote personas: another agent, reached over A2A (`a2a-sdk`), designs the plan for a persona.
 
 A persona file with `remote: {a2a: URL}` is routed to like any persona. At `plan`, the gap and the
-redacted findings go to the agent as an A2A task, and the run waits for its answer. The task's id is
-recorded in the run's story before the wait, so a run resumed after a restart waits for the same
-task (nothing is sent twice) and keeps the same deadline. The plan that comes back is parsed into
-the typed plan and goes through the guard, approval and validation like any other; an agent that
-does not answer in time, answers malformed, or fails the task ends the run in an escalation with
-the reason. `agentheal agents add-remote URL` reads the agent's card and writes its persona file.
+redacted findings go to the agent as an A2A task, once: the task's id, its deadline and the attempt
+it answers are recorded in the run's story before anything waits, so a plan node run again (after a
+resume or a crash) finds the task and sends nothing twice. A quick agent is heard within a short
+grace; otherwise the run waits in LangGraph's `interrupt()` with the `RemoteWait` as its payload,
+status `awaiting_remote`, holding no worker, until whoever polls (`agentheal serve`'s poller, or
+`agentheal heal` in its own process: see `a2a_wait`) resumes it with the agent's answer or, past
+the deadline, with a time-out. The plan that comes back is parsed into the typed plan and goes
+through the guard, approval and validation like any other; an agent that does not answer in time,
+answers malformed, or fails the task ends the run in an escalation with the reason.
 
 What the agent receives (a data part): `{"gap", "component", "findings": {"hypothesis", "facts",
 "evidence"}, "actions": [{"name", "risk", "description", "args"}], "components"}`. What it answers:
@@ -26,14 +29,25 @@ from typing import TYPE_CHECKING, Any
 from agentheal.redaction import cut, redact
 
 if TYPE_CHECKING:
+    from agentheal.events import EventStore
     from agentheal.graphs.context import HealContext
     from agentheal.models import Diagnosis, Gap, Plan
     from agentheal.persona_model import Persona, RemoteAgent
 
-__all__ = ["RemoteError", "remote_plan"]
+__all__ = ["RemoteError", "answer_of", "ask_remote", "plan_of_answer", "remote_plan", "sent_wait"]
 
 _POLL_S = 0.2
+_GRACE_S = 0.25  # a quick agent's answer is taken in the plan node itself: no interrupt, no resume
 _EVIDENCE_CHARS = 1500
+
+RemoteWait = dict[str, Any]
+"""What a run waiting for a remote agent waits for (JSON: the interrupt's payload and the story's
+"remote" event): `{"kind": "remote", "run_id", "persona", "url", "task", "sent_at", "deadline",
+"timeout_s", "attempt"}`."""
+
+Answer = dict[str, Any]
+"""What a waiting run is resumed with: `{"outcome": "answered", "task": <the A2A task as JSON>}`,
+`{"outcome": "timeout", "note": …}` or `{"outcome": "error", "reason": …}`."""
 
 
 class RemoteError(Exception):
@@ -62,33 +76,19 @@ def _client_config(remote: RemoteAgent) -> tuple[Any, Any]:
     return http, ClientConfig(httpx_client=http, streaming=False, polling=True)
 
 
-async def _ask(
-    name: str,
-    remote: RemoteAgent,
-    sent: tuple[str, float] | None,
-    message: Callable[[], Any],
-    record: Callable[[str], tuple[str, float]],
-) -> Any:
-    """Send the task (unless `sent`: a resumed run's), record it, and wait for its answer; the task
-    once it is terminal or needs input, None at the deadline."""
+async def _with_client(name: str, remote: RemoteAgent, use: Callable[[Any], Any]) -> Any:
     from a2a.client import create_client
 
     http, config = _client_config(remote)
     async with http:
         try:
             client = await create_client(remote.a2a, client_config=config)
-        except Exception as exc:  # unreachable, no card: the run escalates with it
+        except Exception as exc:  # unreachable, no card
             raise RemoteError(
                 f"could not reach {name} at {remote.a2a}: {type(exc).__name__}: {exc}"
             ) from None
         try:
-            if sent is None:
-                sent = record(await _send(client, message()))
-            task_id, sent_at = sent
-            try:
-                return await _wait(client, task_id, sent_at + remote.timeout_s)
-            except Exception as exc:
-                raise RemoteError(f"{name} at {remote.a2a}: {type(exc).__name__}: {exc}") from None
+            return await use(client)
         finally:
             await client.close()
 
@@ -109,24 +109,63 @@ async def _send(client: Any, message: Any) -> str:
     raise RemoteError("the agent answered no task")
 
 
-async def _wait(client: Any, task_id: str, deadline: float) -> Any:
+async def _follow(
+    client: Any, wait: RemoteWait, until: float, tick: Callable[[float], None] | None
+) -> Answer | None:
+    """Ask for the task until it settles (its answer), the deadline passes (a time-out), or `until`
+    comes first (None: still waiting). An agent that cannot be reached for a while is asked again:
+    only its deadline ends the wait, and the last error is named with the time-out."""
     import anyio
     from a2a.types import GetTaskRequest, TaskState
+    from a2a.utils.errors import TaskNotFoundError
+    from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
     settled = {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED,
                TaskState.TASK_STATE_CANCELED, TaskState.TASK_STATE_INPUT_REQUIRED,
                TaskState.TASK_STATE_AUTH_REQUIRED}  # fmt: skip
-    # A quick agent is heard within milliseconds (asked every 5 ms for its first quarter second);
-    # a slow one is asked less and less often, every _POLL_S at most.
-    started, pause = time.monotonic(), 0.005
-    while time.time() < deadline:
-        task = await client.get_task(GetTaskRequest(id=task_id))
-        if task.status.state in settled:
-            return task
-        await anyio.sleep(min(pause, max(deadline - time.time(), 0)))
+    # asked every 5 ms for its first quarter second, then less and less often, every _POLL_S at most
+    started, pause, note = time.monotonic(), 0.005, ""
+    while True:
+        try:
+            task = await client.get_task(GetTaskRequest(id=wait["task"]))
+        except TaskNotFoundError:
+            return {"outcome": "error", "reason": f"the agent no longer knows its task {wait['task']}"}
+        except Exception as exc:  # a restart of the agent, a network blip: asked again
+            note = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            if task.status.state in settled:
+                return {"outcome": "answered", "task": MessageToDict(task)}
+        now = time.time()
+        if now >= wait["deadline"]:
+            return {"outcome": "timeout", "note": note}
+        if now >= until:
+            return None
+        if tick is not None:
+            tick(wait["deadline"] - now)
+        await anyio.sleep(max(min(pause, wait["deadline"] - now, until - now), 0))
         if time.monotonic() - started > 0.25:
             pause = min(pause * 2, _POLL_S)
-    return None
+
+
+def answer_of(
+    remote: RemoteAgent, wait: RemoteWait, *, until: float = 0.0, tick: Callable[[float], None] | None = None
+) -> Answer | None:
+    """The answer to a run's wait (see `Answer`), asking until `until` (epoch seconds; 0: ask once);
+    None while the agent works and its deadline is ahead."""
+    import anyio
+
+    async def follow() -> Answer | None:
+        try:
+            answer: Answer | None = await _with_client(
+                wait["persona"], remote, lambda c: _follow(c, wait, until, tick)
+            )
+            return answer
+        except RemoteError as exc:  # unreachable now: only the deadline ends the wait
+            if time.time() >= wait["deadline"]:
+                return {"outcome": "timeout", "note": str(exc)}
+            return None
+
+    return anyio.run(follow)
 
 
 def _payload(ctx: HealContext, persona: Persona, gap: Gap, diagnosis: Diagnosis) -> dict[str, Any]:
@@ -159,36 +198,41 @@ def _payload(ctx: HealContext, persona: Persona, gap: Gap, diagnosis: Diagnosis)
     }
 
 
-def _sent_task(ctx: HealContext, run_id: str, persona: str) -> tuple[str, float] | None:
-    """The task this run already sent to `persona` (a resumed run waits for it), and when."""
-    from agentheal.services.runs import node_events_after
+def sent_wait(events: EventStore, run_id: str, attempt: int | None = None) -> RemoteWait | None:
+    """The last task this run sent to a remote agent (for `attempt`, when given), as its wait."""
+    import sqlalchemy as sa
 
-    after, found = 0, None
-    while True:
-        rows = node_events_after(ctx.events, run_id, after, limit=500)
-        for row in rows:
-            data = row.get("data") or {}
-            if row["node"] == "remote" and data.get("a2a_task") and data.get("persona") == persona:
-                found = (str(data["a2a_task"]), float(data["sent_at"]))
-        if len(rows) < 500:
-            return found
-        after = rows[-1]["id"]
+    from agentheal.event_schema import NODE_EVENTS
+
+    stmt = (
+        sa.select(NODE_EVENTS.c.data)
+        .where(NODE_EVENTS.c.run_id == run_id, NODE_EVENTS.c.node == "remote")
+        .order_by(NODE_EVENTS.c.id.desc())
+    )
+    for row in events.query(stmt):
+        data = row["data"] or {}
+        if data.get("kind") == "remote" and data.get("task") and attempt in (None, data.get("attempt")):
+            return dict(data)
+    return None
 
 
-def remote_plan(ctx: HealContext, run_id: str, persona: Persona, gap: Gap, diagnosis: Diagnosis) -> Plan:
-    """Ask the persona's remote agent for a plan and wait for it (durably: see the module).
+def ask_remote(
+    ctx: HealContext, run_id: str, persona: Persona, gap: Gap, diagnosis: Diagnosis, attempt: int
+) -> tuple[RemoteWait, Answer | None]:
+    """Send the persona's agent this attempt's task, unless it was sent already (then nothing is sent
+    and nothing asked: the run's resume brings the answer); the wait, and the answer if the agent
+    gave it within the grace.
 
     Raises:
-        RemoteError: no answer in time, a failed or refused task, or an answer that is not a plan.
+        RemoteError: the agent cannot be reached, or refuses the task.
     """
     import anyio
 
     remote = persona.remote
     assert remote is not None
-    sent = _sent_task(ctx, run_id, persona.name)
-    if sent is not None:
-        ctx.say(run_id, "remote", f"resumed: still waiting for {persona.name}'s task {sent[0]}",
-                {"persona": persona.name, "resumed_task": sent[0]})  # fmt: skip
+    sent = sent_wait(ctx.events, run_id, attempt)
+    if sent is not None and sent["persona"] == persona.name:
+        return sent, None
 
     def message() -> Any:
         from a2a.helpers.proto_helpers import new_data_part, new_text_part
@@ -201,17 +245,51 @@ def remote_plan(ctx: HealContext, run_id: str, persona: Persona, gap: Gap, diagn
         ]
         return Message(role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=parts)
 
-    def record(task_id: str) -> tuple[str, float]:
-        # in the story before the wait: a run resumed after a crash finds it and sends nothing again
+    async def send_and_listen(client: Any) -> tuple[RemoteWait, Answer | None]:
+        task_id = await _send(client, message())
         at = time.time()
-        data = {"a2a_task": task_id, "persona": persona.name, "url": remote.a2a, "sent_at": at}
-        ctx.say(run_id, "remote", f"asked {persona.name} at {remote.a2a} for a plan (task {task_id})", data)
-        return task_id, at
+        wait: RemoteWait = {"kind": "remote", "run_id": run_id, "persona": persona.name, "url": remote.a2a,
+                            "task": task_id, "sent_at": at, "deadline": at + remote.timeout_s,
+                            "timeout_s": remote.timeout_s, "attempt": attempt}  # fmt: skip
+        # in the story before any wait: a plan node run again finds it and sends nothing again
+        ctx.say(run_id, "remote", f"asked {persona.name} at {remote.a2a} for a plan (task {task_id})", wait)
+        return wait, await _follow(client, wait, min(at + _GRACE_S, wait["deadline"]), None)
 
-    task = anyio.run(_ask, persona.name, remote, sent, message, record)
-    if task is None:
-        raise RemoteError(f"{persona.name} ({remote.a2a}) did not answer within {remote.timeout_s:g} s")
-    return _plan_of(persona.name, task)
+    result: tuple[RemoteWait, Answer | None] = anyio.run(_with_client, persona.name, remote, send_and_listen)
+    return result
+
+
+def plan_of_answer(wait: RemoteWait, answer: Answer) -> Plan:
+    """The plan in a remote agent's answer.
+
+    Raises:
+        RemoteError: a time-out, a failed or refused task, or an answer that is not a plan.
+    """
+    from a2a.types import Task
+    from google.protobuf.json_format import ParseDict
+
+    name, url = wait["persona"], wait["url"]
+    if answer.get("outcome") == "timeout":
+        note = f" (last error: {answer['note']})" if answer.get("note") else ""
+        raise RemoteError(f"{name} ({url}) did not answer within {wait['timeout_s']:g} s{note}")
+    if answer.get("outcome") != "answered":
+        raise RemoteError(f"{name} ({url}): {answer.get('reason') or 'no answer'}")
+    task = ParseDict(answer["task"], Task(), ignore_unknown_fields=True)
+    return _plan_of(name, task)
+
+
+def remote_plan(ctx: HealContext, run_id: str, persona: Persona, gap: Gap, diagnosis: Diagnosis) -> Plan:
+    """Ask the persona's remote agent for a plan and wait for it here (what a heal does, less its
+    interrupt: the bench's measure of the protocol's cost).
+
+    Raises:
+        RemoteError: as `plan_of_answer`, or the agent cannot be reached.
+    """
+    assert persona.remote is not None
+    wait, answer = ask_remote(ctx, run_id, persona, gap, diagnosis, 0)
+    while answer is None:
+        answer = answer_of(persona.remote, wait, until=wait["deadline"])
+    return plan_of_answer(wait, answer)
 
 
 def _plan_of(name: str, task: Any) -> Plan:

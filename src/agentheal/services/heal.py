@@ -94,13 +94,14 @@ def _record_gap(ctx: HealContext, gap: Gap, actor: str, door: str, role: str | N
 def heal_now(
     ctx: HealContext, gap: Gap, *, dry_run: bool = False, actor: str, door: str, role: str | None = None
 ) -> dict[str, Any]:
-    """Heal one gap in this thread, to its end or an approval wait; returns the heal JSON object."""
+    """Heal one gap in this thread, to its end or an approval wait (a remote agent's answer is waited
+    for here, to its deadline); returns the heal JSON object."""
     from agentheal.graphs.runner import Healer
 
     check_component(ctx, gap)
     _record_gap(ctx, gap, actor, door, role)
     with Healer(ctx) as healer:
-        return healer.heal(gap, dry_run=dry_run)
+        return healer.wait_remote(healer.heal(gap, dry_run=dry_run))
 
 
 def answer_run(
@@ -241,6 +242,27 @@ class HealPool:
             held = self._jobs.get(row.run_id)
             if held is not None and held.what == "answer":
                 raise HealError(f"run {row.run_id[:12]} is being answered already")
+            self._enqueue(job)
+        return job.future
+
+    def resume_remote(self, run_id: str) -> Future[dict[str, Any]] | None:
+        """Queue the resume of a run awaiting a remote agent that answered or ran out of time (behind
+        any heal of its component); None if this pool holds the run already. (The worker asks the
+        agent once more: the run is still awaiting it if the agent took its answer back.)"""
+        detail = self.ctx.events.run(run_id)
+        if detail is None or detail.row.status != RunStatus.awaiting_remote.value:
+            return None
+        row = detail.row
+
+        def work(healer: Healer) -> dict[str, Any]:
+            still = {"run_id": row.run_id, "status": RunStatus.awaiting_remote.value, "reason": row.reason}
+            return healer.resume_remote(row.run_id) or still
+
+        job = _Job(self._key(row.component, row.fingerprint), row.run_id, row.fingerprint, work, "remote")
+        with self._lock:
+            self._refuse_if_closed()
+            if row.run_id in self._jobs or row.fingerprint in self._by_fingerprint:
+                return None
             self._enqueue(job)
         return job.future
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from agentheal.config import Settings
     from agentheal.events import EventStore
 
-FINAL_STATUSES = frozenset(s.value for s in RunStatus) - {"running", "awaiting_approval"}
+FINAL_STATUSES = frozenset(s.value for s in RunStatus) - {"running", "awaiting_approval", "awaiting_remote"}
 MAX_PAGE = 500
 
 
