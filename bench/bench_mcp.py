@@ -65,7 +65,7 @@ async def _mcp_calls(env: dict[str, str]) -> list[float]:
             started = time.perf_counter()
             result = await session.call_tool("search_memory", {"query": f"{_TOPICS[i % 10]} on a database"})
             took = time.perf_counter() - started
-            if result.is_error:
+            if result.isError:
                 raise RuntimeError(f"search_memory failed: {result.content}")
             if i >= 5:  # the first calls open memory and the embedding model
                 times.append(took * 1000)

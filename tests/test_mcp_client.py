@@ -21,11 +21,11 @@ __all__ = ["estate"]  # the fixture, shared with the LLM heal tests
 SERVER = """\
 import sys
 from pathlib import Path
-from mcp.server.mcpserver import MCPServer
+from mcp.server.fastmcp import FastMCP
 from mcp.types import ToolAnnotations
 
 calls = Path(sys.argv[1])
-server = MCPServer("metrics")
+server = FastMCP("metrics")
 
 
 @server.tool(annotations=ToolAnnotations(readOnlyHint=True))

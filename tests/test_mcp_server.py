@@ -12,7 +12,6 @@ from typing import Any
 
 import anyio
 import httpx
-import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -32,8 +31,8 @@ TOOLS = {"heal_gap", "run_status", "list_runs", "search_memory", "estate_status"
 
 
 def _structured(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    data = result.structured_content
+    assert not result.isError, result.content
+    data = result.structuredContent
     if data is None:  # a tool without an output schema: its JSON is the text
         data = json.loads(result.content[0].text)
     return dict(data)
@@ -59,7 +58,7 @@ def test_stdio_server_heals_a_killed_process_and_serves_its_story(
             await session.initialize()
             tools = {t.name: t for t in (await session.list_tools()).tools}
             assert set(tools) >= TOOLS
-            assert next(iter(tools["search_memory"].input_schema["properties"])) == "query"
+            assert next(iter(tools["search_memory"].inputSchema["properties"])) == "query"
             for name in TOOLS:  # written for a model: what it does, when to use it, what not for
                 described = (tools[name].description or "").lower()
                 assert (
@@ -98,9 +97,9 @@ def test_stdio_server_heals_a_killed_process_and_serves_its_story(
             assert estate_text == estate_file.read_text()
 
             missing = await session.call_tool("run_status", {"run_id": "feedbeef"})
-            assert missing.is_error and "no run" in _text(missing)
+            assert missing.isError and "no run" in _text(missing)
             unknown = await session.call_tool("heal_gap", {"text": "x", "component": "ghost"})
-            assert unknown.is_error and "ghost" in _text(unknown)
+            assert unknown.isError and "ghost" in _text(unknown)
             return run_id, story.contents[0].text, explained, shown  # type: ignore[union-attr]
 
     run_id, story, explained, _shown = anyio.run(drive)
@@ -124,8 +123,8 @@ def estate_up(settings: Settings, tiny_estate_file: Path) -> Any:
 async def _http_session(base: str, token: str | None, work: Any) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(90)) as client,
-        streamable_http_client(f"{base}/mcp", http_client=client) as (read, write),
+        httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(90)) as client,
+        streamable_http_client(f"{base}/mcp", http_client=client) as (read, write, _session_id),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
@@ -150,7 +149,7 @@ def test_http_mcp_needs_a_token_and_an_operator_to_approve(
             return await session.call_tool("heal_gap", {"text": "web down", "component": "web"})
 
         refused_heal = anyio.run(_http_session, base, vic, as_viewer_heal)
-        assert refused_heal.is_error and "vic has role viewer; heal_gap needs operator" in _text(refused_heal)
+        assert refused_heal.isError and "vic has role viewer; heal_gap needs operator" in _text(refused_heal)
 
         async def heal(session: ClientSession) -> dict[str, Any]:
             return _structured(await session.call_tool("heal_gap", {"text": "web down", "component": "web"}))
@@ -164,7 +163,7 @@ def test_http_mcp_needs_a_token_and_an_operator_to_approve(
             return refused, _structured(await session.call_tool("run_status", {"run_id": run_id}))
 
         refused, status = anyio.run(_http_session, base, vic, as_viewer)
-        assert refused.is_error and "vic has role viewer; approve_run needs operator" in _text(refused)
+        assert refused.isError and "vic has role viewer; approve_run needs operator" in _text(refused)
         assert status["status"] == "awaiting_approval" and not _answers(url)
 
         async def approve(session: ClientSession) -> dict[str, Any]:

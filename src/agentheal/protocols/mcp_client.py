@@ -103,13 +103,13 @@ async def _session(spec: McpServerSpec, errlog: Any) -> AsyncIterator[Any]:
         async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as s:
             yield s
         return
-    import httpx2
+    import httpx
     from mcp.client.streamable_http import streamable_http_client
 
     assert spec.url is not None
     async with (
-        httpx2.AsyncClient(headers=spec.headers, timeout=httpx2.Timeout(spec.timeout_s + 5)) as http,
-        streamable_http_client(spec.url, http_client=http) as (read, write),
+        httpx.AsyncClient(headers=spec.headers, timeout=httpx.Timeout(spec.timeout_s + 5)) as http,
+        streamable_http_client(spec.url, http_client=http) as (read, write, _session_id),
         ClientSession(read, write) as s,
     ):
         yield s
@@ -173,7 +173,7 @@ class ObservationToolsets:
         tools = self._portal.call(start)
         offered, left = [], []
         for tool in tools:
-            destructive = tool.annotations is not None and tool.annotations.destructive_hint is True
+            destructive = tool.annotations is not None and tool.annotations.destructiveHint is True
             if tool.name not in spec.allow or destructive:
                 left.append(
                     tool.name + (" (marked destructive)" if destructive and tool.name in spec.allow else "")
@@ -181,7 +181,7 @@ class ObservationToolsets:
                 continue
             name = f"mcp__{server}__{tool.name}"[:64]
             description = f"[read-only observation from MCP server {server}] {tool.description or tool.name}"
-            params = dict(tool.input_schema or {}) or {"type": "object", "properties": {}}
+            params = dict(tool.inputSchema or {}) or {"type": "object", "properties": {}}
             self.schemas.append(
                 {
                     "type": "function",
@@ -220,7 +220,7 @@ class ObservationToolsets:
         started, ok = time.monotonic(), False
         try:
             result = self._portal.call(run)
-            text, ok = _text_of(result), not result.is_error
+            text, ok = _text_of(result), not result.isError
             if not ok:
                 text = f"error: {server}.{tool} answered an error: {text}"
         except TimeoutError:
@@ -241,6 +241,6 @@ class ObservationToolsets:
 
 def _text_of(result: Any) -> str:
     parts = [getattr(c, "text", None) or f"[{getattr(c, 'type', 'content')} content]" for c in result.content]
-    if not any(getattr(c, "text", None) for c in result.content) and result.structured_content is not None:
-        parts = [json.dumps(result.structured_content, default=str)]
+    if not any(getattr(c, "text", None) for c in result.content) and result.structuredContent is not None:
+        parts = [json.dumps(result.structuredContent, default=str)]
     return "\n".join(parts)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.fastmcp.exceptions import ResourceError, ToolError
 from mcp.types import Resource as MCPResource
 
 from agentheal import __version__
@@ -27,11 +27,17 @@ from agentheal.api.tokens import Caller, Role
 from agentheal.services import audit
 
 if TYPE_CHECKING:
+    from mcp.server.session import ServerSession
+
     from agentheal.config import Settings
     from agentheal.graphs.context import HealContext
     from agentheal.services.heal import HealPool
 
-__all__ = ["INSTRUCTIONS", "McpDoor", "build_server", "local_operator", "run_stdio"]
+    ToolContext = Context[ServerSession, Any, Any]
+else:  # FastMCP finds a tool's context parameter by its annotation being the class itself
+    ToolContext = Context
+
+__all__ = ["INSTRUCTIONS", "McpDoor", "ToolContext", "build_server", "local_operator", "run_stdio"]
 
 MAX_WAIT_S = 300.0
 INSTRUCTIONS = """agentheal keeps a software estate healthy: it heals gaps (something broken now) with
@@ -41,7 +47,7 @@ agentheal fix something (it chooses and checks the actions itself: you describe 
 never pass commands); run_status / list_runs to follow runs; approve_run / reject_run only when a
 person with the authority to decide has told you to."""
 
-CallerOf = Callable[[Context | None], Caller]
+CallerOf = Callable[[ToolContext | None], Caller]
 
 
 @dataclass
@@ -65,7 +71,7 @@ class McpDoor:
                 self.pool.warm()
                 self._warmed = True
 
-    def caller(self, context: Context | None, tool: str, needs: Role) -> Caller:
+    def caller(self, context: ToolContext | None, tool: str, needs: Role) -> Caller:
         """The caller, refused (and audited) unless its role allows `needs`."""
         caller = self.caller_of(context)
         if not caller.role.allows(needs):
@@ -76,7 +82,7 @@ class McpDoor:
         return caller
 
 
-def local_operator(_context: Context | None = None) -> Caller:
+def local_operator(_context: ToolContext | None = None) -> Caller:
     """Over stdio the server runs as the local user, who could run `agentheal approve` anyway."""
     return Caller(name=audit.local_actor(), role=Role.operator)
 
@@ -96,9 +102,15 @@ async def _wait(future: Future[dict[str, Any]], wait_s: float) -> dict[str, Any]
         raise ToolError(str(exc)) from None
 
 
-def build_server(door: McpDoor) -> MCPServer[Any]:
-    """The MCP server of one process, its tools and resources bound to `door`."""
-    server = _Server("agentheal", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+def build_server(door: McpDoor, **transport: Any) -> FastMCP[Any]:
+    """The MCP server of one process, its tools and resources bound to `door`.
+
+    `transport` holds FastMCP's settings of the HTTP transport (path, JSON answers, statelessness,
+    Host checks): in the 1.x SDK they are given when the server is made.
+    """
+    server = _Server("agentheal", instructions=INSTRUCTIONS, log_level="WARNING", **transport)
+    # FastMCP takes no version of its own and would report the SDK's as the server's
+    server._mcp_server.version = __version__
     server.door = door
     from agentheal.protocols import mcp_tools
 
@@ -107,7 +119,7 @@ def build_server(door: McpDoor) -> MCPServer[Any]:
     return server
 
 
-class _Server(MCPServer[Any]):
+class _Server(FastMCP[Any]):
     """Lists each run's story and each persona file as a resource, beside the templates."""
 
     door: McpDoor
@@ -125,7 +137,7 @@ class _Server(MCPServer[Any]):
                     uri=f"agentheal://personas/{name}",
                     name=f"persona {name}",
                     description=f"The persona file of {name} ({path.name}).",
-                    mime_type="text/markdown",
+                    mimeType="text/markdown",
                 )
                 for name, path in persona_files(door.settings).items()
             ]
@@ -135,7 +147,7 @@ class _Server(MCPServer[Any]):
                         uri=f"agentheal://runs/{row.run_id}/story",
                         name=f"run {row.run_id[:12]} story",
                         description=f"{row.status.value}: {row.gap_text[:120]}",
-                        mime_type="text/plain",
+                        mimeType="text/plain",
                     )
                 )
             return found
@@ -143,7 +155,7 @@ class _Server(MCPServer[Any]):
         return listed + list(await anyio.to_thread.run_sync(concrete))
 
 
-def _resources(server: MCPServer[Any], door: McpDoor) -> None:
+def _resources(server: FastMCP[Any], door: McpDoor) -> None:
     from agentheal.events import RunLookupError
     from agentheal.services import documents
 
@@ -158,7 +170,7 @@ def _resources(server: MCPServer[Any], door: McpDoor) -> None:
         try:
             return str(await anyio.to_thread.run_sync(documents.story_text, door.ctx.events, run_id))
         except (documents.DocumentNotFound, RunLookupError) as exc:
-            raise ResourceNotFoundError(str(exc)) from None
+            raise ResourceError(str(exc)) from None
 
     @server.resource(
         "agentheal://personas/{name}",
@@ -171,7 +183,7 @@ def _resources(server: MCPServer[Any], door: McpDoor) -> None:
         try:
             return str(await anyio.to_thread.run_sync(documents.persona_text, door.settings, name))
         except documents.DocumentNotFound as exc:
-            raise ResourceNotFoundError(str(exc)) from None
+            raise ResourceError(str(exc)) from None
 
     if door.estate_path is not None:
 
@@ -186,7 +198,7 @@ def _resources(server: MCPServer[Any], door: McpDoor) -> None:
             try:
                 return documents.estate_text(door.estate_path)
             except documents.DocumentNotFound as exc:
-                raise ResourceNotFoundError(str(exc)) from None
+                raise ResourceError(str(exc)) from None
 
 
 def run_stdio(settings: Settings, estate_path: Path | None, policy_path: Path | None = None) -> None:

@@ -17,10 +17,10 @@ from starlette.routing import Route
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from mcp.server.mcpserver import Context
 
     from agentheal.api.state import ServerState
     from agentheal.api.tokens import Caller
+    from agentheal.protocols.mcp_server import ToolContext
 
 __all__ = ["A2A_PATH", "MCP_PATH", "install"]
 
@@ -28,12 +28,12 @@ MCP_PATH = "/mcp"
 A2A_PATH = "/a2a"
 
 
-def _http_caller(context: Context | None) -> Caller:
+def _http_caller(context: ToolContext | None) -> Caller:
     """The API token's caller, put in the request's state by the API's authentication."""
     request = context.request_context.request if context is not None else None
     caller = getattr(getattr(request, "state", None), "caller", None)
     if caller is None:  # authentication is missing: never act for nobody
-        from mcp.server.mcpserver.exceptions import ToolError
+        from mcp.server.fastmcp.exceptions import ToolError
 
         raise ToolError("no caller: the server's authentication is not installed")
     return caller  # type: ignore[no-any-return]
@@ -57,13 +57,12 @@ def install(app: FastAPI) -> None:
 
 
 def _install_mcp(app: FastAPI, state: ServerState) -> Any:
-    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+    from mcp.server.fastmcp.server import StreamableHTTPASGIApp
     from mcp.server.transport_security import TransportSecuritySettings
 
     from agentheal.protocols.mcp_server import McpDoor, build_server
 
     door = McpDoor(state.settings, state.ctx, state.pool, state.estate_path, _http_caller, transport="http")
-    server = build_server(door)
     # With tokens, a page in a browser cannot call /mcp (it cannot send the token), so the Host check
     # against DNS rebinding is only needed for an --insecure-local server, which answers anyone local.
     security = TransportSecuritySettings(
@@ -73,9 +72,8 @@ def _install_mcp(app: FastAPI, state: ServerState) -> Any:
     )
     # Stateless, JSON answers: each call stands alone (a heal's answer is one response), so nothing
     # is held between requests and a server restart breaks no client session.
-    server.streamable_http_app(
-        streamable_http_path=MCP_PATH, json_response=True, stateless_http=True, transport_security=security
-    )
+    server = build_server(door, json_response=True, stateless_http=True, transport_security=security)
+    server.streamable_http_app()  # makes the session manager; its own Starlette app is not used
     manager = server.session_manager
     app.router.routes.append(Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(manager)))
     return manager
