@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from agentheal.cli._common import _fail, _load_estate, _settings, app
+from agentheal.cli._common import ServerOpt, TokenOpt, _client, _fail, _load_estate, _remote, _settings, app
 from agentheal.cli.agents import agents_app
 
 
@@ -18,10 +18,24 @@ def mcp(
         Path | None, typer.Option(help="The estate file to heal and show.", envvar="AGENTHEAL_ESTATE")
     ] = None,
     policy: Annotated[Path | None, typer.Option(help="A policy file (default: built-in policy).")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Serve agentheal's tools and resources over MCP on standard input and output (for a desktop or
     coding agent on this host). You, the local user, act as an operator: the agent may heal, approve
-    and reject. Over HTTP, `agentheal serve` answers the same at /mcp behind its tokens."""
+    and reject. Over HTTP, `agentheal serve` answers the same at /mcp behind its tokens.
+
+    With --server, nothing here is opened (a second process must not write the stores `agentheal
+    serve` has open): every request goes to that server's /mcp with --token, whose role decides."""
+    if server is not None:
+        if estate is not None or policy is not None:
+            _fail("--estate and --policy are the server's own (set when it started); drop them with --server")
+        with _client(server, token) as api:  # an unreachable server or a refused token stops here, named
+            _remote(lambda: api.runs(limit=1))
+        from agentheal.protocols.mcp_relay import run_relay
+
+        run_relay(server, token)
+        return
     settings = _settings()
     if estate is not None:
         _load_estate(estate)  # a broken estate file is a usage error before the server starts
