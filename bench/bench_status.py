@@ -88,9 +88,9 @@ def build_store(home: Path, runs: int = RUNS) -> int:
         [(f"ev{i}", "add_check", "web", rnd.choice(["kept", "reverted"]), _t(now - timedelta(days=2)),
           _t(now - timedelta(days=1)), "", "{}") for i in range(EXTRA["evolutions"])],
     )  # fmt: skip
-    db.executemany(
-        "INSERT INTO probe_results (component, ok, at) VALUES (?,?,?)",
-        [(rnd.choice(["web", "api", "db"]), rnd.random() < 0.98, _t(now - timedelta(seconds=i * 60)))
+    db.executemany(  # a watch's batches: a minute of answers per component
+        "INSERT INTO probe_results (component, answers, passed, at) VALUES (?,?,?,?)",
+        [(rnd.choice(["web", "api", "db"]), 60, 60 - (rnd.random() < 0.1), _t(now - timedelta(seconds=i * 60)))
          for i in range(EXTRA["probe_results"])],
     )  # fmt: skip
     db.commit()

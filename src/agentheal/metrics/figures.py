@@ -19,16 +19,12 @@ from agentheal.event_schema import AUDIT, GAPS, RUNS
 from agentheal.events import EventStore
 from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS, PROBES, ensure_tables
 from agentheal.metrics.sql import backend, percentiles, rate, seconds
+from agentheal.metrics.summary import FINISHED as FINISHED
+from agentheal.metrics.summary import PERSON_SOURCES as PERSON_SOURCES
+from agentheal.metrics.summary import QUALITY_WINDOW, refresh
 from agentheal.models import GapKind, RunStatus, utcnow
 
 DEFAULT_WINDOW = timedelta(days=30)
-# A healed gap whose fingerprint is not reported again within this long was resolved well.
-QUALITY_WINDOW = timedelta(days=1)
-FINISHED = tuple(
-    s.value for s in (RunStatus.healed, RunStatus.escalated, RunStatus.failed, RunStatus.rejected)
-)
-# Gap sources that are a person's words, not a detector's: time to detect is not theirs to measure.
-PERSON_SOURCES = ("user", "feedback")
 
 
 class Figure(BaseModel):
@@ -245,19 +241,29 @@ def availability(store: EventStore, w: Window) -> list[Figure]:
     ]
 
 
-def compute(store: EventStore, window: Window | None = None) -> list[Figure]:
+def compute(store: EventStore, window: Window | None = None, *, scratch: bool = False) -> list[Figure]:
     """Every figure over `window` (default: the last 30 days), in a fixed order; per-component and
-    per-agent figures follow, one for each that has data."""
+    per-agent figures follow, one for each that has data.
+
+    The heavy figures are read from the summary, first brought up to date with what the store
+    gained since (metrics.summary); `scratch` derives them all from the events instead.
+    """
     ensure_tables(store)
     w = window or Window.last()
-    by_persona = runs_by_persona(store, w)
+    if scratch:
+        agents = runs_by_persona(store, w)
+        heavy = [*timings(store, w), *quality(store, w), *recurrence(store, w)]
+    else:
+        from agentheal.metrics import from_summary as summed
+
+        refresh(store)
+        agents = summed.runs_by_persona(store, w)
+        heavy = [*summed.timings(store, w), *summed.quality(store, w), *summed.recurrence(store, w)]
     return [
-        by_persona[0],
-        *timings(store, w),
-        *quality(store, w),
-        *recurrence(store, w),
+        agents[0],
+        *heavy,
         *predictions(store, w),
         *evolution(store, w),
         *availability(store, w),
-        *by_persona[1:],
+        *agents[1:],
     ]
