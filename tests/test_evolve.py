@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from agentheal.events import EventStore
 from agentheal.graphs.evolve import EvolveJob, evolve_round, revert
 from agentheal.metrics import Window, compute
 from agentheal.models import utcnow
+from agentheal.policy import load_policy
 from test_metrics import History
 
 H, M = timedelta(hours=1), timedelta(minutes=1)
@@ -116,3 +118,76 @@ def test_evolutions_from_the_cli_list_show_and_revert(
     assert main(["evolutions", "show", "ev-nope"]) == 2
     with pytest.raises(LookupError):
         revert(events, settings.home_dir, "ev-nope", utcnow())
+
+
+def _fail_restart(h: History, run_id: str, at: object) -> None:
+    step = {"action": "restart", "component": "web", "args": {}, "why": ""}
+    result = {"action": "restart", "component": "web", "outcome": "failed", "detail": "exited at start"}
+    h.run(run_id, "CRASH", "escalated", at, 30, persona="availability")  # type: ignore[arg-type]
+    h.rows(ACTIONS, {"run_id": run_id, "action": "restart", "component": "web", "dry_run": False,
+                     "outcome": "failed", "step": step, "result": result, "at": at})  # fmt: skip
+
+
+def test_an_action_failing_again_and_again_gets_a_tighter_policy_reverted_byte_for_byte(
+    settings: Settings,
+) -> None:
+    events = EventStore(settings.events_url)
+    h = History(events)
+    for i in range(3):
+        _fail_restart(h, f"F{i}", T - (9 - 3 * i) * H)
+    policy = settings.home_dir / "policy.yaml"
+    original = b"# ours\nmax_auto_risk: medium\n"
+    policy.write_bytes(original)
+    outside = EvolveJob(events=events, home=settings.home_dir, now=T, policy_file=None)  # type: ignore[arg-type]
+    assert not [p for p in evolve_round(outside)["proposals"] if p["kind"] == "tighten_policy"]
+    assert "needs a policy file under the home folder" in " ".join(outside.notes)
+
+    job = EvolveJob(events=events, home=settings.home_dir, now=T, policy_file=policy)  # type: ignore[arg-type]
+    done = evolve_round(job)
+    (applied,) = [a for a in done["applied"] if a["kind"] == "tighten_policy"]
+    assert applied["status"] == "applied" and done["validated"] == []  # no estate: on its 24-hour trial
+    assert "no replay (no estate given" in " ".join(job.notes)
+    tightened = load_policy(policy, settings)
+    # the built-in limit stays (a file's list replaces it), the new one is tighter on web alone
+    assert [(r.action, r.max, r.window_s, r.components) for r in tightened.rate_limits] == [
+        ("restart", 3, 600.0, ["*"]),
+        ("restart", 1, 3600.0, ["web"]),
+    ]
+    assert yaml.safe_load(policy.read_text())["max_auto_risk"] == "medium"
+    again = EvolveJob(events=events, home=settings.home_dir, now=T + H, policy_file=policy)  # type: ignore[arg-type]
+    assert not [p for p in evolve_round(again)["proposals"] if p["kind"] == "tighten_policy"]  # tight already
+    assert main(["evolutions", "revert", applied["id"]]) == 0
+    assert policy.read_bytes() == original
+
+
+def test_escalations_no_persona_handles_get_an_agent_from_the_factory(settings: Settings) -> None:
+    from agentheal.models import Gap, RunStatus
+    from agentheal.personas import load_persona
+
+    events = EventStore(settings.events_url)
+    for shard in range(3):
+        gap = Gap(text=f"tantivy merges of search index {shard} never finish; searches time out",
+                  component="search")  # fmt: skip
+        events.record_gap(gap)
+        events.start_run(f"S{shard}", gap)
+        facts = {"diagnosis": {"facts": ["slow_response"]}}
+        events.finish_run(f"S{shard}", RunStatus.escalated, persona=None, source="persona",
+                          reason="no persona fits this gap", result=facts)  # fmt: skip
+    personas = settings.home_dir / "personas"
+    job = EvolveJob(events=events, home=settings.home_dir, now=utcnow())
+    done = evolve_round(job)
+    (applied,) = [a for a in done["applied"] if a["kind"] == "create_agent"]
+    target = Path(applied["target"])
+    assert target.parent == personas and target.is_file()
+    assert not (personas / "versions").exists()  # the factory ran in a scratch home: only the change landed
+    persona = load_persona(target)
+    assert persona.origin == "generated" and (persona.provenance or {})["trigger"] == "pattern"
+    assert (persona.provenance or {})["component"] == "search"
+    assert evolve_round(EvolveJob(events=events, home=settings.home_dir, now=utcnow()))["applied"] == []
+    assert main(["evolutions", "revert", applied["id"]]) == 0
+    assert not target.exists()
+
+
+def test_evolve_refuses_a_missing_estate(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evolve", "--estate", str(settings.home_dir / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err

@@ -162,25 +162,42 @@ app.add_typer(evolutions_app, name="evolutions")
 @app.command()
 def evolve(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Propose and record; change nothing.")] = False,
+    estate: Annotated[
+        Path | None,
+        typer.Option(
+            help="The estate the history was recorded on: evolutions are validated by replaying it on "
+            "copies of it (a sample estate); without one they go on a 24-hour trial.",
+            envvar="AGENTHEAL_ESTATE",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """One round of the evolve graph: judge evolutions whose trial is over (kept or reverted), then
-    propose and apply new ones for recurring and escalation patterns, each a versioned change."""
+    """One round of the evolve graph: judge evolutions whose trial is over, then propose and apply new
+    ones for recurring, escalation and failing-action patterns, each a versioned change validated by
+    replaying the history it concerns (kept, or reverted byte for byte)."""
+    from agentheal.cli._common import _load_estate
+    from agentheal.evolve.proposals import ProposalError
+    from agentheal.evolve.replay import ReplayError
     from agentheal.graphs.evolve import EvolveJob, evolve_round
     from agentheal.graphs.evolve_changes import ChangeError
     from agentheal.models import utcnow
 
-    job = EvolveJob(events=_events(), home=_settings().home_dir, now=utcnow(), dry_run=dry_run)
+    if estate is not None:
+        _load_estate(estate)  # a broken or missing estate file is a usage error, before anything changes
+    settings = _settings()
+    job = EvolveJob(events=_events(), home=settings.home_dir, now=utcnow(), dry_run=dry_run,
+                    estate_file=estate.resolve() if estate else None,
+                    policy_file=settings.policy_file)  # fmt: skip
     try:
         done = evolve_round(job)
-    except ChangeError as exc:
+    except (ChangeError, ProposalError, ReplayError) as exc:
         _fail(str(exc))
     if as_json:
         _print_json(done)
         raise typer.Exit(EXIT_OK)
     typer.echo(f"{len(done['patterns'])} patterns, {len(done['applied'])} evolutions applied, "
-               f"{len(done['decided'])} decided")  # fmt: skip
-    for d in done["decided"]:
+               f"{len(done['validated'])} validated by replay, {len(done['decided'])} decided")  # fmt: skip
+    for d in done["decided"] + done["validated"]:
         typer.echo(f"{d['status']:<9} {d['id']} {d['kind']}: {d['reason']}")
     for a in done["applied"]:
         typer.echo(f"{a['status']:<9} {a['id']} {a['kind']}: {a['target']}")
