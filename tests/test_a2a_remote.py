@@ -42,9 +42,10 @@ GAP = "ledger balances drift: settlement entries are double-posted by the web ti
 class LedgerAgent(AgentExecutor):
     """The remote specialist: answers each task with a plan, a forbidden one, later, or never."""
 
-    def __init__(self, mode: str, delay_s: float = 0.0) -> None:
-        self.mode, self.delay_s = mode, delay_s
+    def __init__(self, mode: str, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.mode, self.delay_s, self.gate = mode, delay_s, gate
         self.received: list[dict[str, Any]] = []
+        self.answered = 0
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.message is not None and context.task_id and context.context_id
@@ -63,6 +64,8 @@ class LedgerAgent(AgentExecutor):
         if self.mode == "silent":
             return  # the task stays working: no answer, ever
         await asyncio.sleep(self.delay_s)
+        while self.gate is not None and not self.gate.is_set():  # the test says when it may answer
+            await asyncio.sleep(0.02)
         component = payload["component"]
         step = {"action": "restart", "component": component, "why": "reload the ledger's posting worker"}
         if self.mode == "forbidden":
@@ -76,13 +79,16 @@ class LedgerAgent(AgentExecutor):
                 "checks": [{"component": component}]}  # fmt: skip
         await updater.add_artifact([new_data_part(plan, "application/json")], name="plan", last_chunk=True)
         await updater.complete()
+        self.answered += 1
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         raise NotImplementedError
 
 
 @contextlib.contextmanager
-def remote_agent(mode: str, delay_s: float = 0.0) -> Iterator[tuple[str, LedgerAgent]]:
+def remote_agent(
+    mode: str, delay_s: float = 0.0, gate: threading.Event | None = None
+) -> Iterator[tuple[str, LedgerAgent]]:
     """The ledger agent served on a free loopback port: its base URL and the executor."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -100,7 +106,7 @@ def remote_agent(mode: str, delay_s: float = 0.0) -> Iterator[tuple[str, LedgerA
         skills=[AgentSkill(id="reconcile", name="Reconcile the ledger", tags=["ledger", "settlement"],
                            description="Plans the repair of double-posted or drifting ledger entries.")],
     )  # fmt: skip
-    executor = LedgerAgent(mode, delay_s)
+    executor = LedgerAgent(mode, delay_s, gate)
     handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)
     app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -1,4 +1,4 @@
-"""`agentheal heal`, `approve`, `reject`: one gap healed here or through a server."""
+"""`agentheal heal`, `approve`, `reject`, `runs resume`: one gap healed here or through a server."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from agentheal.cli._common import (
     _remote,
     _show_result,
     app,
+    runs_app,
 )
 
 
@@ -137,3 +138,36 @@ def reject(
 ) -> None:
     """Reject a run waiting for approval; nothing of its plan runs."""
     _answer(run, False, by, note, estate, as_json, server, token)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    wait: Annotated[
+        bool,
+        typer.Option("--wait/--no-wait", help="Ask the agent until it answers or its deadline, or once."),
+    ] = True,
+    estate: Annotated[
+        Path | None, typer.Option(help="Estate file, if it moved since the run started.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress on standard error.")] = False,
+) -> None:
+    """Resume a run awaiting a remote persona's agent: its answer (or, past its deadline, a time-out)
+    carries the run on from its checkpoint. With --no-wait the agent is asked once."""
+    from agentheal.graphs.runner import Healer, HealError
+
+    ctx = _context(None, None, True)
+    detail = ctx.events.run(run)
+    if detail is None:
+        _fail(f"no run {run!r}; `agentheal runs` lists them")
+    run_id = detail.row.run_id
+    ctx = _context(estate or _estate_of(ctx, run_id), None, quiet or as_json)
+    try:
+        with Healer(ctx) as healer:
+            result = healer.resume_remote(run_id) or healer.result(run_id)  # asked once
+            if wait:
+                result = healer.wait_remote(result)
+    except HealError as exc:
+        _fail(str(exc))
+    raise typer.Exit(_show_result(result, as_json))

@@ -142,7 +142,7 @@ class Healer:
         with _lock(self._lock_path(detail.row.fingerprint), wait=True):
             row = self.ctx.events.run(full_id)
             if row is None or row.row.status != RunStatus.awaiting_remote.value:
-                return self._join(full_id, None)  # resumed meanwhile by another process
+                return self.result(full_id)  # resumed meanwhile by another process
             self.ctx.events.set_status(full_id, RunStatus.running)
             return self._drive(full_id, Command(resume=answer))
 
@@ -188,13 +188,21 @@ class Healer:
     def _join(self, run_id: str, gap: Gap | None) -> dict[str, Any]:
         if gap is not None:
             self.ctx.say(run_id, "join", f"a second report of the same gap joined this run: {gap.text[:120]}")
+        result = self.result(run_id)
+        result["joined"] = True
+        result["reason"] = result.get("reason") or f"joined open run {run_id[:12]} ({result['status']})"
+        return result
+
+    def result(self, run_id: str) -> dict[str, Any]:
+        """A run's heal JSON now, from its last checkpoint and its status (full run id)."""
         snapshot = self.graph.get_state(_config(run_id))
         values = dict(snapshot.values) if snapshot and snapshot.values else {"run_id": run_id}
         result = result_of(with_usage(self.ctx, values))
         detail = self.ctx.events.run(run_id)
-        result["status"] = detail.row.status if detail else result["status"]
-        result["joined"] = True
-        result["reason"] = result.get("reason") or f"joined open run {run_id[:12]} ({result['status']})"
+        if detail is not None:
+            result["status"] = detail.row.status.value
+            if detail.row.status == RunStatus.awaiting_remote:
+                result["reason"] = detail.row.reason
         return result
 
     def _resume_crashed(self, run_id: str, gap: Gap) -> dict[str, Any]:
