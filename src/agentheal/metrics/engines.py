@@ -21,7 +21,7 @@ from agentheal.event_schema import GAPS, NODE_EVENTS, RUNS
 from agentheal.events import EventStore
 from agentheal.metrics.figures import PERSON_SOURCES
 from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS, ensure_tables
-from agentheal.models import utcnow
+from agentheal.models import RunStatus, utcnow
 
 ACTIVE_WITHIN = timedelta(hours=1)
 
@@ -35,15 +35,20 @@ class Engine(BaseModel):
     detail: str
 
 
-def _newest(store: EventStore, *cols: Any, where: list[Any] | None = None) -> datetime | None:
-    stmt = sa.select(*(sa.func.max(c).label(f"c{i}") for i, c in enumerate(cols)))
-    if where:
-        stmt = stmt.where(*where)
-    row = store.query(stmt)[0]
-    # max() over a typed column loses its type on some drivers: read back through the column's type
-    found = [v for v in row.values() if v is not None]
-    times = [v if isinstance(v, datetime) else _parse(v) for v in found]
-    return max(times) if times else None
+def _newest(store: EventStore, col: Any, *where: Any) -> datetime | None:
+    """The newest value of a time column among rows `where` selects: read backwards along an index
+    on the column until the first row that qualifies, not an aggregate over every row."""
+    stmt = sa.select(col.label("t")).where(col.is_not(None), *where).order_by(col.desc()).limit(1)
+    rows = store.query(stmt)
+    if not rows:
+        return None
+    found = rows[0]["t"]
+    return found if isinstance(found, datetime) else _parse(found)
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    found = [t for t in times if t is not None]
+    return max(found) if found else None
 
 
 def _parse(value: Any) -> datetime:
@@ -64,13 +69,13 @@ def engines(store: EventStore, now: datetime | None = None) -> list[Engine]:
     """The five engines' states, from the store's newest records of each."""
     ensure_tables(store)
     now = now or utcnow()
-    detected = _newest(
-        store, GAPS.c.recorded_at, where=[GAPS.c.gap["source"].as_string().not_in(PERSON_SOURCES)]
-    )
-    healed = _newest(store, RUNS.c.started_at, RUNS.c.finished_at)
-    made = _newest(store, NODE_EVENTS.c.at, where=[NODE_EVENTS.c.node == "factory"])
-    evolved = _newest(store, EVOLUTIONS.c.created_at, EVOLUTIONS.c.decided_at)
-    prevented = _newest(store, PREDICTIONS.c.made_at, PREDICTIONS.c.checked_at)
+    detected = _newest(store, GAPS.c.recorded_at, GAPS.c.gap["source"].as_string().not_in(PERSON_SOURCES))
+    # a run's end: one seek per status in the runs' (status, finished_at, ...) index
+    ends = (_newest(store, RUNS.c.finished_at, RUNS.c.status == s.value) for s in RunStatus)
+    healed = _latest(_newest(store, RUNS.c.started_at), *ends)
+    made = _newest(store, NODE_EVENTS.c.at, NODE_EVENTS.c.node == "factory")
+    evolved = _latest(_newest(store, EVOLUTIONS.c.created_at), _newest(store, EVOLUTIONS.c.decided_at))
+    prevented = _latest(_newest(store, PREDICTIONS.c.made_at), _newest(store, PREDICTIONS.c.checked_at))
     return [
         _engine("detection", detected, "gap found by a detector", now),
         _engine("healing", healed, "heal run started or finished", now),

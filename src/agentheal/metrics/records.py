@@ -79,11 +79,12 @@ PROBES = sa.Table(
 
 # Indexes on the event store's tables the figures need (portable DDL: SQLite and PostgreSQL): each
 # heal's next report of its fingerprint is one seek; the runs' figures read a narrow covering index
-# instead of rows that carry a whole heal result as JSON.
+# instead of rows that carry a whole heal result as JSON; the factory's last step is one seek.
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS ix_gaps_fingerprint_recorded_at ON gaps (fingerprint, recorded_at)",
     "CREATE INDEX IF NOT EXISTS ix_runs_figures"
     " ON runs (status, finished_at, started_at, fingerprint, persona, run_id)",
+    "CREATE INDEX IF NOT EXISTS ix_node_events_node_at ON node_events (node, at)",
 )
 _ENGINES: dict[tuple[str, int], sa.Engine] = {}
 _LOCK = threading.Lock()
