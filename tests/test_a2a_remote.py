@@ -183,6 +183,19 @@ def test_a_gap_routed_to_a_remote_agent_heals_with_its_plan(
     listed = {a["name"]: a for a in json.loads(capsys.readouterr().out)}
     assert listed["ledger-reconciler"]["runs"] == 1 and listed["ledger-reconciler"]["heals"] == 1
     assert "availability" in listed  # beside the local ones
+    assert main(["agents", "list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["ledger-reconciler"].endswith(f"100%  {base}") and rows["availability"].endswith("local")
+    assert main(["agents", "show", "ledger-reconciler"]) == 0
+    shown = capsys.readouterr().out
+    assert f"remote agent over A2A at {base}; waits 30 s for a plan; no token" in shown
+    assert "1 run(s)" in shown and "1 healed" in shown and "from the Agent Card of Ledger reconciler" in shown
+    assert main(["agents", "show", "ledger-reconciler", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["remote"] == {
+        "a2a": base,
+        "timeout_s": 30.0,
+        "token_env": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -44,21 +44,34 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _remote(registry: Any, name: str) -> dict[str, Any] | None:
+    """A remote persona's agent: its A2A URL, time-out and token variable (None: a local persona)."""
+    try:
+        remote = registry.get(name).remote
+    except LookupError:  # retired personas have records but may not load
+        return None
+    return None if remote is None else remote.model_dump()
+
+
 @agents_app.command("list")
 def agents_list(as_json: JsonFlag = False) -> None:
-    """Every persona with its record: origin, version, status, runs, heals, success rate."""
+    """Every persona with its record: origin, version, status, runs, heals, success rate; a remote
+    one (another agent over A2A) with its URL."""
     from agentheal.services.agents import list_agents
 
     settings, registry, events = _registry_and_events()
     recs = list_agents(registry, events, settings).agents
     if as_json:
-        _print_json([r.brief() for r in recs])
+        _print_json([r.brief() for r in recs])  # a contract: these keys, no more (`agents show` has the URL)
         return
-    typer.echo(f"{'name':<32} {'origin':<9} {'ver':>3} {'status':<8} {'runs':>5} {'heals':>5} {'success':>7}")
+    typer.echo(
+        f"{'name':<32} {'origin':<9} {'ver':>3} {'status':<8} {'runs':>5} {'heals':>5} {'success':>7}  where"
+    )
     for r in recs:
+        remote = _remote(registry, r.name)
         typer.echo(
             f"{r.name:<32} {r.origin:<9} {r.version:>3} {r.status:<8} {r.runs:>5} {r.heals:>5} "
-            f"{_pct(r.success_rate):>7}"
+            f"{_pct(r.success_rate):>7}  {remote['a2a'] if remote else 'local'}"
         )
 
 
@@ -75,10 +88,16 @@ def agents_show(name: str, as_json: JsonFlag = False) -> None:
         _fail(f"no persona named {name!r}; `agentheal agents list` shows them")
     rec = AgentRecord.model_validate(detail.model_dump(include=set(AgentRecord.model_fields)))
     stored = [v.model_dump() for v in detail.versions]
+    remote = _remote(registry, rec.name)
     if as_json:
-        _print_json({**rec.model_dump(mode="json"), "versions": stored})
+        _print_json({**rec.model_dump(mode="json"), "versions": stored, "remote": remote})
         return
     typer.echo(f"{rec.name}: {rec.title} ({rec.origin}, v{rec.version}, {rec.status})")
+    if remote is not None:
+        token = f"a bearer token from ${remote['token_env']}" if remote["token_env"] else "no token"
+        typer.echo(
+            f"  remote agent over A2A at {remote['a2a']}; waits {remote['timeout_s']:g} s for a plan; {token}"
+        )
     finished = rec.heals + rec.escalations + rec.failures + rec.rejected
     if rec.runs == 0 or rec.window is None:
         typer.echo("  no runs recorded for it yet")
@@ -93,8 +112,12 @@ def agents_show(name: str, as_json: JsonFlag = False) -> None:
         )
         if rec.last_used is not None:
             typer.echo(f"  last used {rec.last_used:%Y-%m-%d %H:%M:%S} UTC")
-    if rec.provenance:
-        prov = rec.provenance
+    prov = rec.provenance or {}
+    if prov.get("source") == "agents add-remote":
+        typer.echo(
+            f"  added {prov.get('at')} from the Agent Card of {prov.get('card')} v{prov.get('version')}"
+        )
+    elif prov:
         typer.echo(
             f"  made {prov.get('created_at')} by the factory ({prov.get('model')}) for: {prov.get('gap')}"
         )
