@@ -133,3 +133,47 @@ def test_a2a_task_waits_for_approval_and_is_approved_on_the_task(
         assert result["status"] == "healed" and _answers(url)
     approve = next(r for r in EventStore(settings.events_url).audit_rows() if r.action == "approve")
     assert (approve.actor, approve.door, approve.data["note"]) == ("ops", "a2a", "off-peak, ok")
+
+
+async def _get(base: str, token: str, task_id: str) -> Any:
+    """The task as the server has it now (a2a-sdk's `tasks/get`)."""
+    from a2a.types import GetTaskRequest
+
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        client = await create_client(base, client_config=ClientConfig(httpx_client=http, streaming=False))
+        try:
+            return await client.get_task(GetTaskRequest(id=task_id))
+        finally:
+            await client.close()
+
+
+def test_a2a_task_ids_survive_a_restart_of_the_server(
+    settings: Settings, estate_up: tuple[Path, LocalBackend], tmp_path: Path
+) -> None:
+    estate_file, backend = estate_up
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("approval:\n  - actions: [restart]\n    reason: restarts need a person here\n")
+    store = TokenStore(settings.home_dir)
+    ops, eve = store.add("ops", "operator"), store.add("eve", "operator")
+    url = _web_url(estate_file)
+    gap = new_data_part({"text": "web down, connection refused", "component": "web"})
+    with served(create_app(settings, estate_path=estate_file, policy_path=policy)) as base:
+        _kill_web(backend, url)
+        first = anyio.run(_send, base, ops, [gap])
+        assert first["states"][-1] == "TASK_STATE_INPUT_REQUIRED", first["texts"]
+    task_id, context_id = first["task"]
+    with served(create_app(settings, estate_path=estate_file, policy_path=policy)) as base:  # restarted
+        kept = anyio.run(_get, base, ops, task_id)
+        assert (kept.id, kept.context_id) == (task_id, context_id)
+        assert TaskState.Name(kept.status.state) == "TASK_STATE_INPUT_REQUIRED"
+        assert "awaiting_approval" in kept.status.message.parts[0].text
+        with pytest.raises(Exception, match="not found"):  # tasks are kept per token
+            anyio.run(_get, base, eve, task_id)
+        done = anyio.run(_send, base, ops, [new_text_part("approve")], first["task"])
+        assert done["states"][-1] == "TASK_STATE_COMPLETED", done["texts"]
+        assert _answers(url)
+    with served(create_app(settings, estate_path=estate_file, policy_path=policy)) as base:  # and again
+        ended = anyio.run(_get, base, ops, task_id)
+    assert TaskState.Name(ended.status.state) == "TASK_STATE_COMPLETED"
+    (result,) = get_data_parts(ended.artifacts[0].parts)
+    assert result["status"] == "healed" and result["run_id"] == kept.metadata["run_id"]

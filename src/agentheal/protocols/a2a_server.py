@@ -6,6 +6,7 @@ door (CLI, API, MCP, this task) moves it on: `working` while the run acts (each 
 message), `input-required` while it waits for approval, then `completed` (healed, dry run) or
 `failed` (escalated, failed, rejected), with the run's result as the task's artifact. A caller
 answers an approval by sending `approve` or `reject` (and a note) on the same task: operator role.
+A task that follows a run survives a restart of the server (`a2a_tasks`: made again from its run).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from a2a.types import Task, TaskState, TaskStatus
 from a2a.utils.errors import TaskNotCancelableError
 
 from agentheal.api.tokens import Caller, Role
+from agentheal.protocols.a2a_tasks import RunTaskStore, bind, bound_run, result_parts, task_state
 from agentheal.services import audit
 
 if TYPE_CHECKING:
@@ -40,7 +42,6 @@ _POLL_S = 0.2
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:run\s+)?([0-9a-f]{4,64})\s*$", re.I)
 _SEARCH = re.compile(r"^\s*search\s*:\s*(.+)$", re.I | re.S)
 _ANSWER = re.compile(r"^\s*(approve|reject)\b[\s:,-]*(.*)$", re.I | re.S)
-_DONE = {"healed": TaskState.TASK_STATE_COMPLETED, "dry_run": TaskState.TASK_STATE_COMPLETED}
 
 
 class _TokenUser(User):
@@ -78,6 +79,7 @@ class HealExecutor(AgentExecutor):
         self.state = state
         self._runs: dict[str, str] = {}  # task id -> run id
         self._sent: dict[str, int] = {}  # run id -> the last node event sent as a status message
+        self._unbound: dict[str, str] = {}  # task id -> its owner, until its run is recorded and bound
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task_id, context_id = context.task_id or "", context.context_id or ""
@@ -94,6 +96,9 @@ class HealExecutor(AgentExecutor):
             )
         text = context.get_user_input().strip()
         run_id = self._runs.get(task_id)
+        if run_id is None and context.current_task is not None:  # a task of the server before a restart
+            bound = await anyio.to_thread.run_sync(bound_run, self.state.events, task_id)
+            run_id = bound["run_id"] if bound is not None else None
         if run_id is not None:
             await self._follow_up(updater, caller, run_id, text)
             return
@@ -175,6 +180,7 @@ class HealExecutor(AgentExecutor):
             await self._say(updater, TaskState.TASK_STATE_REJECTED, str(exc))
             return
         self._runs[updater.task_id] = run_id
+        self._unbound[updater.task_id] = caller.name
         how = "joined the open run" if joined else "started run"
         await updater.update_status(
             TaskState.TASK_STATE_WORKING,
@@ -230,11 +236,17 @@ class HealExecutor(AgentExecutor):
     async def _follow(self, updater: TaskUpdater, run_id: str, answering: Future[Any] | None = None) -> None:
         """Status messages for the run's steps, until it ends or waits for approval (again: while an
         answer is still `answering`, the run's old status is not its next one)."""
-        from agentheal.services.runs import FINAL_STATUSES, node_events_after, show_run
+        from agentheal.services.runs import FINAL_STATUSES, node_events_after
 
         events = self.state.events
         while True:
             status = await anyio.to_thread.run_sync(self._status, run_id)
+            owner = self._unbound.get(updater.task_id)
+            if status is not None and owner is not None:  # recorded: the task can be bound to it
+                await anyio.to_thread.run_sync(
+                    bind, events, updater.task_id, updater.context_id, run_id, owner
+                )
+                del self._unbound[updater.task_id]
             rows = await anyio.to_thread.run_sync(
                 node_events_after, events, run_id, self._sent.get(run_id, 0)
             )
@@ -251,11 +263,9 @@ class HealExecutor(AgentExecutor):
                 return
             if not rows:
                 await anyio.sleep(_POLL_S)
-        shown = await anyio.to_thread.run_sync(show_run, events, run_id, self.state.settings.checkpoints_path)
-        from agentheal.services.documents import run_summary as _summary
-
-        result = _summary(shown or {"run_id": run_id, "status": status})
-        line = f"run {run_id}: {status}" + (f" ({result['reason']})" if result.get("reason") else "")
+        result, line = await anyio.to_thread.run_sync(
+            result_parts, events, self.state.settings.checkpoints_path, run_id, status
+        )
         if status == "awaiting_approval":
             await self._say(updater, TaskState.TASK_STATE_INPUT_REQUIRED,
                             f"{line}. Plan: {'; '.join(result['plan']) or '-'}. Send `approve` or `reject` "
@@ -263,7 +273,7 @@ class HealExecutor(AgentExecutor):
             return
         parts = [new_data_part(result, "application/json"), new_text_part(line)]
         await updater.add_artifact(parts, name="heal result", last_chunk=True)
-        state = _DONE.get(str(status), TaskState.TASK_STATE_FAILED)
+        state = task_state(status)
         await updater.update_status(state, message=updater.new_agent_message([new_text_part(line)]))
 
 
@@ -271,14 +281,13 @@ def install(app: FastAPI, state: ServerState) -> None:
     """The A2A JSON-RPC route (behind the API's tokens) and the public Agent Card."""
     from a2a.server.request_handlers import DefaultRequestHandler
     from a2a.server.routes import create_jsonrpc_routes
-    from a2a.server.tasks import InMemoryTaskStore
 
     from agentheal.protocols.a2a_card import PublicCard, agent_card
     from agentheal.protocols.serve import A2A_PATH
 
     handler = DefaultRequestHandler(
         agent_executor=HealExecutor(state),
-        task_store=InMemoryTaskStore(),
+        task_store=RunTaskStore(state.events, state.settings.checkpoints_path),
         agent_card=agent_card("http://127.0.0.1", A2A_PATH),
     )
     for route in create_jsonrpc_routes(handler, A2A_PATH, context_builder=_CallerContext(),
