@@ -125,6 +125,17 @@ class Settings(BaseSettings):
     dry_run: bool = False
     heal_attempts: int = Field(default=2, ge=1, le=5, description="Plans tried before a gap is escalated.")
 
+    # Validation that waits for a dependency (agentheal.graphs.validation): a check that fails while a
+    # component it depends on is down waits this long for that dependency to be healed (by its own
+    # run: the watch detects it in ~3 probe intervals, heals it with a restart bounded by its start
+    # timeout, and validates), then checks again; past it the run escalates, naming the dependency.
+    validate_dependency_wait_s: float = Field(
+        default=180.0,
+        ge=0,
+        le=3600,
+        description="How long a failing validation waits for a dependency that is down to be healthy again.",
+    )
+
     # Agent coordination (agentheal.protocols): other MCP servers' read-only tools for diagnosis.
     mcp_servers_file: Path | None = Field(
         default=None,

@@ -93,8 +93,6 @@ def serve(
             "no API tokens: make one with `agentheal tokens add NAME --role admin`, or start with "
             "--insecure-local (loopback only, no tokens checked)"
         )
-    import uvicorn
-
     from agentheal.api.app import create_app
 
     api = create_app(
@@ -107,7 +105,30 @@ def serve(
         watch_config=detect_config,
         max_heals=max_heals,
     )
-    uvicorn.run(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    _run_until_stopped(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+
+
+def _stopped(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _run_until_stopped(api: Any, **options: Any) -> None:
+    """uvicorn.run, where a SIGTERM ends the server with exit code 0, as it does `agentheal watch`.
+
+    Once uvicorn has shut down gracefully (requests answered, the lifespan's end run: the watch
+    stopped, its heals finished) it raises the signal that stopped it again, so that the handler it
+    found runs; with Python's default one a SIGTERM then killed the process (exit -15) after a clean
+    stop. Ours ends it with 0; a SIGTERM before uvicorn listens for signals ends it the same way.
+    """
+    import signal
+
+    import uvicorn
+
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.run(api, **options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _detect_config(path: Path | None, interval: float | None) -> Any:

@@ -213,7 +213,12 @@ class Watch:
         component = t.gap.component or ""
         book, monitor = self.detector.book, self.detector.monitor
         ancestors = book.ancestors(component)
-        if any(c in self.in_flight for c in ancestors | set(book.dependents_of(component))):
+        related = ancestors | set(book.dependents_of(component))
+        # ... except a dependent whose run waits for this component to validate: it acts no more
+        from agentheal.graphs.validation import awaited_by
+
+        estate = self.ctx.estate_path
+        if any(c in self.in_flight and component not in awaited_by(estate, c) for c in related):
             return True
         if monitor is None or not ancestors:
             return False

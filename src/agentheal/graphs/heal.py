@@ -92,7 +92,7 @@ def shape_heal_graph(node_for: Callable[[str], Callable[[dict[str, Any]], dict[s
     edges("guard", "approval", "execute", "escalate")
     edges("approval", "execute", END)
     edges("execute", "validate", "learn")
-    graph.add_edge("validate", "learn")
+    edges("validate", "learn", "escalate")
     edges("learn", "plan", "escalate", END)
     graph.add_edge("escalate", END)
     return graph

@@ -7,7 +7,6 @@ log line says is trusted: plans are checked by policy in `guard`, whatever produ
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from agentheal.graphs.context import HealContext
 from agentheal.graphs.llm_steps import llm_diagnosis, llm_plan
 from agentheal.graphs.results import finish, resolution_of
 from agentheal.graphs.state import cut_evidence, fact_names, facts_of, gap_of
+from agentheal.graphs.validation import deferred_to_validation, validate_plan
 from agentheal.models import (
     Check,
     Diagnosis,
@@ -353,6 +353,7 @@ def execute(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     dry, run_id = bool(state.get("dry_run")), state["run_id"]
     done: list[dict[str, Any]] = []
     failed = False
+    acted_on = {s.component for s in chosen.steps}
     for step in chosen.steps:
         result = ctx.backend.execute(step, dry_run=dry)
         ctx.events.action(run_id, step, result)
@@ -367,6 +368,17 @@ def execute(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
             )
         ctx.say(run_id, "execute", f"{step.signature()}: {result.outcome} {result.detail}".strip())
         done.append(result.model_dump(mode="json"))
+        if result.outcome == "failed" and not dry:
+            down = deferred_to_validation(ctx, step.component, step.action, acted_on)
+            if down:  # started, but cannot pass its probes until they answer: not this plan's failure
+                ctx.say(
+                    run_id,
+                    "execute",
+                    f"{step.component} runs but fails its probes while dependency {', '.join(down)} is "
+                    "down: validation waits for it, then judges the fix",
+                    {"deferred": step.signature(), "waiting_for": down},
+                )
+                continue
         if result.outcome == "failed":
             failed = True
             break
@@ -383,30 +395,16 @@ def execute(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
 
 
 def validate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
-    """The plan's checks, after a settle time, until they pass or their deadline."""
+    """The plan's checks, after a settle time, until they pass or their deadline; a dependency that
+    is down is waited for first, and one that stays down escalates the run, named."""
     assert ctx.backend is not None
-    chosen = Plan.model_validate(state["plan"])
     run_id = state["run_id"]
     if state.get("dry_run"):
         validation = Validation(ok=False, detail="dry run: nothing was changed, so nothing was validated")
         ctx.say(run_id, "validate", validation.detail)
-        return {"validation": validation.model_dump()}
-    details = []
-    ok = True
-    for check in chosen.checks:
-        time.sleep(check.settle_s)
-        deadline = time.monotonic() + check.deadline_s
-        while True:
-            health = ctx.backend.health(check.component)
-            passed = health.running if check.kind == "running" else health.healthy
-            if passed or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        details.append(f"{check.component}: {'ok' if passed else 'FAILED'} {health.detail}".strip())
-        ok = ok and passed
-    validation = Validation(ok=ok, detail="; ".join(details) or "no checks")
-    ctx.say(run_id, "validate", validation.detail, {"ok": ok})
-    return {"validation": validation.model_dump()}
+        return {"validation": validation.model_dump(), "next": "learn"}
+    # A check failing while a dependency is down waits for it (graphs/validation.py says why)
+    return validate_plan(state, ctx)
 
 
 def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
