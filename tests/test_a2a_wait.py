@@ -75,6 +75,11 @@ def test_a_run_waiting_for_a_remote_agent_frees_the_only_worker(
             _until("the first run waits for the agent", lambda: status(first) == "awaiting_remote")
             listed = httpx.get(f"{base}/runs", params={"status": "awaiting_remote"}, headers=auth).json()
             assert [r["run_id"] for r in listed["runs"]] == [first]
+            metrics = httpx.get(f"{base}/metrics", headers=auth).text
+            assert (
+                "agentheal_remote_waiting 1.0" in metrics
+                and 'agentheal_runs{status="awaiting_remote"} 1.0' in metrics
+            )
             (api,) = [h for h in backend.status() if h.name == "api"]
             assert api.pid
             os.kill(api.pid, signal.SIGKILL)

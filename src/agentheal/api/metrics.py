@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 # Seconds: a restart takes under one, a drill's heals up to a few minutes, a person's approval longer.
 HEAL_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 
-_GAPS_BY_KIND = sa.select(GAPS.c.kind, sa.func.count()).group_by(GAPS.c.kind)
-_RUNS_BY_STATUS = sa.select(RUNS.c.status, sa.func.count()).group_by(RUNS.c.status)
+_GAPS_BY_KIND = sa.select(GAPS.c.kind, sa.func.count().label("n")).group_by(GAPS.c.kind)
+_RUNS_BY_STATUS = sa.select(RUNS.c.status, sa.func.count().label("n")).group_by(RUNS.c.status)
 _ACTIONS_BY_OUTCOME = (
-    sa.select(ACTIONS.c.outcome, sa.func.count())
+    sa.select(ACTIONS.c.outcome, sa.func.count().label("n"))
     .where(ACTIONS.c.dry_run.is_(False))
     .group_by(ACTIONS.c.outcome)
 )
@@ -106,6 +106,11 @@ class StoreCollector(Collector):
             "agentheal_approvals_waiting",
             "Heal runs stopped until a person approves or rejects their plan.",
             value=counts[RunStatus.awaiting_approval.value],
+        )
+        yield GaugeMetricFamily(
+            "agentheal_remote_waiting",
+            "Heal runs stopped until a remote persona's agent (A2A) answers with a plan, holding no worker.",
+            value=counts[RunStatus.awaiting_remote.value],
         )
 
         *under, healed, total = q(self._heal_times)[0].values()
