@@ -185,3 +185,81 @@ def test_a_maintenance_action_the_evolve_graph_scheduled_runs_when_due(
     assert (root / "logs" / "web.log").read_text() == ""
     assert round_at(now + 60) == []  # ran a minute ago: not due
     assert [a["step"]["action"] for a in round_at(now + 601)] == ["rotate_logs"]
+
+
+@pytest.mark.slow
+def test_a_running_watch_prevents_a_filling_disk_and_follows_it_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentheal watch` (a real process) with the prevent graph every round: a data folder filling
+    towards its budget is predicted, cleaned before the breach and followed up as avoided, with no
+    `agentheal prevent` run. Detection's own predicted gap is held back (a long minimum span), so
+    the measure is the prevent graph's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import stop_processes_under
+
+    estate_file = _estate(tmp_path)
+    data = estate_file.parent / "data"
+    _fill(data, 0.5)
+    detect = tmp_path / "detect.yaml"
+    detect.write_text("horizon_s: 600\ntrend_min_samples: 6\ntrend_min_span_s: 3600\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_") and k != "OPENAI_API_KEY"}
+    env |= {"AGENTHEAL_HOME": str(tmp_path / "home"), "AGENTHEAL_CONFIG": str(tmp_path / "none.toml"),
+            "AGENTHEAL_PREVENT_EVERY_ROUNDS": "1"}  # fmt: skip
+    for k, v in env.items():
+        if k.startswith("AGENTHEAL_"):
+            monkeypatch.setenv(k, v)
+    cli = [sys.executable, "-m", "agentheal"]
+    stop = threading.Event()
+
+    def fill() -> None:  # 0.05 MB a second: over the 1 MB budget in ten seconds unless cleaned
+        blob = data / "blob.bin"
+        while not stop.wait(0.1) and blob.exists():
+            with blob.open("ab") as out:
+                out.write(b"x" * (MB // 200))
+
+    try:
+        assert subprocess.run([*cli, "estate", "up", str(estate_file)], env=env, timeout=60).returncode == 0
+        args = [
+            "watch",
+            "--estate",
+            str(estate_file),
+            "--plain",
+            "--interval",
+            "0.25",
+            "--config",
+            str(detect),
+        ]
+        log = tmp_path / "watch.log"
+        with log.open("w") as sink:  # a file, not a pipe nobody reads until the end
+            watch = subprocess.Popen([*cli, *args], env=env, stdout=sink, stderr=subprocess.STDOUT)
+        writer = threading.Thread(target=fill, daemon=True)
+        writer.start()
+        events = EventStore(Settings().events_url)
+        deadline = time.monotonic() + 90
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            rows = [r for r in events.query(PREDICTIONS.select()) if r["series"] == "web:data:data"]
+            if rows and rows[0]["outcome"] != "pending":
+                break
+            assert watch.poll() is None, f"watch exited {watch.returncode}"
+            time.sleep(0.3)
+        stop.set()
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(60) == 0
+        out = log.read_text()
+    finally:
+        stop.set()
+        stop_processes_under(estate_file.parent)
+    assert len(rows) == 1, (rows, out)
+    row = rows[0]
+    assert row["outcome"] == "avoided" and row["acted"] is True, (row, out)
+    assert row["measure"]["step"]["action"] == "clean_dir" and row["measure"]["outcome"] == "ok"  # type: ignore[index]
+    assert "prevent: clean_dir on web ok" in out and "prevent: follow-up of web:data:data: avoided" in out
+    got = {f.name: f for f in compute(events)}
+    assert (got["prevention_effectiveness"].value, got["prevention_effectiveness"].n) == (1.0, 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,100 @@ def test_status_answers_quickly_enough_to_read_the_help(settings: Settings, tmp_
     code = f"import sys, agentheal.cli.status; print([m for m in sys.modules if m.split('.')[0] in {heavy}])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- availability from a running watch --
+
+
+def _probe_rows(events: EventStore) -> list[dict[str, Any]]:
+    from agentheal.metrics.records import PROBES
+
+    return events.query(PROBES.select().order_by(PROBES.c.id))
+
+
+def test_probe_answers_are_counted_in_batches_one_row_a_component(
+    settings: Settings, tiny_estate_file: Path
+) -> None:
+    """A real monitor on the real estate: five rounds are one row (5 answers), not five."""
+    from agentheal.detect.config import DetectConfig
+    from agentheal.detect.monitor import Monitor
+    from agentheal.estate.local import LocalBackend
+    from agentheal.estate.model import load_estate
+    from agentheal.metrics.watching import ProbeTally
+
+    backend = LocalBackend.from_settings(load_estate(tiny_estate_file), settings)
+    backend.up()
+    events = EventStore(settings.events_url)
+    monitor = Monitor(backend, DetectConfig())
+    tally = ProbeTally(events, batch_s=3600, keep=timedelta(days=90))
+    for i in range(5):
+        monitor.round(["web"], now=1000.0 + i)
+        tally.observe(monitor)
+    tally.observe(monitor)  # nothing new sampled: nothing counted
+    assert _probe_rows(events) == []  # the batch is not over yet
+    tally.flush()
+    rows = _probe_rows(events)
+    assert [(r["component"], r["answers"], r["passed"]) for r in rows] == [("web", 5, 5)]
+    # batches older than the retention are deleted at the next flush that prunes
+    tally.keep = timedelta(seconds=0)
+    tally._pruned = float("-inf")
+    tally.flush()
+    assert _probe_rows(events) == []
+
+
+@pytest.mark.slow
+def test_a_running_watch_gives_each_component_its_availability(
+    tiny_estate_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`agentheal watch` (a real process, detect only) on the real estate: web answers, then its
+    process is killed; after the watch stops, status shows web's availability from what it saw."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
+    env |= {"AGENTHEAL_HOME": str(tmp_path / "home"), "AGENTHEAL_CONFIG": str(tmp_path / "none.toml"),
+            "AGENTHEAL_PROBE_BATCH_S": "0.5", "AGENTHEAL_PREVENT_EVERY_ROUNDS": "0"}  # fmt: skip
+    for k, v in env.items():
+        if k.startswith("AGENTHEAL_"):
+            monkeypatch.setenv(k, v)
+    cli = [sys.executable, "-m", "agentheal"]
+    assert subprocess.run([*cli, "estate", "up", str(tiny_estate_file)], env=env, timeout=60).returncode == 0
+    watch = subprocess.Popen([*cli, "watch", "--estate", str(tiny_estate_file), "--no-heal", "--plain",
+                              "--interval", "0.2"], env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        events = EventStore(Settings().events_url)
+
+        def wait_for(what: str, test: Any) -> list[dict[str, Any]]:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rows = _probe_rows(events)
+                if test(rows):
+                    return rows
+                assert watch.poll() is None, f"watch exited {watch.returncode}"
+                time.sleep(0.2)
+            raise AssertionError(f"{what} not recorded in 60 s: {_probe_rows(events)}")
+
+        wait_for("a passing answer", lambda rows: any(r["passed"] for r in rows))
+        status = subprocess.run([*cli, "estate", "status", str(tiny_estate_file), "--json"], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        pid = next(c["pid"] for c in json.loads(status.stdout)["components"] if c["name"] == "web")
+        os.kill(pid, signal.SIGKILL)
+        wait_for("a failing answer", lambda rows: any(r["answers"] > r["passed"] for r in rows))
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(60) == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait(10)
+    rows = _probe_rows(events)
+    answers, passed = sum(r["answers"] for r in rows), sum(r["passed"] for r in rows)
+    assert {r["component"] for r in rows} == {"web"} and 0 < passed < answers
+    got = {f["name"]: f for f in _status(capsys)["figures"]}
+    web = got["availability:web"]
+    assert (web["value"], web["n"], web["no_data"]) == (pytest.approx(passed / answers), answers, False)

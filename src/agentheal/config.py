@@ -189,6 +189,17 @@ class Settings(BaseSettings):
         default="viewer", description="The role of a chat user not in chat_roles (empty: none, help only)."
     )
 
+    # Effectiveness (agentheal.metrics): what watch records for availability, and prevention inside it
+    probe_batch_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Watch writes probe answers once per this (a row each)."
+    )
+    probe_keep_days: float = Field(
+        default=90.0, gt=0, description="Probe answers older than this are deleted (availability's history)."
+    )
+    prevent_every_rounds: int = Field(
+        default=12, ge=0, description="Rounds of watch between two rounds of the prevent graph (0: never)."
+    )
+
     @field_validator("chat_roles")
     @classmethod
     def _chat_roles_known(cls, v: dict[str, str]) -> dict[str, str]:

@@ -69,6 +69,10 @@ class Watch:
         self.live = live
         self._warm = False
         self._hard_stop = False
+        from agentheal.metrics.watching import WatchFigures  # availability's probe answers, prevention
+
+        self.figures = WatchFigures(settings, self.ctx.events, self.ctx.backend if self.heal else None,
+                                    lambda: self.ctx.policy, dry_run=dry_run)  # fmt: skip
 
     def _report(self, message: str) -> None:
         self.reports.append(message)
@@ -263,6 +267,8 @@ class Watch:
         finally:
             self.pool.shutdown(wait=True)  # running heals finish
             self._collect()
+            for line in self.figures.close():
+                self.say(line)
             self.detector.close()
             if live is not None:
                 live.update(self._view())
@@ -287,6 +293,8 @@ class Watch:
         for t in closed:
             why = self.closed_why.pop(t.gap.fingerprint, None) or "no longer observed: recovered or expired"
             self.say(f"gap closed: {t.gap.component or '-'}: {t.gap.text} ({why})")
+        for line in self.figures.after_round(self.detector, set(self.in_flight)):  # before heals start
+            self.say(line)
         if self.heal and not self.stop.is_set():
             self._dispatch(tracked)
         elif not self.heal:
