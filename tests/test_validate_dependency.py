@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from agentheal.estate.process import find_process, read_record
+from agentheal.eval.score import summarize
 from agentheal.events import EventStore
 from agentheal.models import Gap, Step
 from shopfront_estate import Shopfront, running_shopfront
@@ -135,6 +136,16 @@ def test_a_run_waits_for_the_dependency_that_died_even_across_a_restart(shop: Sh
     assert len(_waits(story)) == 2, story  # it waited before the kill, and again once resumed
     assert "inventory" in result["validation"]["detail"]
     assert nodes.count("execute") == 2  # restart(api) ran once: the resumed run did not act again
+    # the restart failed its own probe wait (inventory was down): recorded so, but the eval does
+    # not count it as a failed step of the plan, which validation proved once inventory was back
+    store = EventStore(shop.settings.events_url)
+    try:
+        run = store.run(result["run_id"])
+        assert run is not None
+        assert [a.result.outcome for a in run.actions] == ["failed"]
+        assert summarize(run, 0.0).failed_steps == [] and summarize(run, 0.0).remediations == ["restart(api)"]
+    finally:
+        store.close()
     assert shop.backend.health("api").healthy and shop.backend.health("inventory").healthy
 
 

@@ -30,6 +30,9 @@ def summarize(run: RunDetail, t0: float) -> RunSummary:
     """A run as the report shows it."""
     result = run.result or {}
     ran = [a for a in run.actions if not a.result.dry_run and a.result.outcome in ("ok", "failed")]
+    # A start that failed only its probes while a dependency was down is left by the run to its
+    # validation, which waits for the dependency (graphs/validation.py): not a failed step of the plan.
+    deferred = {str(e.data["deferred"]) for e in run.timeline if e.node == "execute" and "deferred" in e.data}
     validation = result.get("validation") or {}
     diagnosis = result.get("diagnosis") or {}
     finished = run.row.finished_at
@@ -44,7 +47,11 @@ def summarize(run: RunDetail, t0: float) -> RunSummary:
         observations=[
             short(a.step.action, a.step.component) for a in ran if a.step.action not in REMEDIATIONS
         ],
-        failed_steps=[short(a.step.action, a.step.component) for a in ran if a.result.outcome == "failed"],
+        failed_steps=[
+            short(a.step.action, a.step.component)
+            for a in ran
+            if a.result.outcome == "failed" and a.step.signature() not in deferred
+        ],
         diagnosis_component=diagnosis.get("component"),
         validated=bool(validation.get("ok")),
         validation=validation.get("detail"),
