@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import uvicorn
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -85,10 +90,48 @@ def test_mcp_with_a_server_it_cannot_use_is_a_usage_error_naming_why(
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
     assert main(["mcp", "--server", nobody]) == 2
-    assert f"cannot reach the agentheal server at {nobody}" in capsys.readouterr().err
+    assert f"cannot reach the agentheal server at {nobody}/mcp" in capsys.readouterr().err
     TokenStore(settings.home_dir).add("ops", "operator")
     with served(create_app(settings)) as base:
         assert main(["mcp", "--server", base, "--token", "not-a-token"]) == 2
-        assert "the server answered 401" in capsys.readouterr().err
+        assert f"the agentheal server at {base}/mcp answered 401" in capsys.readouterr().err
         assert main(["mcp", "--server", base, "--estate", str(tmp_path / "estate.yaml")]) == 2
         assert "--estate and --policy are the server's own" in capsys.readouterr().err
+
+
+@contextmanager
+def _serving_on(port: int, settings: Settings) -> Iterator[str]:
+    """An insecure-local server on `port` (the same port again after a restart)."""
+    app = create_app(settings, insecure_local=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def test_the_relay_outlives_a_server_restart(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "AGENTHEAL_HOME": str(tmp_path / "relay-home")}
+    first = _serving_on(port, settings)
+    base = first.__enter__()
+
+    async def across_a_restart(session: ClientSession) -> tuple[Any, Any, Any]:
+        before = await session.call_tool("list_runs", {})
+        await anyio.to_thread.run_sync(first.__exit__, None, None, None)
+        down = await session.call_tool("list_runs", {})
+        with _serving_on(port, settings):
+            after = await session.call_tool("list_runs", {})
+        return before, down, after
+
+    before, down, after = anyio.run(_over_stdio, env, ["--server", base], across_a_restart)
+    assert _structured(before) == {"runs": [], "next_cursor": None}
+    assert down.isError and f"cannot reach the agentheal server at {base}/mcp" in _text(down)
+    assert _structured(after) == {"runs": [], "next_cursor": None}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from agentheal.cli._common import ServerOpt, TokenOpt, _client, _fail, _load_estate, _remote, _settings, app
+from agentheal.cli._common import ServerOpt, TokenOpt, _fail, _load_estate, _settings, app
 from agentheal.cli.agents import agents_app
 
 
@@ -30,11 +30,14 @@ def mcp(
     if server is not None:
         if estate is not None or policy is not None:
             _fail("--estate and --policy are the server's own (set when it started); drop them with --server")
-        with _client(server, token) as api:  # an unreachable server or a refused token stops here, named
-            _remote(lambda: api.runs(limit=1))
+        from mcp.shared.exceptions import McpError
+
         from agentheal.protocols.mcp_relay import run_relay
 
-        run_relay(server, token)
+        try:
+            run_relay(server, token)
+        except McpError as exc:  # unreachable, or the token refused, before serving began
+            _fail(str(exc))
         return
     settings = _settings()
     if estate is not None:
