@@ -5,6 +5,10 @@
   the p95 of 200 warm `search_memory` calls. Goal: under 30 ms. Baseline: the same search through
   `agentheal.services.memory.search` in this process (what the tool itself calls); ratio = MCP /
   in-process, so the ratio is the protocol's cost.
+- `mcp_relay_search_memory_p95_ms`: the same calls through `agentheal mcp --server URL --token T`
+  (the stdio relay beside a running `agentheal serve`, which holds the 500 records): p95 of 200
+  warm calls. Goal: under 30 ms, as over stdio. Baseline: `GET /memory/search` on that server from
+  this process, so the ratio is what MCP and the relay add to the server's own answer.
 - `remote_persona_overhead_ms`: the plan step of a remote persona (`remote_plan`: the A2A task sent
   to an a2a-sdk agent on loopback, then followed to its answer) minus the agent's own time in its
   executor (measured there), median of 40. Goal: under 20 ms. Baseline: a local persona's
@@ -53,11 +57,11 @@ def _memory_file(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-async def _mcp_calls(env: dict[str, str]) -> list[float]:
+async def _mcp_calls(env: dict[str, str], args: tuple[str, ...] = ()) -> list[float]:
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    params = StdioServerParameters(command=sys.executable, args=["-m", "agentheal", "mcp"], env=env)
+    params = StdioServerParameters(command=sys.executable, args=["-m", "agentheal", "mcp", *args], env=env)
     times = []
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -103,6 +107,70 @@ def _mcp_row() -> dict[str, Any]:
         "ratio": round(value / baseline, 2),
         "goal": f"< {GOAL_MCP_MS:g} ms p95 of {CALLS} warm search_memory calls over stdio ({RECORDS} "
         "records); baseline: the same search in-process",
+        "met": value < GOAL_MCP_MS,
+    }
+
+
+def _relay_row() -> dict[str, Any]:
+    import socket
+    import subprocess
+
+    import httpx
+
+    from agentheal.api.tokens import TokenStore
+    from agentheal.config import Settings
+    from agentheal.memory import Memory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
+        env |= {"AGENTHEAL_HOME": str(home), "AGENTHEAL_CONFIG": str(Path(tmp) / "none.toml")}
+        settings = Settings(home=home)
+        memory = Memory(settings)
+        _memory_file(Path(tmp) / "m.jsonl")
+        memory.import_jsonl(Path(tmp) / "m.jsonl")
+        memory.flush()
+        del memory  # one writer per folder: the server opens it next
+        token = TokenStore(settings.home_dir).add("bench", "viewer")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "agentheal", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        if http.get("/readyz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if serve.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"agentheal serve did not start (exit {serve.poll()})")
+                    time.sleep(0.1)
+                direct = []
+                for i in range(CALLS + 5):
+                    started = time.perf_counter()
+                    http.get("/memory/search", params={"q": f"{_TOPICS[i % 10]} on a database", "k": 5})
+                    if i >= 5:
+                        direct.append((time.perf_counter() - started) * 1000)
+            relayed = asyncio.run(_mcp_calls(env, ("--server", base, "--token", token)))
+        finally:
+            serve.terminate()
+            serve.wait(30)
+    value, baseline = _p95(relayed), _p95(direct)
+    return {
+        "name": "mcp_relay_search_memory_p95_ms",
+        "value": round(value, 2),
+        "unit": "ms",
+        "baseline": round(baseline, 2),
+        "ratio": round(value / baseline, 2),
+        "goal": f"< {GOAL_MCP_MS:g} ms p95 of {CALLS} warm search_memory calls through `agentheal mcp "
+        f"--server` ({RECORDS} records on the server); baseline: GET /memory/search on that server",
         "met": value < GOAL_MCP_MS,
     }
 
@@ -251,7 +319,7 @@ def _remote_row() -> dict[str, Any]:
 
 
 def run() -> list[dict[str, Any]]:
-    return [_mcp_row(), _remote_row()]
+    return [_mcp_row(), _relay_row(), _remote_row()]
 
 
 if __name__ == "__main__":
