@@ -76,30 +76,47 @@ def _client_config(remote: RemoteAgent) -> tuple[Any, Any]:
     return http, ClientConfig(httpx_client=http, streaming=False, polling=True)
 
 
+_CARDS: dict[str, tuple[float, Any]] = {}  # URL -> (when read, its Agent Card)
+_CARD_TTL_S = 60.0
+
+
 async def _with_client(name: str, remote: RemoteAgent, use: Callable[[Any], Any]) -> Any:
-    from a2a.client import create_client
+    """`use(client)` with a client of the agent; its card is read again after a minute, or a failure
+    (reading it costs a round trip, and a run asks many times while it waits)."""
+    from a2a.client import A2ACardResolver, create_client
 
     http, config = _client_config(remote)
     async with http:
+        cached = _CARDS.get(remote.a2a)
         try:
-            client = await create_client(remote.a2a, client_config=config)
+            if cached is not None and time.monotonic() - cached[0] < _CARD_TTL_S:
+                card = cached[1]
+            else:
+                card = await A2ACardResolver(http, remote.a2a).get_agent_card()
+                _CARDS[remote.a2a] = (time.monotonic(), card)
+            client = await create_client(card, client_config=config)
         except Exception as exc:  # unreachable, no card
+            _CARDS.pop(remote.a2a, None)
             raise RemoteError(
                 f"could not reach {name} at {remote.a2a}: {type(exc).__name__}: {exc}"
             ) from None
         try:
             return await use(client)
+        except Exception:
+            _CARDS.pop(remote.a2a, None)  # the agent may have moved: its card is read again next time
+            raise
         finally:
             await client.close()
 
 
-async def _send(client: Any, message: Any) -> str:
+async def _send(client: Any, message: Any) -> Any:
+    """The task the agent made of the message, as it answered at once."""
     from a2a.types import SendMessageRequest
 
     try:
         async for event in client.send_message(SendMessageRequest(message=message)):
             if event.HasField("task"):
-                return str(event.task.id)
+                return event.task
             if event.HasField("message"):
                 raise RemoteError("the agent answered with a message, not a task")
     except RemoteError:
@@ -109,6 +126,15 @@ async def _send(client: Any, message: Any) -> str:
     raise RemoteError("the agent answered no task")
 
 
+@functools.cache
+def _settled() -> frozenset[Any]:
+    """The task states that end a wait: the agent's answer, or its refusal to give one."""
+    from a2a.types import TaskState
+
+    names = ("COMPLETED", "FAILED", "REJECTED", "CANCELED", "INPUT_REQUIRED", "AUTH_REQUIRED")
+    return frozenset(TaskState.Value(f"TASK_STATE_{n}") for n in names)
+
+
 async def _follow(
     client: Any, wait: RemoteWait, until: float, tick: Callable[[float], None] | None
 ) -> Answer | None:
@@ -116,13 +142,10 @@ async def _follow(
     comes first (None: still waiting). An agent that cannot be reached for a while is asked again:
     only its deadline ends the wait, and the last error is named with the time-out."""
     import anyio
-    from a2a.types import GetTaskRequest, TaskState
+    from a2a.types import GetTaskRequest
     from a2a.utils.errors import TaskNotFoundError
     from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
 
-    settled = {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED,
-               TaskState.TASK_STATE_CANCELED, TaskState.TASK_STATE_INPUT_REQUIRED,
-               TaskState.TASK_STATE_AUTH_REQUIRED}  # fmt: skip
     # asked every 5 ms for its first quarter second, then less and less often, every _POLL_S at most
     started, pause, note = time.monotonic(), 0.005, ""
     while True:
@@ -133,7 +156,7 @@ async def _follow(
         except Exception as exc:  # a restart of the agent, a network blip: asked again
             note = f"{type(exc).__name__}: {exc}"[:300]
         else:
-            if task.status.state in settled:
+            if task.status.state in _settled():
                 return {"outcome": "answered", "task": MessageToDict(task)}
         now = time.time()
         if now >= wait["deadline"]:
@@ -246,13 +269,17 @@ def ask_remote(
         return Message(role=Role.ROLE_USER, message_id=uuid.uuid4().hex, parts=parts)
 
     async def send_and_listen(client: Any) -> tuple[RemoteWait, Answer | None]:
-        task_id = await _send(client, message())
-        at = time.time()
+        from google.protobuf.json_format import MessageToDict
+
+        task = await _send(client, message())
+        task_id, at = str(task.id), time.time()
         wait: RemoteWait = {"kind": "remote", "run_id": run_id, "persona": persona.name, "url": remote.a2a,
                             "task": task_id, "sent_at": at, "deadline": at + remote.timeout_s,
                             "timeout_s": remote.timeout_s, "attempt": attempt}  # fmt: skip
         # in the story before any wait: a plan node run again finds it and sends nothing again
         ctx.say(run_id, "remote", f"asked {persona.name} at {remote.a2a} for a plan (task {task_id})", wait)
+        if task.status.state in _settled():  # answered at once
+            return wait, {"outcome": "answered", "task": MessageToDict(task)}
         return wait, await _follow(client, wait, min(at + _GRACE_S, wait["deadline"]), None)
 
     result: tuple[RemoteWait, Answer | None] = anyio.run(_with_client, persona.name, remote, send_and_listen)
