@@ -23,10 +23,9 @@ def mcp(
 ) -> None:
     """Serve agentheal's tools and resources over MCP on standard input and output (for a desktop or
     coding agent on this host). You, the local user, act as an operator: the agent may heal, approve
-    and reject. Over HTTP, `agentheal serve` answers the same at /mcp behind its tokens.
-
-    With --server, nothing here is opened (a second process must not write the stores a running
-    server has open): every request goes to that server's /mcp with --token, whose role decides."""
+    and reject. Over HTTP, `agentheal serve` answers the same at /mcp behind its tokens. With
+    --server, nothing here is opened (a second process must not write the stores a running server
+    has open): every request goes to that server's /mcp with --token, whose role decides."""
     if server is not None:
         if estate is not None or policy is not None:
             _fail("--estate and --policy are the server's own (set when it started); drop them with --server")
