@@ -304,6 +304,7 @@ def feedback(body: FeedbackIn, state: State, caller: Operator) -> IntakeResult:
 
 class Readiness(BaseModel):
     ready: bool
+    worker: str = Field(description="The worker answering (`AGENTHEAL_WORKER_NAME`, default HOST-PID).")
     checks: dict[str, str] = Field(description="Each part: `ok`, or what is wrong with it.")
     detail: str = Field(description="What is not ready, in words (`ready` when all is).")
 
@@ -347,7 +348,10 @@ def readyz(state: State, _caller: Viewer) -> Any:
     failing = [f"{name}: {why}" for name, why in checks.items() if not why.startswith("ok")]
     ready = not failing
     answer = Readiness(
-        ready=ready, checks=checks, detail="not ready: " + "; ".join(failing) if failing else "ready"
+        ready=ready,
+        worker=state.worker_name,
+        checks=checks,
+        detail="not ready: " + "; ".join(failing) if failing else "ready",
     )
     return answer if ready else JSONResponse(answer.model_dump(), status_code=503)
 
@@ -365,5 +369,8 @@ def metrics(state: State, _caller: Viewer) -> Response:
     registry = state.extras.get("metrics_registry")
     if registry is None:
         registry = state.extras["metrics_registry"] = registry_for(state.events, state.pool.busy)
+        from agentheal.work.metrics import WorkerCollector  # agentheal_worker_info{worker}, the shared queue
+
+        registry.register(WorkerCollector(state.worker_name, state.pool.shared))
     body, content_type = exposition(registry)
     return Response(content=body, media_type=content_type)

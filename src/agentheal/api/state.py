@@ -40,6 +40,14 @@ class ServerState:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def worker_name(self) -> str:
+        """This worker's name among those sharing the database (`AGENTHEAL_WORKER_NAME`, or HOST-PID)."""
+        from agentheal.work.registry import default_name
+
+        shared = self.pool.shared
+        return shared.name if shared is not None else self.settings.worker_name or default_name()
+
+    @property
     def events(self) -> EventStore:
         """The event store the heals write to (the heal context's)."""
         return self.ctx.events

@@ -27,6 +27,7 @@ _log = logging.getLogger("agentheal.heal")
 if TYPE_CHECKING:
     from agentheal.graphs.context import HealContext
     from agentheal.graphs.runner import Healer
+    from agentheal.work.shared import SharedHeals
 
 DEFAULT_MAX_HEALS = 4
 
@@ -155,6 +156,7 @@ class _Job:
     future: Future[dict[str, Any]] = field(default_factory=Future)
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
+    claim: Any = None  # PostgreSQL: the shared work table's claim (agentheal.work) this job heals
 
 
 class HealPool:
@@ -173,10 +175,18 @@ class HealPool:
         self._opening = threading.Lock()
         self._healers: list[Healer] = []
         self._closed = False
+        # PostgreSQL: heals are queued in the shared work table and healed by whichever worker claims them
+        self.shared: SharedHeals | None = None
+        if ctx.settings.database_url is not None:
+            from agentheal.work.shared import SharedHeals
+
+            self.shared = SharedHeals(self)
 
     def warm(self) -> None:
         """Open every edge now, in one thread: HealContext's parts are not safe to open concurrently."""
         _ = (self.ctx.events, self.ctx.registry, self.ctx.policy, self.ctx.memory, self.ctx.backend)
+        if self.shared is not None:
+            self.shared.start()  # registers this worker and starts claiming
 
     # -- submissions --
 
@@ -191,6 +201,10 @@ class HealPool:
         """
         check_component(self.ctx, gap)
         _record_gap(self.ctx, gap, actor, door, role)
+        if self.shared is not None:
+            self._refuse_if_closed()
+            self.shared.start()
+            return self.shared.submit(gap, dry_run)
         with self._lock:
             self._refuse_if_closed()
             queued = self._by_fingerprint.get(gap.fingerprint)
@@ -269,7 +283,8 @@ class HealPool:
     def resume_open_runs(self) -> list[str]:
         """Queue the runs left `running` by a process that died (on this estate); returns their ids."""
         estate = self.ctx.estate
-        if estate is None:
+        # shared: a dead worker's claims are resumed by whichever worker claims them when their leases end
+        if estate is None or self.shared is not None:
             return []
         resumed = []
         for row in self.ctx.events.runs(limit=500, status=RunStatus.running.value):
@@ -295,10 +310,16 @@ class HealPool:
         with self._lock:
             job = self._jobs.get(run_id)
         if job is None:
-            return None
+            return self.shared.queued(run_id) if self.shared is not None else None
         waiting = "starting" if job.started_at else f"queued behind another heal of {job.key}"
         return {"run_id": run_id, "status": RunStatus.running.value, "reason": waiting,
                 "fingerprint": job.fingerprint, "queued": job.started_at is None}  # fmt: skip
+
+    def enqueue_claim(self, job: _Job) -> None:
+        """Heal a claim of the shared work table here (its component is held for all workers)."""
+        with self._lock:
+            self._refuse_if_closed()
+            self._enqueue(job)
 
     def busy(self) -> dict[str, int]:
         """How many jobs run and wait now."""
@@ -366,11 +387,19 @@ class HealPool:
         return healer
 
     def close(self) -> None:
-        """Let running jobs finish, drop queued ones (their doors hear why), close the checkpoints."""
+        """Let running jobs finish, drop queued ones (their doors hear why), close the checkpoints.
+        Claims of the shared work table not started are handed back for the other workers instead."""
+        if self.shared is not None:
+            self.shared.stop_claiming()
         with self._lock:
             self._closed = True
             dropped = [job for queue in self._queues.values() for job in queue]
             self._queues.clear()
+            for job in dropped:
+                self._jobs.pop(job.run_id, None)
+                self._by_fingerprint.pop(job.fingerprint, None)
+        if self.shared is not None:
+            dropped = self.shared.hand_back(dropped)
         for job in dropped:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(RuntimeError("the server stopped before this heal started"))
@@ -378,4 +407,6 @@ class HealPool:
         for healer in self._healers:
             healer.__exit__(None, None, None)
         self._healers.clear()
+        if self.shared is not None:
+            self.shared.close()
         self.ctx.flush()

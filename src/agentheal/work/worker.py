@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from agentheal.work.queue import Claim, WorkQueue
@@ -21,6 +22,7 @@ from agentheal.work.registry import Registry
 _log = logging.getLogger("agentheal.work")
 
 POLL_S = 0.1
+TICK_S = 1.0
 
 
 class Worker:
@@ -125,14 +127,20 @@ class Worker:
 
     def _keeper(self) -> None:
         every = self.lease_s / 3
-        while not self._stop_keeping.wait(every):
+        renewed = time.monotonic()
+        # ticks (heals other workers ended, for the futures waiting here) come at least once a second
+        while not self._stop_keeping.wait(min(every, TICK_S)):
             try:
-                still = self.queue.renew(self.name, self.lease_s)
-                self.registry.heartbeat(self.name)
-                with self._lock:
-                    lost = [r for r in self.held if r not in still]
-                for run_id in lost:
-                    _log.warning("lost the lease of run %s: another worker took it over", run_id[:12])
+                if time.monotonic() - renewed >= every:
+                    with self._lock:
+                        before = set(self.held)
+                    still = self.queue.renew(self.name, self.lease_s)
+                    self.registry.heartbeat(self.name)
+                    renewed = time.monotonic()
+                    with self._lock:
+                        lost = [r for r in before if r in self.held and r not in still]
+                    for run_id in lost:
+                        _log.warning("lost the lease of run %s: another worker took it over", run_id[:12])
                 self.tick()
             except Exception:
                 _log.exception("renewing the leases failed; trying again")
