@@ -53,6 +53,21 @@ class Settings(BaseSettings):
         except StorageError as exc:
             raise ValueError(str(exc)) from None
 
+    # Work sharing on PostgreSQL (agentheal.work): each worker's name, and how long a claim it holds
+    # outlives its last renewal (renewed every third of it) before another worker may resume the run.
+    worker_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="This worker's name among those sharing the database (default: HOST-PID).",
+    )
+    worker_lease_s: float = Field(
+        default=30.0,
+        ge=0.3,
+        le=3600,
+        description="Seconds a claim lasts without renewal; a worker that dies loses its claims after it.",
+    )
+
     # The LLM: any OpenAI-compatible endpoint. Unset base URL means no LLM is used.
     llm_base_url: str | None = Field(
         default=None, description="e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1"
