@@ -23,10 +23,12 @@ them sooner than the history did — in both arms alike.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -60,6 +62,11 @@ MAX_OCCURRENCES = 4
 _MB = 1024 * 1024
 # The files of the home that shape a heal or a maintenance round, carried into each arm's home.
 CARRIED = ("evolution/schedule.yaml", "evolution/checks.yaml")
+# A new SQLite event store is brought to the current schema by alembic, whose migration context is
+# one per process: the two arms must not create theirs at the same moment (seen: "table runs
+# already exists" in the other arm's store). Their memory and checkpoint stores are made under the
+# same lock, so no library's setup ever runs in two threads at once.
+_NEW_STORE = threading.Lock()
 
 
 class ReplayError(Exception):
@@ -208,10 +215,14 @@ def run_arm(
     notes: list[str] = []
     began = utcnow()
     events = detector = None
+    stack = contextlib.ExitStack()
     try:
         session.start()
-        events = EventStore(session.settings.events_url)
         ctx = HealContext(session.settings, session.estate_file, policy_path=session.policy_file)
+        with _NEW_STORE:
+            events = EventStore(session.settings.events_url)
+            ctx.memory.count()
+            healer = stack.enter_context(Healer(ctx))
         detector = Detector(session.settings, DetectConfig(n=2, once_spacing_s=0.05), session.backend)
         maintain = PreventJob(
             events, DetectConfig(), {}, backend=session.backend,
@@ -221,27 +232,27 @@ def run_arm(
         step = script.interval_s / TICKS_PER_INTERVAL
         clock = time.time()
         heals = 0
-        with Healer(ctx) as healer:
-            for tick in range(script.occurrences * TICKS_PER_INTERVAL + 1):
-                clock += step
-                occurs = tick % TICKS_PER_INTERVAL == TICKS_PER_INTERVAL - 1
-                if fill is not None and tick < script.occurrences * TICKS_PER_INTERVAL:
-                    fill.add(1 / TICKS_PER_INTERVAL)
-                elif fill is None and occurs:
-                    _inject(script, session.backend, notes, tick)
-                for line in prevent_round(maintain, now=clock)["notes"]:
-                    notes.append(f"tick {tick}: {line}")
-                maintain.notes.clear()
-                for tracked in detector.once():
-                    if tracked.gap.root is None:
-                        healer.heal(tracked.gap)
-                        heals += 1
+        for tick in range(script.occurrences * TICKS_PER_INTERVAL + 1):
+            clock += step
+            occurs = tick % TICKS_PER_INTERVAL == TICKS_PER_INTERVAL - 1
+            if fill is not None and tick < script.occurrences * TICKS_PER_INTERVAL:
+                fill.add(1 / TICKS_PER_INTERVAL)
+            elif fill is None and occurs:
+                _inject(script, session.backend, notes, tick)
+            for line in prevent_round(maintain, now=clock)["notes"]:
+                notes.append(f"tick {tick}: {line}")
+            maintain.notes.clear()
+            for tracked in detector.once():
+                if tracked.gap.root is None:
+                    healer.heal(tracked.gap)
+                    heals += 1
         figures = stats(events, script.fingerprint, Window(began - timedelta(seconds=1), utcnow()))
         say(f"replay {folder.name}: {figures}")
         return figures | {"heals_started": heals, "notes": notes[:20]}
     except SessionError as exc:
         raise ReplayError(f"the estate copy did not start: {exc}") from exc
     finally:
+        stack.close()
         if detector is not None:
             detector.close()
         if events is not None:
