@@ -130,3 +130,31 @@ def test_runs_resume_resumes_a_waiting_run_from_a_shell(
     assert len(agent.received) == 1
     assert main(["runs", "resume", row.run_id[:12]]) == 2
     assert "not awaiting a remote agent" in capsys.readouterr().err
+
+
+def test_a_run_waiting_on_serve_survives_a_restart_and_is_escalated_at_its_deadline(
+    settings: Settings, estate_up: tuple[Path, LocalBackend], capsys: pytest.CaptureFixture[str]
+) -> None:
+    estate_file, _backend = estate_up
+    token = TokenStore(settings.home_dir).add("ops", "operator")
+    auth = {"Authorization": f"Bearer {token}"}
+    fast = settings.model_copy(update={"remote_poll_s": 0.1})
+    with remote_agent("silent") as (agent_url, agent):
+        assert main(["agents", "add-remote", agent_url, "--components", "web", "--timeout", "3"]) == 0
+        capsys.readouterr()
+        with served(create_app(fast, estate_path=estate_file)) as base:
+            run_id = httpx.post(f"{base}/gaps", json={"text": GAP, "component": "web"}, headers=auth).json()[
+                "run_id"
+            ]
+
+            def status() -> str:
+                return str(httpx.get(f"{base}/runs/{run_id}", headers=auth).json()["status"])
+
+            _until("the run waits", lambda: status() == "awaiting_remote")
+        # a new server process finds the run waiting, keeps its deadline, and escalates it there
+        with served(create_app(fast, estate_path=estate_file)) as base:
+            assert status() in ("awaiting_remote", "escalated")
+            _until("the run is escalated", lambda: status() == "escalated")
+            shown = httpx.get(f"{base}/runs/{run_id}", headers=auth).json()
+    assert "ledger-reconciler" in shown["reason"] and "did not answer within 3 s" in shown["reason"]
+    assert shown["actions"] == [] and len(agent.received) == 1
