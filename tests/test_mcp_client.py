@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentheal.cli import main
+from agentheal.config import Settings
 from agentheal.models import DiagnosisReply, Step
 from fake_llm import content_reply, sent_bodies, tool_call, tool_reply
 from test_heal_llm import _heal, _plan_reply, _route, estate, fake_endpoint
@@ -115,3 +117,31 @@ def test_a_server_that_does_not_start_is_recorded_and_the_diagnosis_goes_on(
     assert main(["runs", "show", result["run_id"], "--json"]) == 0
     timeline = json.loads(capsys.readouterr().out)["timeline"]
     assert any(e["node"] == "mcp" and e["detail"].startswith("metrics: not used") for e in timeline)
+
+
+def test_a_server_over_streamable_http_offers_only_its_allowed_tools(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The URL transport, against a real MCP server on loopback (agentheal's own /mcp, with a token)."""
+    from agentheal.api.app import create_app
+    from agentheal.api.tokens import TokenStore
+    from agentheal.protocols.mcp_client import ObservationToolsets
+    from test_api_core import served
+
+    token = TokenStore(settings.home_dir).add("diagnosis", "viewer")
+    said: list[tuple[str, dict[str, Any]]] = []
+    with served(create_app(settings)) as base:
+        spec = {"url": f"{base}/mcp", "headers": {"Authorization": f"Bearer {token}"},
+                "allow": ["list_runs", "approve_run"], "timeout_s": 20}  # fmt: skip
+        config = tmp_path / "mcp.yaml"
+        config.write_text(json.dumps({"servers": {"ah": spec}}))
+        configured = settings.model_copy(update={"mcp_servers_file": config})
+        with ObservationToolsets(configured, lambda text, data: said.append((text, data))) as tools:
+            offered = {s["function"]["name"] for s in tools.schemas}
+            answer = tools.call("mcp__ah__list_runs", {"limit": 3})
+    # approve_run is allowed by the file but marked destructive by the server: never offered
+    assert offered == {"mcp__ah__list_runs"}
+    assert json.loads(answer) == {"runs": [], "next_cursor": None}
+    opened = said[0][1]
+    assert opened["offered"] == ["list_runs"] and "approve_run (marked destructive)" in opened["not_allowed"]
+    assert said[1][0].startswith('ah.list_runs({"limit": 3}): ok')
