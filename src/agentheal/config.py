@@ -121,6 +121,21 @@ class Settings(BaseSettings):
         default=0.6, ge=0, le=1, description="Share of the cosine in a hybrid score; the rest is BM25's."
     )
 
+    # Scale-out of memory (agentheal.memory_backends): the vectors on a Chroma server every worker
+    # shares. Unset: chromadb's embedded client in the home folder (one writer process).
+    memory_url: str | None = Field(
+        default=None, description="http://HOST:PORT of a `chroma run` server holding memory's vectors."
+    )
+
+    @field_validator("memory_url")
+    @classmethod
+    def _memory_url_is_a_server(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from agentheal.memory_backends import check_memory_url
+
+        return check_memory_url(v)  # MemoryUrlError is a ValueError: pydantic names the field
+
     # Personas and routing.
     personas_dir: Path | None = Field(
         default=None, description="Extra persona folder loaded after the built-ins."

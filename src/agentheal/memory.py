@@ -27,8 +27,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from agentheal.embedding import get_embedder
 from agentheal.memory_lexical import MODES, LexicalScorer, fused, terms
-from agentheal.memory_store import Record, RecordStore
+from agentheal.memory_store import Record
 from agentheal.models import GapKind, MemoryHit, Plan, Resolution, clean_component, clean_text, fingerprint_of
+from agentheal.storage.errors import StorageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,8 +56,9 @@ _LEXICAL_BUDGET = 2000
 _VECTORS_KEPT = 8192
 
 
-class MemoryStoreError(Exception):
-    """The memory folder cannot be opened or used as asked."""
+class MemoryStoreError(StorageError):
+    """Memory cannot be opened (its folder, its Chroma server, its PostgreSQL tables) or used as asked;
+    a StorageError, so every door reports it as the other stores' errors."""
 
 
 class MemoryImportError(MemoryStoreError):
@@ -212,18 +214,16 @@ class Memory:
     """Past resolutions in a chromadb collection, with their outcomes."""
 
     def __init__(self, settings: Settings) -> None:
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
         from chromadb.errors import ChromaError
+
+        from agentheal.memory_backends import MemoryUrlError, chroma_client, record_store
 
         self.settings = settings
         self.embedder = get_embedder(settings)
         self.path = settings.memory_dir
+        self.where = str(self.path)  # or the Chroma server's URL, once it answered
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=ChromaSettings(anonymized_telemetry=False)
-            )
+            self._client, self.where = chroma_client(settings)
             # embedding_function=None: we always pass embeddings, and the default one downloads a model.
             self.collection: Any = self._client.get_or_create_collection(
                 COLLECTION,
@@ -231,12 +231,14 @@ class Memory:
                 metadata={"embedder": self.embedder.name},
                 embedding_function=None,
             )
+        except MemoryUrlError as exc:
+            raise MemoryStoreError(str(exc)) from None
         except (ChromaError, OSError, ValueError, RuntimeError) as exc:
-            raise MemoryStoreError(f"cannot open memory at {self.path}: {exc}") from exc
+            raise MemoryStoreError(f"cannot open memory at {self.where}: {exc}") from exc
         made_by = (self.collection.metadata or {}).get("embedder")
         if made_by and made_by != self.embedder.name:
             raise MemoryStoreError(
-                f"memory at {self.path} was built with the embedder {made_by!r}, but {self.embedder.name!r} "
+                f"memory at {self.where} was built with the embedder {made_by!r}, but {self.embedder.name!r} "
                 "is configured; their vectors do not compare. Use the same embedder, or move the folder away "
                 "and import the history again"
             )
@@ -247,11 +249,13 @@ class Memory:
         for stale in self.path.glob("outcomes.sqlite*"):  # the outcome index of earlier versions
             stale.unlink(missing_ok=True)
         try:
-            self._records = RecordStore(self.path / "records.sqlite")
+            self._records = record_store(settings)
             if self._records.count(indexed=True) != self.count_indexed():
                 self._reconcile()
         except sqlite3.Error as exc:
             raise MemoryStoreError(f"cannot open {self.path / 'records.sqlite'}: {exc}") from exc
+        except StorageError as exc:
+            raise MemoryStoreError(f"memory's records: {exc}") from exc
 
     def _reconcile(self) -> None:
         """Make the record store and the collection agree after a process was killed between them,
