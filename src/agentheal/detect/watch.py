@@ -26,6 +26,7 @@ from agentheal.models import Gap, GapKind
 if TYPE_CHECKING:
     from agentheal.config import Settings
     from agentheal.detect.gaps import TrackedGap
+    from agentheal.services.heal import HealPool
 
 HEAL_KINDS = (GapKind.incident, GapKind.predicted)
 _SAVE_EVERY = 10
@@ -69,6 +70,7 @@ class Watch:
         self.live = live
         self._warm = False
         self._hard_stop = False
+        self.shared_pool: HealPool | None = None  # PostgreSQL only (see _heal_one)
         from agentheal.metrics.watching import WatchFigures  # availability's probe answers, prevention
 
         self.figures = WatchFigures(settings, self.ctx.events, self.ctx.backend if self.heal else None,
@@ -92,10 +94,23 @@ class Watch:
     # -- heals -----------------------------------------------------------------------------------------
 
     def _heal_one(self, gap: Gap) -> dict[str, Any]:
+        if self.ctx.settings.database_url is not None:  # several workers: through the shared work table
+            submitted = self._shared().submit(gap, actor="watch", door="watch", dry_run=self.dry_run)
+            return submitted[1].result()
         from agentheal.graphs.runner import Healer
 
         with Healer(self.ctx) as healer:
             return healer.heal(gap, dry_run=self.dry_run)
+
+    def _shared(self) -> HealPool:
+        """PostgreSQL: a heal pool that queues gaps for every worker and heals what this one claims."""
+        with self.lock:
+            if self.shared_pool is None:
+                from agentheal.services.heal import HealPool
+
+                self.shared_pool = HealPool(self.ctx, max_heals=self.config.max_heals)
+                self.shared_pool.warm()
+            return self.shared_pool
 
     def _warm_context(self) -> None:
         # cached_property is not thread-safe on first use: open every edge here, in one thread.
@@ -265,6 +280,8 @@ class Watch:
                     live.update(self._view())
                 self.stop.wait(self._sleep())
         finally:
+            if self.shared_pool is not None:  # claims not started go back to the queue, waiting heals end
+                self.shared_pool.close()
             self.pool.shutdown(wait=True)  # running heals finish
             self._collect()
             for line in self.figures.close():
