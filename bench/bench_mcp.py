@@ -136,6 +136,8 @@ def _relay_row() -> dict[str, Any]:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         base = f"http://127.0.0.1:{port}"
+        # a latency figure: the per-token rate limit (50/s) would refuse a quick host's calls
+        env["AGENTHEAL_API_RATE_PER_S"] = "0"
         serve = subprocess.Popen(
             [sys.executable, "-m", "agentheal", "serve", "--port", str(port), "--log-level", "warning"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
