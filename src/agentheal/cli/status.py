@@ -197,10 +197,12 @@ def evolve(
         raise typer.Exit(EXIT_OK)
     typer.echo(f"{len(done['patterns'])} patterns, {len(done['applied'])} evolutions applied, "
                f"{len(done['validated'])} validated by replay, {len(done['decided'])} decided")  # fmt: skip
-    for d in done["decided"] + done["validated"]:
+    for d in done["decided"]:
         typer.echo(f"{d['status']:<9} {d['id']} {d['kind']}: {d['reason']}")
     for a in done["applied"]:
         typer.echo(f"{a['status']:<9} {a['id']} {a['kind']}: {a['target']}")
+    for d in done["validated"]:
+        typer.echo(f"{d['status']:<9} {d['id']} {d['kind']}: {d['reason']}")
     for note in done["notes"]:
         typer.echo(f"note      {note}")
     raise typer.Exit(EXIT_OK)
