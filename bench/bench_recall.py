@@ -11,7 +11,8 @@ Queries are 200 real texts, worded differently from the stored ones, embedded by
 embedder inside the measured call: the figure is what a heal waits for in `Memory.recall`,
 which searches in the default mode, hybrid (dense and BM25 over the record store's FTS5 index,
 fused). Dense-only and lexical-only recall are measured too. The baseline is the bare
-`collection.query` on an already computed vector.
+`collection.query` on an already computed vector. The same recall on the scale-out setup (a Chroma
+server, the records in PostgreSQL) follows, from bench_recall_server.
 """
 
 from __future__ import annotations
@@ -227,7 +228,22 @@ def run() -> list[dict[str, Any]]:
             "met": fill_s < 240,
         },
         *others,
+        *_server_rows(),
     ]
+
+
+def _server_rows() -> list[dict[str, Any]]:
+    """The same recall through a Chroma server and PostgreSQL (bench_recall_server), or one row saying
+    why it could not run: the embedded figures above stand either way."""
+    import bench_recall_server
+
+    try:
+        return bench_recall_server.run()
+    except Exception as exc:  # no PostgreSQL binaries, no `chroma` command, a server that did not start
+        return [
+            {"name": "recall_server_p95_100k", "value": None, "unit": "ms", "baseline": None, "ratio": None,
+             "goal": f"runs ({type(exc).__name__}: {exc})", "met": False}
+        ]  # fmt: skip
 
 
 if __name__ == "__main__":
