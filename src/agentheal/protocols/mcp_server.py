@@ -105,8 +105,8 @@ async def _wait(future: Future[dict[str, Any]], wait_s: float) -> dict[str, Any]
 def build_server(door: McpDoor, **transport: Any) -> FastMCP[Any]:
     """The MCP server of one process, its tools and resources bound to `door`.
 
-    `transport` holds FastMCP's settings of the HTTP transport (path, JSON answers, statelessness,
-    Host checks): in the 1.x SDK they are given when the server is made.
+    `transport` holds FastMCP's settings of the HTTP transport (JSON answers, statelessness, Host
+    checks): in the 1.x SDK they are given when the server is made.
     """
     server = _Server("agentheal", instructions=INSTRUCTIONS, log_level="WARNING", **transport)
     # FastMCP takes no version of its own and would report the SDK's as the server's
