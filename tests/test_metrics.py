@@ -194,6 +194,41 @@ def test_the_summary_equals_a_computation_from_scratch_as_events_arrive(ready_ho
     store.close()
 
 
+def test_folds_at_once_take_turns_and_count_each_event_once(ready_home: Settings) -> None:
+    """Four readers fold the same new events at once (as status, /metrics and a watch may): each
+    event is in the summary once, and the figures equal those from scratch."""
+    import threading
+
+    from agentheal.metrics.summary import SUMMARY_GAPS, SUMMARY_RUNS, refresh
+
+    store = EventStore(ready_home.events_url)
+    _history(store)
+    h = History(store)
+    for i in range(40):
+        h.run(f"c{i}", f"K{i % 7}", "healed" if i % 3 else "failed", NOW - (i + 1) * H, 10 + i)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def fold() -> None:
+        try:
+            barrier.wait(10)
+            refresh(store)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fold) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    runs = store.query(sa.select(sa.func.count().label("n")).select_from(SUMMARY_RUNS))[0]["n"]
+    gaps = store.query(sa.select(sa.func.count().label("n")).select_from(SUMMARY_GAPS))[0]["n"]
+    assert (runs, gaps) == (5 + 40, 14 + 40)  # r1-r4, r6 and c0-c39 ended; every report once
+    _same(store, Window(NOW - 30 * D, NOW))
+    store.close()
+
+
 def test_an_empty_store_says_no_data_everywhere(store: EventStore) -> None:
     figures = compute(store)
     assert figures and all(f.no_data and f.value is None and f.n == 0 for f in figures)
