@@ -74,7 +74,7 @@ def write_estate(root: Path) -> tuple[Path, Path]:
 class Workers:
     """`agentheal serve` workers on one database, each with its own home and port."""
 
-    def __init__(self, tmp: Path, url: str, estate: Path, policy: Path, lease_s: float = 2.0) -> None:
+    def __init__(self, tmp: Path, url: str, estate: Path, policy: Path, lease_s: float = 4.0) -> None:
         self.tmp, self.url, self.estate, self.policy, self.lease_s = tmp, url, estate, policy, lease_s
         self.shared_estates = tmp / "estates"
         self.shared_estates.mkdir(exist_ok=True)
@@ -162,6 +162,7 @@ def _wait_for(what: str, check: Any, timeout_s: float, every: float = 0.1) -> An
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.timeout(240 + GAPS)
 def test_three_workers_heal_every_gap_once_through_a_sigkill(workers: Workers) -> None:
     names = ["w1", "w2", "w3"]
     for name in names:
