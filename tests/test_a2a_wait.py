@@ -104,6 +104,51 @@ def test_a_run_waiting_for_a_remote_agent_frees_the_only_worker(
     assert asked.detail.startswith("asked ledger-reconciler")
 
 
+def _left_waiting(settings: Settings, estate_file: Path) -> Any:
+    """A heal started by the CLI in its own process, killed once its run waits: the run's row."""
+    args = ["heal", "--gap", GAP, "--component", "web", "--estate", str(estate_file), "--json", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "agentheal", *args], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    events = EventStore(settings.events_url)
+    try:
+        (row,) = _until("the run waits", lambda: events.runs(limit=5, status="awaiting_remote"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    return row
+
+
+def test_a_remote_poller_thread_resumes_runs_through_its_pool(
+    settings: Settings, estate_up: tuple[Path, LocalBackend], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentheal.graphs.context import HealContext
+    from agentheal.protocols.a2a_wait import RemotePoller
+    from agentheal.services.heal import HealPool
+
+    estate_file, _backend = estate_up
+    gate = threading.Event()
+    with remote_agent("plan", gate=gate) as (agent_url, agent):
+        _add(capsys, agent_url)
+        row = _left_waiting(settings, estate_file)
+        ctx = HealContext(
+            settings=settings.model_copy(update={"remote_poll_s": 0.1}), estate_path=estate_file
+        )
+        pool = HealPool(ctx, max_heals=1)
+        poller = RemotePoller(pool).start()
+        try:
+            time.sleep(0.5)  # asked a few times meanwhile: the agent works, the run still waits
+            assert EventStore(settings.events_url).run(row.run_id).row.status.value == "awaiting_remote"  # type: ignore[union-attr]
+            gate.set()
+            _until(
+                "the poller resumes it",
+                lambda: ctx.events.run(row.run_id).row.status.value == "awaiting_approval",
+            )  # type: ignore[union-attr]
+        finally:
+            poller.stop()
+            pool.close()
+    assert len(agent.received) == 1 and agent.answered == 1
+
+
 def test_runs_resume_resumes_a_waiting_run_from_a_shell(
     settings: Settings, estate_up: tuple[Path, LocalBackend], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -111,15 +156,7 @@ def test_runs_resume_resumes_a_waiting_run_from_a_shell(
     gate = threading.Event()
     with remote_agent("plan", gate=gate) as (agent_url, agent):
         _add(capsys, agent_url)
-        args = ["heal", "--gap", GAP, "--component", "web", "--estate", str(estate_file), "--json", "-q"]
-        proc = subprocess.Popen([sys.executable, "-m", "agentheal", *args], env=dict(os.environ),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        events = EventStore(settings.events_url)
-        try:
-            (row,) = _until("the run waits", lambda: events.runs(limit=5, status="awaiting_remote"))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+        row = _left_waiting(settings, estate_file)
         assert main(["runs", "resume", row.run_id[:12], "--no-wait", "--json"]) == 1
         still = json.loads(capsys.readouterr().out)
         assert still["status"] == "awaiting_remote" and still["reason"].startswith("awaiting remote task")

@@ -162,7 +162,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     from agentheal.protocols.a2a_wait import poll_remote_runs
 
     # runs waiting for a remote persona's agent hold no worker: this resumes them as agents answer
-    remote_poller = asyncio.get_running_loop().create_task(poll_remote_runs(state))
+    remote_poller = asyncio.get_running_loop().create_task(poll_remote_runs(state.pool))
     try:
         yield
     finally:

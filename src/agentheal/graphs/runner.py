@@ -165,7 +165,10 @@ class Healer:
                 who, task = wait.get("persona"), wait.get("task")
                 detail = f"resumed: still waiting for {who}'s task {task}"
                 self.ctx.say(run_id, "remote", detail, {"persona": who, "resumed_task": task})
-            result = self.resume_remote(run_id, block=True, tick=tick) or result
+            try:
+                result = self.resume_remote(run_id, block=True, tick=tick) or result
+            except HealError:  # another process resumed it meanwhile: where it stands now
+                return self.result(run_id)
         return result
 
     def remote_wait(self, run_id: str) -> dict[str, Any] | None:
