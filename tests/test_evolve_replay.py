@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 from agentheal.config import Settings
-from agentheal.estate.model import load_estate
 from agentheal.eval import materialize
 from agentheal.event_schema import ACTIONS, RUNS
 from agentheal.events import EventStore
 from agentheal.evolve.judge import judge
-from agentheal.evolve.replay import Script, home_files, script_for
+from agentheal.evolve.replay import Script, home_files, script_for, staged_copy
 from agentheal.models import utcnow
 from test_metrics import History
 
@@ -40,12 +39,12 @@ def events(settings: Settings) -> EventStore:
 
 
 def test_a_pattern_replays_as_the_fault_its_heals_undo(events: EventStore, tmp_path: Path) -> None:
-    estate = load_estate(materialize("shopfront", tmp_path / "shop"))
+    estate = materialize("shopfront", tmp_path / "shop")
     h = History(events)
     for i, hours in enumerate((2, 6, 9, 20, 23)):  # intervals 4, 3, 11 and 3 hours: the median is 3.5
         _healed_by(h, f"L{i}", "LOG", NOW - (24 - hours) * H, "inventory", "rotate_logs")
     assert script_for(events, estate, "LOG", NOW - 48 * H) == Script(
-        "shopfront", "inventory", "log_over_budget", "rotate_logs", "LOG", 3.5 * 3600, 4
+        str(estate), "inventory", "log_over_budget", "rotate_logs", "LOG", 3.5 * 3600, 4
     )
     # a killed worker is healed by removing its stale lock and restarting it: replayed as a kill
     for i in range(2):
@@ -60,14 +59,12 @@ def test_a_pattern_replays_as_the_fault_its_heals_undo(events: EventStore, tmp_p
 
 
 def test_why_a_pattern_cannot_be_replayed(events: EventStore, tmp_path: Path) -> None:
-    shop = load_estate(materialize("shopfront", tmp_path / "shop"))
-    mine = load_estate(materialize("shopfront", tmp_path / "mine", estate_name="mine"))
+    shop = materialize("shopfront", tmp_path / "shop")
     h = History(events)
     for i in range(3):
         h.run(f"E{i}", "ESC", "escalated", NOW - (5 - i) * H, 40, persona="availability")
     assert script_for(events, shop, None, NOW - 48 * H) == "the evolution names no pattern"
     assert "no estate given" in str(script_for(events, None, "ESC", NOW - 48 * H))
-    assert "is not a sample estate" in str(script_for(events, mine, "ESC", NOW - 48 * H))
     assert "no recorded remediation" in str(script_for(events, shop, "ESC", NOW - 48 * H))
 
 
@@ -103,3 +100,20 @@ def test_the_verdict_keeps_only_a_fall_with_nothing_worse() -> None:
     assert not keep and "did not fall (3 before, 3 after)" in why
     keep, why = judge(base, base | {"reports": 2, "resolution_rate": 0.5})
     assert not keep and "resolution rate dropped (1.00 to 0.50)" in why
+
+
+def test_an_estate_is_staged_on_free_ports_without_its_runtime_folders(tmp_path: Path) -> None:
+    from agentheal.estate.model import load_estate
+
+    source = materialize("shopfront", tmp_path / "shop")
+    (source.parent / "logs").mkdir()
+    (source.parent / "logs" / "api.log").write_text("old lines\n")
+    copy = staged_copy(source, tmp_path / "staged")
+    assert not (copy.parent / "logs").exists()
+    before, after = load_estate(source), load_estate(copy)
+    assert set(before.components) == set(after.components)
+    old = {c.port for c in before.components.values()}
+    new = {c.port for c in after.components.values()}
+    assert len(new) == len(old) == 3 and not old & new
+    api = " ".join(after.component("api").command)
+    assert str(after.component("inventory").port) in api  # the api's address of inventory follows

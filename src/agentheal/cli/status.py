@@ -166,7 +166,7 @@ def evolve(
         Path | None,
         typer.Option(
             help="The estate the history was recorded on: evolutions are validated by replaying it on "
-            "copies of it (a sample estate); without one they go on a 24-hour trial.",
+            "copies of it on free ports; without one they go on a 24-hour trial.",
             envvar="AGENTHEAL_ESTATE",
         ),
     ] = None,

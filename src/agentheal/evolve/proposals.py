@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from agentheal.event_schema import ACTIONS
+from agentheal.event_schema import ACTIONS, RUNS
 
 if TYPE_CHECKING:
     from agentheal.graphs.evolve import EvolveJob
@@ -41,8 +41,13 @@ def failing_actions(job: EvolveJob) -> list[dict[str, Any]]:
         .group_by(ACTIONS.c.component, ACTIONS.c.action)
         .having(sa.func.count() >= job.min_failures).order_by(n.desc())
     )  # fmt: skip
-    return [{"type": "failing", "component": r["component"], "action": r["action"], "failures": int(r["n"]),
-             "fingerprint": f"failing:{r['action']}({r['component']})"} for r in rows]  # fmt: skip
+    out = []
+    for r in rows:
+        last = job.events.query(sa.select(RUNS.c.fingerprint).where(RUNS.c.run_id == r["run_id"]))
+        out.append({"type": "failing", "component": r["component"], "action": r["action"],
+                    "failures": int(r["n"]), "fingerprint": f"failing:{r['action']}({r['component']})",
+                    "replay_of": last[0]["fingerprint"] if last else None})  # fmt: skip
+    return out
 
 
 def _current(job: EvolveJob) -> tuple[dict[str, Any], Any]:
@@ -73,7 +78,7 @@ def tighten_policy(job: EvolveJob, p: dict[str, Any]) -> dict[str, Any] | None:
     entry = {"action": p["action"], "max": 1, "window_s": TIGHT_WINDOW_S, "components": [p["component"]]}
     why = f"{p['action']} failed {p['failures']} times on {p['component']} in {job.window.days} days"
     return {"kind": "tighten_policy", "target": str(job.policy_file), "entry": entry, "why": why,
-            "fingerprint": p["fingerprint"]}  # fmt: skip
+            "fingerprint": p["fingerprint"], "replay_of": p["replay_of"]}  # fmt: skip
 
 
 def tightened(job: EvolveJob, entry: dict[str, Any]) -> bytes:

@@ -10,21 +10,23 @@ recorded median interval. A fault that fills something (a log, a data folder) fi
 over each interval, as a disk fills between recurrences; any other fault is injected once per
 interval, as it was reported.
 
-How. Each arm is a sample estate copied on free ports with a home of its own (event store, memory,
-checkpoints), holding the home's policy, schedule, checks and generated personas — the evolution's
-target at its previous version in the *before* arm, at its new one in the *after* arm. Time is
-virtual: it advances by a fixed step per tick, whatever the host's speed, so a replay of hours
-takes seconds and two runs of it tick alike. Each tick the fault advances, the maintenance actions
-the schedule makes due at that virtual time run through the prevent graph (policy-checked, as
-`agentheal prevent` runs them), detection looks at the real processes and files, and every root
-gap it finds is healed by the heal graph. Rate limits count in real seconds, so a replay meets
-them sooner than the history did — in both arms alike.
+How. Each arm is a copy of the estate's folder (without its runtime folders: logs, data, queue)
+whose declared ports are replaced by free ones, so it runs beside the estate itself, with a home of
+its own (event store, memory, checkpoints) holding the home's policy, schedule, checks and
+generated personas — the evolution's target at its previous version in the *before* arm, at its
+new one in the *after* arm. Time is virtual: it advances by a fixed step per tick, whatever the
+host's speed, so a replay of hours takes seconds and two runs of it tick alike. Each tick the fault
+advances, the maintenance actions the schedule makes due at that virtual time run through the
+prevent graph (policy-checked, as `agentheal prevent` runs them), detection looks at the real
+processes and files, and every root gap it finds is healed by the heal graph. Rate limits count
+in real seconds, so a replay meets them sooner than the history did — in both arms alike.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import shutil
 import statistics
 import tempfile
@@ -42,7 +44,6 @@ from agentheal.event_schema import ACTIONS, RUNS
 
 if TYPE_CHECKING:
     from agentheal.estate.local import LocalBackend
-    from agentheal.estate.model import Estate
     from agentheal.events import EventStore
 
 # The remediation that healed a pattern -> the eval fault that breaks a component so (in order of
@@ -75,7 +76,7 @@ class ReplayError(Exception):
 
 @dataclass(frozen=True)
 class Script:
-    """What a replay plays: a fault on a component of a sample estate, `occurrences` times."""
+    """What a replay plays: a fault on a component of an estate (its file), `occurrences` times."""
 
     estate: str
     component: str
@@ -87,17 +88,16 @@ class Script:
 
 
 def script_for(
-    events: EventStore, estate: Estate | None, fingerprint: str | None, since: Any
+    events: EventStore, estate_file: Path | None, fingerprint: str | None, since: Any
 ) -> Script | str:
-    """The replay of a pattern's recorded history, or why there is none."""
-    from agentheal.eval.estates import sample_estates
+    """The replay of a pattern's recorded history on the estate in `estate_file`, or why there is none."""
+    from agentheal.estate.model import load_estate
 
     if fingerprint is None:
         return "the evolution names no pattern"
-    if estate is None:
+    if estate_file is None:
         return "no estate given (agentheal evolve --estate FILE)"
-    if estate.name not in sample_estates():
-        return f"estate {estate.name!r} is not a sample estate: its copy cannot run beside it on free ports"
+    estate = load_estate(estate_file)
     runs = events.query(
         sa.select(RUNS.c.run_id, RUNS.c.component, RUNS.c.started_at)
         .where(RUNS.c.fingerprint == fingerprint, RUNS.c.started_at >= since)
@@ -127,7 +127,7 @@ def script_for(
     times = [r["started_at"] for r in runs]
     interval = statistics.median((b - a).total_seconds() for a, b in itertools.pairwise(times))
     return Script(
-        estate=estate.name, component=component, fault=fault, action=action, fingerprint=fingerprint,
+        estate=str(estate_file), component=component, fault=fault, action=action, fingerprint=fingerprint,
         interval_s=max(interval, 1.0), occurrences=min(len(runs), MAX_OCCURRENCES),
     )  # fmt: skip
 
@@ -142,6 +142,31 @@ def home_files(home: Path, policy_file: Path | None) -> dict[str, bytes]:
     if personas.is_dir():
         files |= {f"personas/{p.name}": p.read_bytes() for p in sorted(personas.glob("*.md"))}
     return files
+
+
+def staged_copy(estate_file: Path, dest: Path) -> Path:
+    """A copy of the estate's folder, without its runtime folders, whose declared ports (`port:`)
+    are free ones in its estate file (whole numbers only: port 8080 must not rewrite 18080).
+
+    Raises:
+        ReplayError: The estate cannot be copied, or its copy is not a valid estate.
+    """
+    from agentheal.estate.model import EstateError, load_estate
+    from agentheal.eval.estates import free_ports
+    from agentheal.eval.session import SessionError, prepare_estate
+
+    try:
+        copy = prepare_estate(str(estate_file.resolve()), dest)
+        ports = [c.port for c in load_estate(copy).components.values() if c.port]
+        fresh = dict(zip(ports, free_ports(len(ports)), strict=True))
+        if fresh:
+            pattern = re.compile(r"(?<!\d)(" + "|".join(str(p) for p in fresh) + r")(?!\d)")
+            text = pattern.sub(lambda m: str(fresh[int(m.group(1))]), copy.read_text(encoding="utf-8"))
+            copy.write_text(text, encoding="utf-8")
+        load_estate(copy)
+    except (SessionError, EstateError, OSError) as exc:
+        raise ReplayError(f"cannot copy the estate {estate_file} for a replay: {exc}") from exc
+    return copy
 
 
 class _Fill:
@@ -206,7 +231,8 @@ def run_arm(
     from agentheal.policy import load_policy
 
     policy = files.get("policy.yaml")
-    session = EstateSession(folder, script.estate, policy=policy.decode("utf-8") if policy else None)
+    staged = staged_copy(Path(script.estate), folder / "staged")
+    session = EstateSession(folder / "arm", str(staged), policy=policy.decode("utf-8") if policy else None)
     home = session.settings.home_dir
     for rel, data in files.items():
         if rel != "policy.yaml":

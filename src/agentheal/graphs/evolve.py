@@ -48,7 +48,6 @@ from agentheal.models import RunStatus
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
-    from agentheal.estate.model import Estate
     from agentheal.events import EventStore
 
 NODE_NAMES = ("decide", "patterns", "propose", "guard", "apply", "validate")
@@ -83,13 +82,6 @@ class EvolveJob:
     replay: bool = True
     say: Callable[[str], None] = field(default=lambda line: None)
     notes: list[str] = field(default_factory=list)
-
-    def estate(self) -> Estate | None:
-        if self.estate_file is None:
-            return None
-        from agentheal.estate.model import load_estate
-
-        return load_estate(self.estate_file)
 
 
 def _patterns(job: EvolveJob) -> list[dict[str, Any]]:
@@ -232,7 +224,7 @@ def validate_one(job: EvolveJob, evolution_id: str) -> dict[str, Any] | None:
 
     row = next(r for r in records.evolutions(job.events, limit=10_000) if r["id"] == evolution_id)
     proposal = row["data"]["proposal"]
-    script = replay.script_for(job.events, job.estate(), proposal.get("replay_of", row["fingerprint"]),
+    script = replay.script_for(job.events, job.estate_file, proposal.get("replay_of", row["fingerprint"]),
                                job.now - job.window)  # fmt: skip
     if isinstance(script, str):
         job.notes.append(f"{evolution_id} {row['kind']}: no replay ({script}); on trial for {job.trial}")
