@@ -94,6 +94,7 @@ def _answer(
             result = answer_run(
                 healer, detail.row.run_id, approved, by=by or actor, note=note, actor=actor, door="cli"
             )
+            result = healer.wait_remote(result)  # a retry's plan may come from a remote agent again
     except HealError as exc:
         _fail(str(exc))
     raise typer.Exit(_show_result(result, as_json))
