@@ -228,11 +228,14 @@ def run_arm(
     from agentheal.graphs.runner import Healer
     from agentheal.metrics.figures import Window
     from agentheal.models import utcnow
-    from agentheal.policy import load_policy
+    from agentheal.policy import PolicyError, load_policy
 
-    policy = files.get("policy.yaml")
+    policy = files["policy.yaml"].decode("utf-8") if "policy.yaml" in files else None
     staged = staged_copy(Path(script.estate), folder / "staged")
-    session = EstateSession(folder / "arm", str(staged), policy=policy.decode("utf-8") if policy else None)
+    try:
+        session = EstateSession(folder / "arm", str(staged), policy=policy)
+    except SessionError as exc:
+        raise ReplayError(f"the estate copy could not be prepared: {exc}") from exc
     home = session.settings.home_dir
     for rel, data in files.items():
         if rel != "policy.yaml":
@@ -275,8 +278,8 @@ def run_arm(
         figures = stats(events, script.fingerprint, Window(began - timedelta(seconds=1), utcnow()))
         say(f"replay {folder.name}: {figures}")
         return figures | {"heals_started": heals, "notes": notes[:20]}
-    except SessionError as exc:
-        raise ReplayError(f"the estate copy did not start: {exc}") from exc
+    except (SessionError, PolicyError) as exc:
+        raise ReplayError(f"the estate copy did not start, or its policy is not valid: {exc}") from exc
     finally:
         stack.close()
         if detector is not None:
