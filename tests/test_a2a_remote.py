@@ -77,6 +77,10 @@ class LedgerAgent(AgentExecutor):
             return
         plan = {"hypothesis": "a stuck posting worker re-sends entries", "steps": [step],
                 "checks": [{"component": component}]}  # fmt: skip
+        if self.mode == "retry" and len(self.received) == 1:  # a first plan that cannot validate
+            stop = {"action": "stop", "component": component}
+            plan = {"hypothesis": "the worker must rest", "steps": [stop],
+                    "checks": [{"component": component, "settle_s": 0, "deadline_s": 0.3}]}  # fmt: skip
         await updater.add_artifact([new_data_part(plan, "application/json")], name="plan", last_chunk=True)
         await updater.complete()
         self.answered += 1
@@ -286,3 +290,26 @@ def test_add_remote_names_what_is_wrong(settings: Settings, capsys: pytest.Captu
         assert main(["agents", "add-remote", base, "--name", "ledger-two", "--kinds", "nonsense"]) == 2
         assert "kinds.0" in capsys.readouterr().err
     assert not (settings.generated_personas_dir / "ledger-two.md").exists()
+
+
+def test_a_second_attempt_asks_the_remote_agent_again_once(
+    settings: Settings, estate: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Each attempt's plan is its own task, each waited for through interrupt(): the failed plan's
+    answer is not taken again for the retry, and no task is sent twice."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("generated_first_heals: 0\nmax_auto_risk: high\n")  # stop is high risk
+    with remote_agent("retry", delay_s=0.6) as (base, agent):
+        _add(capsys, base)
+        args = ["heal", "--gap", GAP, "--component", "web", "--estate", str(estate), "--policy", str(policy)]
+        main([*args, "--json", "-q"])
+        result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "healed", result["reason"]
+    assert [a["action"] for a in result["actions"]] == ["stop", "restart"]
+    assert len(agent.received) == 2 and agent.answered == 2
+    detail = EventStore(settings.events_url).run(result["run_id"])
+    assert detail is not None
+    asked = [e for e in detail.timeline if e.node == "remote" and e.detail.startswith("asked")]
+    assert [e.data["attempt"] for e in asked] == [0, 1] and asked[0].data["task"] != asked[1].data["task"]
+    waited = [e.data["waiting"] for e in detail.timeline if e.node == "remote" and "waiting" in e.data]
+    assert waited == [e.data["task"] for e in asked]  # each through interrupt()

@@ -100,7 +100,7 @@ def test_a_run_waiting_for_a_remote_agent_frees_the_only_worker(
     assert len(agent.received) == 1  # asked many times, sent once
     detail = EventStore(settings.events_url).run(first)
     assert detail is not None
-    (asked,) = [e for e in detail.timeline if e.node == "remote"]
+    (asked,) = [e for e in detail.timeline if e.node == "remote" and e.data.get("kind") == "remote"]
     assert asked.detail.startswith("asked ledger-reconciler")
 
 

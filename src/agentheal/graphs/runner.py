@@ -250,6 +250,9 @@ class Healer:
             values["status"] = RunStatus.awaiting_remote.value
             values["reason"] = _remote_reason(waiting)
             self.ctx.events.set_status(run_id, RunStatus.awaiting_remote, values["reason"])
+            self.ctx.say(
+                run_id, "remote", f"stopped in interrupt(), {values['reason']}", {"waiting": waiting["task"]}
+            )
         elif waiting is not None:
             values["status"] = RunStatus.awaiting_approval.value
             approvals = (values.get("decision") or {}).get("approvals", [])
