@@ -172,6 +172,14 @@ def test_the_summary_equals_a_computation_from_scratch_as_events_arrive(ready_ho
     _same(store, window)
     assert refresh(store) is False  # nothing new: nothing folded (and nothing written)
     h = History(store)
+    # rows that change older ones' flags: A reported again 3 hours after r4 healed it (r4 no longer
+    # held), and a heal of M2 written late, ended before M2's report (which now came back)
+    h.gap("A", NOW - 5 * D + 90 * S + 3 * H)
+    h.run("n3", "M2", "healed", NOW - 4 * D, 30, persona="config")
+    _same(store, window)
+    got = {f.name: f for f in compute(store, window)}
+    # of r1, r2, r4, n3 only r1 held: B back after 2 h, A after 3 h, M2 reported 23 h after n3
+    assert (got["resolution_quality"].value, got["resolution_quality"].n) == (pytest.approx(1 / 4), 4)
     # a heal that ends now, of a fingerprint healed before; its report recurs
     h.run("n1", "A", "healed", NOW - 2 * H, 45, persona="config")
     h.gap("A", NOW - H)  # and A is back an hour later: n1 did not hold for a day
@@ -184,7 +192,7 @@ def test_the_summary_equals_a_computation_from_scratch_as_events_arrive(ready_ho
     h.gap("M4", NOW - 3 * H + 7 * S, source="monitor", created=NOW - 3 * H)
     _same(store, window)
     got = {f.name: f for f in compute(store, window)}
-    assert got["time_to_heal_median_s"].n == 5 and got["time_to_detect_median_s"].n == 4
+    assert got["time_to_heal_median_s"].n == 6 and got["time_to_detect_median_s"].n == 4
     # a run opened again (no longer ended), and another's status changed to escalated
     with h.engine.begin() as conn:
         conn.execute(RUNS.update().where(RUNS.c.run_id == "r4").values(status="running", finished_at=None))

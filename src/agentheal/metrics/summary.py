@@ -39,8 +39,8 @@ QUALITY_WINDOW = timedelta(days=1)
 # Runs that ended this long before the newest end folded are folded again: a transaction that
 # stamped its end earlier may commit later.
 LATE_COMMIT = timedelta(minutes=10)
-# Above this many fingerprints touched, the flags are recomputed for all rows in one statement.
-_MANY = 500
+# Ids or fingerprints named in one statement (a bound on its parameters).
+_CHUNK = 500
 _HEALED = RunStatus.healed.value
 
 
@@ -179,33 +179,40 @@ def refresh(store: EventStore) -> bool:
 
 
 def _fold(conn: sa.Connection, dialect: str, marks: dict[str, Any]) -> None:
-    touched: set[str] | None = set()  # None: every fingerprint
-    # gap reports: those above the last id, then (if the counts still differ) any not yet here
-    touched = _merge(touched, _fold_gaps(conn, dialect, GAPS.c.id > marks["gap_id"]))
-    if _count(conn, SUMMARY_GAPS) != _count(conn, GAPS):
-        touched = None
-        _fold_gaps(conn, dialect, GAPS.c.id.not_in(sa.select(SUMMARY_GAPS.c.id)))
-    # ended runs: those that ended since the last fold (less the margin), then any that differ
+    """Runs first, then gap reports, each row written with its flags computed against everything
+    already here; then the flags of older rows a new row turns on (an earlier heal for the reports
+    after it, a report within a day for the heals before it); a run whose row changed or went
+    (re-opened, another status) has its fingerprint's flags computed again."""
+    gaps_from = conn.execute(
+        sa.select(sa.func.min(GAPS.c.recorded_at)).where(GAPS.c.id > marks["gap_id"])
+    ).scalar()
+    unsettled: set[str] | None = set()  # fingerprints whose flags are all recomputed (None: all)
     if marks["run_end"] is None:
-        touched = _merge(touched, _fold_runs(conn, dialect, None))
+        healed = _fold_runs(conn, dialect, None)
     else:
-        recent = sa.and_(_ENDED, RUNS.c.finished_at >= marks["run_end"] - LATE_COMMIT)
-        ids = [r[0] for r in conn.execute(sa.select(RUNS.c.run_id).where(recent))]
-        touched = _merge(touched, _fold_runs(conn, dialect, ids))
-    if _count(conn, SUMMARY_RUNS) != _ended_runs(conn):
-        touched = None
+        ids = _changed_runs(conn, marks["run_end"])
+        unsettled = _fingerprints(conn, SUMMARY_RUNS, SUMMARY_RUNS.c.run_id, ids)
+        healed = _fold_runs(conn, dialect, ids)
+    if _count(conn, SUMMARY_RUNS) != _ended_runs(conn):  # written out of order, or re-opened
+        unsettled = None
         gone = SUMMARY_RUNS.c.run_id.not_in(sa.select(RUNS.c.run_id).where(_ENDED))
         conn.execute(SUMMARY_RUNS.delete().where(gone))
         have = sa.select(SUMMARY_RUNS.c.run_id)
         missing = conn.execute(sa.select(RUNS.c.run_id).where(_ENDED, RUNS.c.run_id.not_in(have)))
-        _fold_runs(conn, dialect, [r[0] for r in missing])
+        healed |= _fold_runs(conn, dialect, [r[0] for r in missing])
+    reported = _fold_gaps(conn, dialect, GAPS.c.id > marks["gap_id"])
+    if _count(conn, SUMMARY_GAPS) != _count(conn, GAPS):  # committed below the mark
+        gaps_from = None
+        reported |= _fold_gaps(conn, dialect, GAPS.c.id.not_in(sa.select(SUMMARY_GAPS.c.id)))
+    if marks["run_end"] is not None or marks["gap_id"]:  # a first fold computed every flag as it wrote
+        _turn_on(conn, dialect, healed, reported, gaps_from)
+    _recompute(conn, dialect, unsettled)
     audit_id = _approvals_since(conn, marks["audit_id"])
     approvals = _count(conn, AUDIT, _APPROVED)
     if approvals != marks["approvals"] + _count(conn, AUDIT, _APPROVED, AUDIT.c.id > marks["audit_id"]):
         # an approval committed below the mark: judge every run again
         auto = sa.and_(SUMMARY_RUNS.c.status == _HEALED, SUMMARY_RUNS.c.run_id.not_in(_approvals()))
         conn.execute(SUMMARY_RUNS.update().values(auto=auto))
-    _flags(conn, dialect, touched)
     values = {
         "gap_id": conn.execute(sa.select(sa.func.coalesce(sa.func.max(SUMMARY_GAPS.c.id), 0))).scalar_one(),
         "gaps": _count(conn, SUMMARY_GAPS),
@@ -222,31 +229,57 @@ def _approvals_since(conn: sa.Connection, mark: int) -> int:
     """Runs approved after the mark healed with a person's help: not by themselves. The new mark."""
     rows = conn.execute(sa.select(AUDIT.c.id, AUDIT.c.target).where(_APPROVED, AUDIT.c.id > mark)).all()
     targets = sorted({r[1] for r in rows if r[1] is not None})
-    for i in range(0, len(targets), 500):
-        stmt = SUMMARY_RUNS.update().where(SUMMARY_RUNS.c.run_id.in_(targets[i : i + 500]))
+    for i in range(0, len(targets), _CHUNK):
+        stmt = SUMMARY_RUNS.update().where(SUMMARY_RUNS.c.run_id.in_(targets[i : i + _CHUNK]))
         conn.execute(stmt.values(auto=False))
     return max([mark, *(int(r[0]) for r in rows)])
-
-
-def _merge(touched: set[str] | None, more: set[str] | None) -> set[str] | None:
-    if touched is None or more is None:
-        return None
-    touched |= more
-    return None if len(touched) > _MANY else touched
 
 
 def _count(conn: sa.Connection, table: sa.Table, *where: Any) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
 
 
-def _fold_gaps(conn: sa.Connection, dialect: str, which: Any) -> set[str] | None:
-    """Write the rows of these gap reports; the fingerprints they touched (None: too many)."""
-    found = conn.execute(sa.select(GAPS.c.fingerprint).where(which).distinct().limit(_MANY + 1))
-    fps: set[str] | None = {r[0] for r in found}
-    if fps is not None and len(fps) > _MANY:
-        fps = None
+def _fingerprints(conn: sa.Connection, table: sa.Table, key: Any, ids: list[Any]) -> set[str]:
+    """The fingerprints of the rows of `table` whose `key` is in `ids`."""
+    found: set[str] = set()
+    for i in range(0, len(ids), _CHUNK):
+        rows = conn.execute(sa.select(table.c.fingerprint).where(key.in_(ids[i : i + _CHUNK])).distinct())
+        found |= {r[0] for r in rows}
+    return found
+
+
+def _healed_before() -> Any:
+    """A report's flag `back`: a run here healed its fingerprint before it was reported."""
+    g, r = SUMMARY_GAPS, SUMMARY_RUNS
+    return sa.exists().where(
+        r.c.fingerprint == g.c.fingerprint, r.c.status == _HEALED, r.c.finished_at < g.c.recorded_at
+    )
+
+
+def _reported_again(dialect: str) -> Any:
+    """A healed run's flag `recurred`: a report here of its fingerprint within a day after it."""
+    r, later = SUMMARY_RUNS.c, SUMMARY_GAPS.alias("later").c
+    within = (
+        seconds(later.recorded_at, dialect) - seconds(r.finished_at, dialect)
+        <= QUALITY_WINDOW.total_seconds()
+    )
+    return sa.and_(
+        r.status == _HEALED,
+        sa.exists().where(later.fingerprint == r.fingerprint, later.recorded_at > r.finished_at, within),
+    )
+
+
+def _fold_gaps(conn: sa.Connection, dialect: str, which: Any) -> set[str]:
+    """Write the rows of these gap reports (`back` computed against the runs here); their fingerprints."""
+    fps = {r[0] for r in conn.execute(sa.select(GAPS.c.fingerprint).where(which).distinct())}
+    if not fps:
+        return fps
     predicted = GAPS.c.kind == GapKind.predicted.value
     detector = sa.and_(sa.not_(predicted), GAPS.c.gap["source"].as_string().not_in(PERSON_SOURCES))
+    r = SUMMARY_RUNS.c
+    back = sa.exists().where(
+        r.fingerprint == GAPS.c.fingerprint, r.status == _HEALED, r.finished_at < GAPS.c.recorded_at
+    )
     select = sa.select(
         GAPS.c.id,
         GAPS.c.fingerprint,
@@ -254,17 +287,42 @@ def _fold_gaps(conn: sa.Connection, dialect: str, which: Any) -> set[str] | None
         seconds(GAPS.c.recorded_at, dialect) - seconds(GAPS.c.created_at, dialect),
         sa.case((detector, sa.true()), else_=sa.false()),  # a source read as NULL is no detector's
         sa.not_(predicted),
-        sa.false(),
+        back,
     ).where(which)
     cols = ["id", "fingerprint", "recorded_at", "lag_s", "timed", "counted", "back"]
     conn.execute(SUMMARY_GAPS.insert().from_select(cols, select))
     return fps
 
 
-def _fold_runs(conn: sa.Connection, dialect: str, ids: list[str] | None) -> set[str] | None:
-    """(Re)write the rows of these ended runs (None: every ended run); the fingerprints they
-    touched (None: too many to name)."""
+def _changed_runs(conn: sa.Connection, run_end: datetime) -> list[str]:
+    """Runs that ended since `run_end` (less the margin) whose row here is missing or differs."""
+    recent = sa.and_(_ENDED, RUNS.c.finished_at >= run_end - LATE_COMMIT)
+    ended = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(sa.select(RUNS.c.run_id, RUNS.c.status, RUNS.c.finished_at).where(recent))
+    }
+    ids = sorted(ended)
+    here: dict[str, tuple[str, datetime]] = {}
+    s = SUMMARY_RUNS.c
+    for i in range(0, len(ids), _CHUNK):
+        rows = conn.execute(
+            sa.select(s.run_id, s.status, s.finished_at).where(s.run_id.in_(ids[i : i + _CHUNK]))
+        )
+        here |= {r[0]: (r[1], r[2]) for r in rows}
+    return [run_id for run_id in ids if here.get(run_id) != ended[run_id]]
+
+
+def _fold_runs(conn: sa.Connection, dialect: str, ids: list[str] | None) -> set[str]:
+    """(Re)write the rows of these ended runs (None: every ended run), `recurred` computed against
+    the store's gap reports; the fingerprints of those that healed."""
     healed = RUNS.c.status == _HEALED
+    within = (
+        seconds(GAPS.c.recorded_at, dialect) - seconds(RUNS.c.finished_at, dialect)
+        <= QUALITY_WINDOW.total_seconds()
+    )
+    again = sa.exists().where(
+        GAPS.c.fingerprint == RUNS.c.fingerprint, GAPS.c.recorded_at > RUNS.c.finished_at, within
+    )
     select = sa.select(
         RUNS.c.run_id,
         RUNS.c.fingerprint,
@@ -273,44 +331,58 @@ def _fold_runs(conn: sa.Connection, dialect: str, ids: list[str] | None) -> set[
         RUNS.c.finished_at,
         seconds(RUNS.c.finished_at, dialect) - seconds(RUNS.c.started_at, dialect),
         sa.and_(healed, RUNS.c.run_id.not_in(_approvals())),
-        sa.false(),
+        sa.and_(healed, again),
     )
     cols = ["run_id", "fingerprint", "persona", "status", "finished_at", "took_s", "auto", "recurred"]
     if ids is None:
         conn.execute(SUMMARY_RUNS.delete())
         conn.execute(SUMMARY_RUNS.insert().from_select(cols, select.where(_ENDED)))
-        return None
+        return set()  # nothing here before: every flag was computed as the rows were written
     fps: set[str] = set()
-    for i in range(0, len(ids), 500):  # bound the number of parameters in one statement
-        chunk = ids[i : i + 500]
-        here = SUMMARY_RUNS.c.run_id.in_(chunk)
-        fps |= {r[0] for r in conn.execute(sa.select(SUMMARY_RUNS.c.fingerprint).where(here))}
-        conn.execute(SUMMARY_RUNS.delete().where(here))
-        conn.execute(SUMMARY_RUNS.insert().from_select(cols, select.where(RUNS.c.run_id.in_(chunk))))
-        fps |= {r[0] for r in conn.execute(sa.select(RUNS.c.fingerprint).where(RUNS.c.run_id.in_(chunk)))}
-    return None if len(fps) > _MANY else fps
+    for i in range(0, len(ids), _CHUNK):  # bound the number of parameters in one statement
+        chunk = SUMMARY_RUNS.c.run_id.in_(ids[i : i + _CHUNK])
+        conn.execute(SUMMARY_RUNS.delete().where(chunk))
+        conn.execute(
+            SUMMARY_RUNS.insert().from_select(cols, select.where(RUNS.c.run_id.in_(ids[i : i + _CHUNK])))
+        )
+        rows = conn.execute(
+            sa.select(SUMMARY_RUNS.c.fingerprint).where(chunk, SUMMARY_RUNS.c.status == _HEALED)
+        )
+        fps |= {r[0] for r in rows}
+    return fps
 
 
-def _flags(conn: sa.Connection, dialect: str, touched: set[str] | None) -> None:
-    """Recompute, for the fingerprints touched, each report's `back` and each heal's `recurred`."""
-    if touched is not None and not touched:
+def _turn_on(
+    conn: sa.Connection, dialect: str, healed: set[str], reported: set[str], gaps_from: datetime | None
+) -> None:
+    """Flags that new rows turn on in older ones (a new row never turns one off): reports not yet
+    `back` of the fingerprints just healed; heals not yet `recurred` of the fingerprints just
+    reported, that ended within a day before the earliest new report."""
+    g, r = SUMMARY_GAPS, SUMMARY_RUNS
+    fps = sorted(healed)
+    for i in range(0, len(fps), _CHUNK):
+        chunk = g.c.fingerprint.in_(fps[i : i + _CHUNK])
+        conn.execute(g.update().where(chunk, g.c.back == sa.false(), _healed_before()).values(back=True))
+    fps = sorted(reported)
+    for i in range(0, len(fps), _CHUNK):
+        where = [r.c.fingerprint.in_(fps[i : i + _CHUNK]), r.c.status == _HEALED, r.c.recurred == sa.false()]
+        if gaps_from is not None:
+            where.append(r.c.finished_at >= gaps_from - QUALITY_WINDOW)
+        conn.execute(r.update().where(*where, _reported_again(dialect)).values(recurred=True))
+
+
+def _recompute(conn: sa.Connection, dialect: str, fps: set[str] | None) -> None:
+    """Every report's `back` and every heal's `recurred`, for these fingerprints (None: all)."""
+    if fps is not None and not fps:
         return
     g, r = SUMMARY_GAPS, SUMMARY_RUNS
-    healed_before = sa.exists().where(
-        r.c.fingerprint == g.c.fingerprint, r.c.status == _HEALED, r.c.finished_at < g.c.recorded_at
-    )
-    after = QUALITY_WINDOW.total_seconds()
-    later = g.alias("later")
-    within = seconds(later.c.recorded_at, dialect) - seconds(r.c.finished_at, dialect) <= after
-    reported_again = sa.exists().where(
-        later.c.fingerprint == r.c.fingerprint, later.c.recorded_at > r.c.finished_at, within
-    )
-    back = g.update().values(back=healed_before)
-    recurred = r.update().values(recurred=sa.and_(r.c.status == _HEALED, reported_again))
-    if touched is None:
+    back = g.update().values(back=_healed_before())
+    recurred = r.update().values(recurred=_reported_again(dialect))
+    if fps is None:
         conn.execute(back)
         conn.execute(recurred)
         return
-    fps = sorted(touched)
-    conn.execute(back.where(g.c.fingerprint.in_(fps)))
-    conn.execute(recurred.where(r.c.fingerprint.in_(fps)))
+    ordered = sorted(fps)
+    for i in range(0, len(ordered), _CHUNK):
+        conn.execute(back.where(g.c.fingerprint.in_(ordered[i : i + _CHUNK])))
+        conn.execute(recurred.where(r.c.fingerprint.in_(ordered[i : i + _CHUNK])))
