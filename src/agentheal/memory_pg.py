@@ -230,7 +230,9 @@ class PgRecordStore:
                 for text in old.values():
                     change.subtract(set(text.split()))
                 with conn.cursor() as cur:
-                    cur.executemany(_UPSERT, rows)
+                    # Rows in id order, here and in mark_indexed: two transactions locking the same
+                    # rows lock them in one order, so neither waits on the other forever.
+                    cur.executemany(_UPSERT, sorted(rows, key=lambda row: row[0]))
                     cur.executemany(
                         "INSERT INTO memory_lexical_terms VALUES (%s, %s) ON CONFLICT (term) DO UPDATE SET"
                         " docs = memory_lexical_terms.docs + excluded.docs",
@@ -305,7 +307,7 @@ class PgRecordStore:
             with conn.transaction(), conn.cursor() as cur:
                 cur.executemany(
                     "UPDATE memory_records SET indexed = true, vector = NULL WHERE id = %s AND version = %s",
-                    versions,
+                    sorted(versions),
                 )
 
         self._run(mark)
