@@ -67,7 +67,10 @@ def test_mcp_with_a_server_relays_to_it_with_the_token_and_opens_nothing_here(
         async def as_operator(session: ClientSession) -> tuple[dict[str, Any], str, dict[str, Any]]:
             gap = {"text": "web is down: connection refused", "component": "web"}
             healed = _structured(await session.call_tool("heal_gap", gap))
-            story = await session.read_resource(f"agentheal://runs/{healed['run_id']}/story")
+            story_uri = f"agentheal://runs/{healed['run_id']}/story"
+            listed = {str(r.uri) for r in (await session.list_resources()).resources}
+            assert story_uri in listed and "agentheal://estate" in listed
+            story = await session.read_resource(story_uri)
             found = _structured(await session.call_tool("search_memory", {"query": "web connection refused"}))
             return healed, story.contents[0].text, found  # type: ignore[union-attr]
 
