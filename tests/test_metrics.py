@@ -202,6 +202,20 @@ def test_the_summary_equals_a_computation_from_scratch_as_events_arrive(ready_ho
     store.close()
 
 
+def test_reports_folded_before_any_run_ended_are_judged_when_one_does(tmp_path: Path) -> None:
+    """A report folded while no run had ended, then a heal of its fingerprint written late that ended
+    before it: the report came back after a heal."""
+    store = EventStore(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    window = Window(NOW - 30 * D, NOW)
+    h = History(store)
+    h.gap("Q", NOW - 2 * D)
+    _same(store, window)
+    h.run("q1", "Q", "healed", NOW - 3 * D, 20)
+    _same(store, window)
+    got = {f.name: f for f in compute(store, window)}
+    assert (got["recurrence_rate"].value, got["recurrence_rate"].n) == (pytest.approx(1 / 2), 2)
+
+
 def test_folds_at_once_take_turns_and_count_each_event_once(ready_home: Settings) -> None:
     """Four readers fold the same new events at once (as status, /metrics and a watch may): each
     event is in the summary once, and the figures equal those from scratch."""

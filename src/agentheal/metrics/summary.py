@@ -204,8 +204,7 @@ def _fold(conn: sa.Connection, dialect: str, marks: dict[str, Any]) -> None:
     if _count(conn, SUMMARY_GAPS) != _count(conn, GAPS):  # committed below the mark
         gaps_from = None
         reported |= _fold_gaps(conn, dialect, GAPS.c.id.not_in(sa.select(SUMMARY_GAPS.c.id)))
-    if marks["run_end"] is not None or marks["gap_id"]:  # a first fold computed every flag as it wrote
-        _turn_on(conn, dialect, healed, reported, gaps_from)
+    _turn_on(conn, dialect, healed, reported, gaps_from)
     _recompute(conn, dialect, unsettled)
     audit_id = _approvals_since(conn, marks["audit_id"])
     approvals = _count(conn, AUDIT, _APPROVED)
@@ -337,7 +336,10 @@ def _fold_runs(conn: sa.Connection, dialect: str, ids: list[str] | None) -> set[
     if ids is None:
         conn.execute(SUMMARY_RUNS.delete())
         conn.execute(SUMMARY_RUNS.insert().from_select(cols, select.where(_ENDED)))
-        return set()  # nothing here before: every flag was computed as the rows were written
+        rows = conn.execute(
+            sa.select(SUMMARY_RUNS.c.fingerprint).where(SUMMARY_RUNS.c.status == _HEALED).distinct()
+        )
+        return {r[0] for r in rows}
     fps: set[str] = set()
     for i in range(0, len(ids), _CHUNK):  # bound the number of parameters in one statement
         chunk = SUMMARY_RUNS.c.run_id.in_(ids[i : i + _CHUNK])
