@@ -1,6 +1,6 @@
 """The effectiveness figures as Prometheus gauges, read at each scrape: each scrape folds into the
 figures' summary only what the event store gained since the last fold, then counts ranges of its
-indexes (agentheal.metrics.summary), so a scrape costs the same over a thousand events or a million.
+indexes (agentheal.metrics.summary): no scrape derives the figures from every event again.
 
 - `agentheal_effectiveness{figure}`: each figure's value (a figure with no data is left out:
   Prometheus has no "no data", and a 0 would be a lie);
