@@ -121,9 +121,13 @@ def _run_until_stopped(api: Any, **options: Any) -> None:
     stop. Ours ends it with 0; a SIGTERM before uvicorn listens for signals ends it the same way.
     """
     import signal
+    import threading
 
     import uvicorn
 
+    if threading.current_thread() is not threading.main_thread():  # no signals there, nor in uvicorn
+        uvicorn.run(api, **options)
+        return
     previous = signal.signal(signal.SIGTERM, _stopped)
     try:
         uvicorn.run(api, **options)
