@@ -18,10 +18,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from agentheal.config import Settings
 from conftest import free_port
 
 GIVEN_URL = os.environ.get("AGENTHEAL_TEST_CHROMA_URL")
@@ -150,3 +152,28 @@ def chroma_fixture(request: pytest.FixtureRequest) -> Iterator[ChromaServer]:
     server.empty()
     yield server
     server.empty()
+
+
+def scaleout(
+    settings: Settings, postgres: Any, chroma: ChromaServer, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """`settings` moved onto the scale-out setup: a new PostgreSQL database at agentheal's schema
+    (`postgres`: a pg_cluster.Cluster) for the records, this Chroma server for the vectors; the
+    environment names both, for the CLI and other processes."""
+    url = postgres.new_database(upgraded=True)
+    monkeypatch.setenv("AGENTHEAL_DATABASE_URL", url)
+    monkeypatch.setenv("AGENTHEAL_MEMORY_URL", chroma.url)
+    return Settings(home=settings.home, database_url=url, memory_url=chroma.url)
+
+
+@pytest.fixture(params=["embedded", "scaleout"], name="memory_home")
+def memory_home_fixture(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """A home whose memory is embedded (the default), or on PostgreSQL and the Chroma server."""
+    if request.param == "embedded":
+        return settings
+    return scaleout(
+        settings,
+        request.getfixturevalue("postgres"),
+        request.getfixturevalue("chroma"),
+        request.getfixturevalue("monkeypatch"),
+    )

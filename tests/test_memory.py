@@ -1,4 +1,5 @@
-"""Resolution memory on a real chromadb folder with the real offline embedder."""
+"""Resolution memory with the real offline embedder: on a real chromadb folder (the default), and for the
+tests that take the `memory` fixture also on a real PostgreSQL and a real `chroma run` server."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from agentheal.memory import (
     heal_record,
 )
 from agentheal.models import Check, Diagnosis, Gap, Plan, Resolution, RunStatus, Step
+from chroma_server import chroma_fixture, memory_home_fixture  # noqa: F401  (fixtures)
+from pg_cluster import postgres_fixture  # noqa: F401  (fixtures)
 
 HISTORY = [
     {
@@ -82,8 +85,9 @@ ROTATE = Plan(
 
 
 @pytest.fixture
-def memory(settings: Settings) -> Memory:
-    return Memory(settings)
+def memory(memory_home: Settings) -> Memory:
+    """Memory embedded (the default), and on PostgreSQL and a Chroma server (chroma_server.py)."""
+    return Memory(memory_home)
 
 
 def test_acceptance_full_disk_recalls_the_log_rotation(memory: Memory, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pg_cluster
 from agentheal.config import Settings
 from agentheal.memory import Memory, MemoryStoreError
 from agentheal.models import Gap, RunStatus
-from chroma_server import ChromaServer, chroma_fixture  # noqa: F401  (fixtures)
+from chroma_server import ChromaServer, chroma_fixture, memory_home_fixture, scaleout  # noqa: F401  (fixtures)
 from pg_cluster import postgres_fixture  # noqa: F401  (fixtures)
 from test_hybrid_recall import HISTORY as IDENTIFIERS
 from test_memory import HISTORY, RESTART, _heal, _write
@@ -57,27 +57,6 @@ QUERIES = [
 ]
 
 
-def scaleout(settings: Settings, postgres: pg_cluster.Cluster, chroma: ChromaServer, mp: Any) -> Settings:
-    """Settings on a new PostgreSQL database at agentheal's schema and the Chroma server; the
-    environment names both, for the CLI and other processes."""
-    url = postgres.new_database(upgraded=True)
-    mp.setenv("AGENTHEAL_DATABASE_URL", url)
-    mp.setenv("AGENTHEAL_MEMORY_URL", chroma.url)
-    return Settings(home=settings.home, database_url=url, memory_url=chroma.url)
-
-
-@pytest.fixture(params=["embedded", "scaleout"], name="home")
-def home_fixture(request: pytest.FixtureRequest, settings: Settings) -> Settings:
-    if request.param == "embedded":
-        return settings
-    return scaleout(
-        settings,
-        request.getfixturevalue("postgres"),
-        request.getfixturevalue("chroma"),
-        request.getfixturevalue("monkeypatch"),
-    )
-
-
 def _many() -> list[dict[str, Any]]:
     """More records than a search's candidate pool, many sharing terms: the pools' ranking counts."""
     return [
@@ -96,7 +75,8 @@ def _hits(memory: Memory, query: str, mode: str) -> list[tuple[str, str, float]]
     return [(h.id, h.outcome, round(h.similarity, 4)) for h in memory.search(query, k=8, mode=mode)]
 
 
-def test_import_and_recall(home: Settings, tmp_path: Path) -> None:
+def test_import_and_recall(memory_home: Settings, tmp_path: Path) -> None:
+    home = memory_home
     memory = Memory(home)
     assert memory.import_jsonl(_write(tmp_path / "m.jsonl", HISTORY)).imported == 4
     hits = memory.search("no space left on device on the database server", k=3)
@@ -157,7 +137,7 @@ _LEARNED = textwrap.dedent(
 
 @pytest.mark.slow
 def test_a_heal_learns_a_record_another_process_recalls(
-    home: Settings, tiny_estate_file: Path, capsys: pytest.CaptureFixture[str]
+    memory_home: Settings, tiny_estate_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from agentheal.cli import main
     from test_storage_heal import _web_down
