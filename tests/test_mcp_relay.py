@@ -98,6 +98,8 @@ def test_mcp_with_a_server_it_cannot_use_is_a_usage_error_naming_why(
     with served(create_app(settings)) as base:
         assert main(["mcp", "--server", base, "--token", "not-a-token"]) == 2
         assert f"the agentheal server at {base}/mcp answered 401" in capsys.readouterr().err
+        assert main(["mcp", "--server", f"{base}/mcp/", "--token", "not-a-token"]) == 2  # its endpoint, too
+        assert f"the agentheal server at {base}/mcp answered 401" in capsys.readouterr().err
         assert main(["mcp", "--server", base, "--estate", str(tmp_path / "estate.yaml")]) == 2
         assert "--estate and --policy are the server's own" in capsys.readouterr().err
 
