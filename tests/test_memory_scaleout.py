@@ -291,3 +291,29 @@ def test_a_database_without_memory_tables_is_refused_naming_the_upgrade(
     url = postgres.new_database()  # empty: no `agentheal db upgrade` yet
     with pytest.raises(MemoryStoreError, match=r"has no memory tables .*run `agentheal db upgrade`"):
         Memory(Settings(home=settings.home, database_url=url))
+
+
+def test_recall_survives_postgresql_dropping_the_connection(
+    settings: Settings,
+    postgres: pg_cluster.Cluster,
+    chroma: ChromaServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import psycopg
+
+    home = scaleout(settings, postgres, chroma, monkeypatch)
+    memory = Memory(home)
+    memory.import_jsonl(_write(tmp_path / "m.jsonl", HISTORY))
+    assert home.database_url is not None
+    with psycopg.connect(home.database_url.get_secret_value(), autocommit=True) as admin:
+        # as a restart or an idle time-out does: the store's connection is closed under it
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert ended and all(row[0] for row in ended)
+    hits = memory.search("no space left on device on the database server", k=1)
+    assert hits[0].resolution == "rotated and compressed logs, cleaned tmp"
+    memory.store(_heal(Gap(text="web is down", component="web"), RESTART, RunStatus.healed, "run-1"), [])
+    assert memory.count() == 5
