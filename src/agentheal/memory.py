@@ -8,6 +8,10 @@ lookups (the plans tried on a fingerprint, outcome counts) and lets a heal's rec
 collection in batches. Playbooks and remembered plans are derived from the stored records of a
 fingerprint each time they are asked for, so there is no second copy of the outcomes that could
 drift from the records.
+
+For several workers (`agentheal.memory_backends`) the collection is on a Chroma server
+(`AGENTHEAL_MEMORY_URL`) and the record store in PostgreSQL (`agentheal.memory_pg`, when
+`AGENTHEAL_DATABASE_URL` is set); everything below works the same on either.
 """
 
 from __future__ import annotations
