@@ -138,3 +138,22 @@ def test_the_registry_lists_live_workers_and_what_each_holds(queue: WorkQueue) -
     registry.stopped("beta")
     assert [w.name for w in registry.workers()] == ["alpha"]
     assert {w.name: w.live for w in registry.workers(everyone=True)} == {"alpha": True, "beta": False}
+
+
+def test_a_run_lock_is_held_across_processes_until_its_holder_goes(postgres: Cluster) -> None:
+    from agentheal.work.runlocks import RunLocks
+
+    url = postgres.new_database(upgraded=True)
+    driver, other = RunLocks(url), RunLocks(url)
+    try:
+        with driver.hold("fp-1", wait=True) as held:
+            assert held
+            with other.hold("fp-1", wait=False) as free:
+                assert not free  # a live driver holds it: join, do not drive
+            with other.hold("fp-2", wait=False) as free:
+                assert free  # another fingerprint is another lock
+            driver.close()  # the driver's process died: its connection is gone, and its lock with it
+            with other.hold("fp-1", wait=False) as free:
+                assert free
+    finally:
+        other.close()

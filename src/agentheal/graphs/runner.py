@@ -26,6 +26,8 @@ from agentheal.models import Gap, RunStatus
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
+    from agentheal.work.runlocks import RunLocks
+
 
 class HealError(Exception):
     """A heal could not start: the gap or the run asked for is not usable."""
@@ -48,6 +50,12 @@ class Healer:
         self.ctx = ctx
         # the event store's database: the SQLite file under the home folder, or PostgreSQL
         self._checkpoints = open_checkpoints(ctx.settings)
+        # PostgreSQL: which process drives a run is the database's to say (workers on other hosts)
+        self._run_locks: RunLocks | None = None
+        if ctx.settings.database_url is not None:
+            from agentheal.work.runlocks import RunLocks
+
+            self._run_locks = RunLocks(ctx.settings.database_url.get_secret_value())
         self.graph = compile_heal_graph(ctx, self._checkpoints.saver)
         # sync: each checkpoint is written before the next step, so a crash or an approval wait loses nothing
         self.durability: Durability = "sync"
@@ -60,6 +68,8 @@ class Healer:
             self.ctx.flush()
         finally:
             self._checkpoints.close()
+            if self._run_locks is not None:
+                self._run_locks.close()
 
     def check_gap(self, gap: Gap) -> None:
         """Refuse a gap naming a component the estate does not have."""
@@ -80,7 +90,7 @@ class Healer:
         # Records the gap, and starts run_id unless the fingerprint has an open run.
         open_run = self.ctx.events.begin_heal(gap, run_id)
         if open_run is not None:
-            with _lock(self._lock_path(gap.fingerprint), wait=False) as held:
+            with self._turn(gap.fingerprint, wait=False) as held:
                 pass  # only asks whether a live process holds the run
             return self._resume_crashed(open_run, gap) if held else self._join(open_run, gap)
         state: dict[str, Any] = {
@@ -93,7 +103,7 @@ class Healer:
             "actions": [],
             "status": RunStatus.running.value,
         }
-        with _lock(self._lock_path(gap.fingerprint), wait=True):
+        with self._turn(gap.fingerprint, wait=True):
             return self._drive(run_id, state)
 
     def resume(self, run_id: str, answer: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +116,7 @@ class Healer:
         full_id = detail.row.run_id
         if detail.row.status != RunStatus.awaiting_approval.value:
             raise HealError(f"run {full_id[:12]} is {detail.row.status}, not awaiting approval")
-        with _lock(self._lock_path(detail.row.fingerprint), wait=True):
+        with self._turn(detail.row.fingerprint, wait=True):
             return self._drive(full_id, Command(resume=answer))
 
     def resume_remote(
@@ -139,7 +149,7 @@ class Healer:
             answer = answer_of(remote, wait, until=wait["deadline"] if block else 0.0, tick=tick)
         if answer is None:
             return None
-        with _lock(self._lock_path(detail.row.fingerprint), wait=True):
+        with self._turn(detail.row.fingerprint, wait=True):
             row = self.ctx.events.run(full_id)
             if row is None or row.row.status != RunStatus.awaiting_remote.value:
                 return self.result(full_id)  # resumed meanwhile by another process
@@ -182,6 +192,13 @@ class Healer:
             for pending in task.interrupts:
                 return dict(pending.value)
         return None
+
+    def _turn(self, fingerprint: str, wait: bool) -> contextlib.AbstractContextManager[bool]:
+        """The lock of the process driving a fingerprint's run: a file lock in the home folder, or
+        on PostgreSQL the database's (see agentheal.work.runlocks)."""
+        if self._run_locks is not None:
+            return self._run_locks.hold(fingerprint, wait)
+        return _lock(self._lock_path(fingerprint), wait=wait)
 
     def _lock_path(self, fingerprint: str) -> Path:
         folder = self.ctx.settings.home_dir / "locks"
@@ -226,7 +243,7 @@ class Healer:
                 self.ctx.events.set_status(run_id, RunStatus.awaiting_remote, _remote_reason(wait))
             return self._join(run_id, gap)
         self.ctx.say(run_id, "resume", "the process driving this run ended; resumed from its last checkpoint")
-        with _lock(self._lock_path(gap.fingerprint), wait=True):
+        with self._turn(gap.fingerprint, wait=True):
             return self._drive(run_id, None)
 
     def _drive(self, run_id: str, payload: Any) -> dict[str, Any]:
