@@ -26,6 +26,7 @@ BENCHES = [
     "bench_chat",
     "bench_mcp",
     "bench_status",
+    "bench_workers",
 ]
 
 

@@ -1,0 +1,147 @@
+"""Gap throughput of 1, 2 and 3 workers sharing one PostgreSQL, as a ratio to one worker on SQLite.
+
+Each worker is a process running a real heal pool (4 heals at once, one per component) on a real
+HealContext (event store, checkpoints, chromadb memory in its own home, personas, policy) whose
+estate backend sleeps 50 ms per action to stand for real work, and answers its questions at once.
+Every gap is new (its own fingerprint) over 12 components; the availability persona's playbook
+restarts the component; no rate limit, so every gap is healed.
+
+- Baseline: one worker on SQLite submits the gaps to its own pool and waits for every heal.
+- Ours: the workers are started and warm; the gaps are queued in the shared work table at once;
+  the clock stops when the last item is done. Workers' start-up is not timed in either.
+
+Goal (the issue's): 3 workers at least 2x one worker on SQLite. A throwaway PostgreSQL is started
+(tests/pg_cluster.py) unless AGENTHEAL_TEST_POSTGRES_URL names one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+GAPS = 150
+COMPONENTS = 12
+MAX_HEALS = 4
+GOAL = "3 workers >= 2x one worker on SQLite"
+
+
+def _estate(root: Path) -> tuple[Path, Path]:
+    lines = ["name: bench", "components:"]
+    for i in range(COMPONENTS):
+        lines += [f"  c{i}:", "    command: [python3, -m, http.server, '1', --bind, 127.0.0.1]",
+                  "    probes:", "      - tcp: 127.0.0.1:1", "    depends_on: []"]  # fmt: skip
+    estate = root / "estate.yaml"
+    estate.write_text("\n".join(lines) + "\n")
+    policy = root / "policy.yaml"
+    policy.write_text("rate_limits: []\n")
+    return estate, policy
+
+
+def _env(url: str | None, name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_")}
+    env["AGENTHEAL_CONFIG"] = "/nonexistent/agentheal.toml"
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH), env.get("PYTHONPATH", "")])
+    env["AGENTHEAL_WORKER_NAME"] = name
+    if url is not None:
+        env["AGENTHEAL_DATABASE_URL"] = url
+    return env
+
+
+def _start(root: Path, name: str, url: str | None, estate: Path, policy: Path) -> subprocess.Popen[str]:
+    args = [str(root / f"home-{name}"), str(estate), str(policy), str(MAX_HEALS), str(GAPS), str(COMPONENTS)]
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "_work_worker.py"), *args],
+        env=_env(url, name), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return proc
+
+
+def _ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        raise RuntimeError(f"a bench worker did not start (exit {proc.wait()}): {line!r}")
+
+
+def _sqlite(root: Path, estate: Path, policy: Path) -> float:
+    proc = _start(root, "sqlite", None, estate, policy)
+    _ready(proc)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    result = json.loads(proc.stdout.readline())
+    proc.wait()
+    if result["statuses"] != {"healed": GAPS}:
+        raise RuntimeError(f"expected {GAPS} healed gaps on SQLite, got {result['statuses']}")
+    return GAPS / float(result["seconds"])
+
+
+def _postgres(root: Path, url: str, workers: int, estate: Path, policy: Path) -> float:
+    from _work_worker import gap_text
+
+    from agentheal.models import Gap
+    from agentheal.work import WorkQueue
+    from agentheal.work.queue import DONE
+
+    procs = [_start(root, f"pg{workers}-{i}", url, estate, policy) for i in range(workers)]
+    queue = WorkQueue(url)
+    try:
+        for proc in procs:
+            _ready(proc)
+        started = time.perf_counter()
+        for i in range(GAPS):
+            queue.enqueue(Gap(text=gap_text(i), component=f"c{i % COMPONENTS}"))
+        while queue.counts()[DONE] < GAPS:
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        outcomes = {i.outcome for i in queue.items(limit=GAPS + 1)}
+        if outcomes != {"healed"}:
+            raise RuntimeError(f"expected every gap healed on PostgreSQL, got {outcomes}")
+    finally:
+        queue.close()
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.write("stop\n")
+                proc.stdin.close()
+        for proc in procs:
+            proc.wait(timeout=120)
+    return GAPS / seconds
+
+
+def run() -> list[dict[str, Any]]:
+    sys.path.insert(0, str(BENCH.parent / "tests"))
+    import pg_cluster
+
+    cluster = pg_cluster.start()
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="agentheal-bench-workers-") as tmp:
+            root = Path(tmp)
+            estate, policy = _estate(root)
+            baseline = _sqlite(root, estate, policy)
+            rows.append({"name": "workers_sqlite_1_gaps_per_s", "value": baseline, "unit": "gaps/s",
+                         "baseline": None, "ratio": None, "goal": "baseline", "met": True})  # fmt: skip
+            for workers in (1, 2, 3):
+                url = cluster.new_database(upgraded=True)
+                value = _postgres(root, url, workers, estate, policy)
+                ratio = value / baseline
+                met = ratio >= 2.0 if workers == 3 else True
+                goal = GOAL if workers == 3 else "reported"
+                name = f"workers_postgres_{workers}_gaps_per_s"
+                rows.append({"name": name, "value": value, "unit": "gaps/s", "baseline": baseline,
+                             "ratio": ratio, "goal": goal, "met": met})  # fmt: skip
+    finally:
+        cluster.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(json.dumps(row))
