@@ -42,9 +42,6 @@ _WRITE_LOCK = 0x61676865616D656D  # "aghealmem": one writer of the records and t
 # tsvector limits: a lexeme under 2 KB, positions 1..16383, 256 positions a lexeme at most.
 _MAX_LEXEME_BYTES, _MAX_POSITION, _MAX_POSITIONS = 2046, 16383, 256
 _T = TypeVar("_T")
-# No JIT: the planner's estimate for the BM25 ranking is high enough to compile it, which costs tens
-# of milliseconds each time for a statement that runs in a few.
-_OPTIONS = "-c jit=off"
 _K1, _B = 1.2, 0.75  # FTS5's bm25() defaults, which the SQLite store ranks candidates with
 
 _UPSERT = (
@@ -131,8 +128,12 @@ class PgRecordStore:
                 if fresh:
                     try:
                         self._db = psycopg.connect(
-                            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=_OPTIONS
+                            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                         )
+                        # No JIT: the planner's estimate for the BM25 ranking is high enough to compile
+                        # it, tens of milliseconds each time for a statement that runs in a few. (Not
+                        # `options=` on connect: that would replace any the URL gives.)
+                        self._db.execute("SET jit = off")
                     except psycopg.OperationalError as exc:
                         raise StorageError(
                             f"cannot connect to PostgreSQL at {self.where}: {exc}".strip()
