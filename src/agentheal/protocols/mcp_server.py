@@ -204,6 +204,7 @@ def _resources(server: FastMCP[Any], door: McpDoor) -> None:
 def run_stdio(settings: Settings, estate_path: Path | None, policy_path: Path | None = None) -> None:
     """Serve MCP over this process's standard input and output until the client goes away."""
     from agentheal.graphs.context import HealContext
+    from agentheal.protocols.a2a_wait import RemotePoller
     from agentheal.services.heal import HealPool
 
     ctx = HealContext(settings=settings, estate_path=estate_path, policy_path=policy_path)
@@ -212,8 +213,11 @@ def run_stdio(settings: Settings, estate_path: Path | None, policy_path: Path | 
     server = build_server(door)
     # opened while the client initializes and lists tools, so the first search does not pay for it
     threading.Thread(target=door.warm, name="warm", daemon=True).start()
+    # a run whose plan is asked of a remote agent waits with no worker; this resumes it when it answers
+    poller = RemotePoller(pool).start()
     try:
         server.run("stdio")
     finally:
+        poller.stop()
         pool.close()
         ctx.events.close()

@@ -56,7 +56,7 @@ agentheal triages it, recalls past resolutions, routes it to a specialist person
 read-only observations, plans typed actions from its catalogue, checks them against policy (risky
 ones wait for a person's approval), runs them, and validates the fix by checking again.
 Returns the run id at once, and the result (status healed, escalated, failed, awaiting_approval,
-...) when the run ends within wait_s; otherwise follow it with run_status.
+awaiting_remote, ...) when the run ends within wait_s; otherwise follow it with run_status.
 Use it when a component is down, failing or degraded and you want it fixed. A second report of a
 gap already being healed joins that run.
 Do not use it to run commands or name actions: describe the problem in words; agentheal chooses and
@@ -111,8 +111,9 @@ def _read_tools(server: FastMCP[Any], door: McpDoor) -> None:
 
     @server.tool(
         annotations=_READ,
-        description="""The status of one heal run now (running, awaiting_approval, healed, escalated,
-failed, rejected, dry_run) with its reason, persona, plan, the actions that ran and the validation.
+        description="""The status of one heal run now (running, awaiting_approval, awaiting_remote: its
+plan is asked of a remote agent, healed, escalated, failed, rejected, dry_run) with its reason,
+persona, plan, the actions that ran and the validation.
 Use it to follow a run started by heal_gap, or before approve_run / reject_run to see the plan you
 are asked to decide on. Not for the full timeline: use explain_run.""",
     )
@@ -141,7 +142,10 @@ kind of problem in the past: use search_memory.""",
     async def list_runs(
         status: Annotated[
             str | None,
-            Field(description="running, awaiting_approval, healed, escalated, failed, rejected, dry_run."),
+            Field(
+                description="running, awaiting_approval, awaiting_remote, healed, escalated, failed, "
+                "rejected, dry_run."
+            ),
         ] = None,
         component: Annotated[str | None, Field(description="Only runs about this component.")] = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
