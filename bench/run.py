@@ -31,6 +31,15 @@ BENCHES = [
 
 
 def main(names: list[str]) -> int:
+    if any(n.startswith("-") for n in names) or set(names) - set(BENCHES):
+        unknown = [n for n in names if n not in BENCHES]
+        print(
+            "usage: bench/run.py [NAME...]  (make bench runs them all; bench-results.json is written)\n"
+            + (f"unknown: {', '.join(unknown)}\n" if unknown != ["--help"] and unknown != ["-h"] else "")
+            + f"names: {', '.join(BENCHES)}",
+            file=sys.stderr,
+        )
+        return 0 if unknown in (["--help"], ["-h"]) else 2
     sys.path.insert(0, str(ROOT / "bench"))
     rows: list[dict[str, Any]] = []
     for name in names or BENCHES:
