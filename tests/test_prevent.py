@@ -205,7 +205,7 @@ def test_a_running_watch_prevents_a_filling_disk_and_follows_it_up(
 
     estate_file = _estate(tmp_path)
     data = estate_file.parent / "data"
-    _fill(data, 0.5)
+    _fill(data, 0.2)
     detect = tmp_path / "detect.yaml"
     detect.write_text("horizon_s: 600\ntrend_min_samples: 6\ntrend_min_span_s: 3600\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHEAL_") and k != "OPENAI_API_KEY"}
@@ -217,7 +217,7 @@ def test_a_running_watch_prevents_a_filling_disk_and_follows_it_up(
     cli = [sys.executable, "-m", "agentheal"]
     stop = threading.Event()
 
-    def fill() -> None:  # 0.05 MB a second: over the 1 MB budget in ten seconds unless cleaned
+    def fill() -> None:  # 0.05 MB a second: over the 1 MB budget in 16 s unless cleaned
         blob = data / "blob.bin"
         while not stop.wait(0.1) and blob.exists():
             with blob.open("ab") as out:
