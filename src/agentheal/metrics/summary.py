@@ -12,7 +12,9 @@ newest end folded (less a margin, for transactions that commit late), approvals 
 highest audit id folded. Counts guard the marks: when the store holds more (or fewer) ended runs,
 reports or approvals than the summary, what differs is found by comparing the two, so rows written
 out of order, back-dated or re-opened are never missed. Flags that depend on other rows (a report's
-earlier heal, a heal's recurrence within a day) are recomputed for each fingerprint a fold touched.
+earlier heal, a heal's recurrence within a day) are computed as a row is written; a new row can only
+turn such a flag on in older rows, and only those rows that can change are looked at; a run whose
+row changed or went has every flag of its fingerprint computed again.
 """
 
 from __future__ import annotations
