@@ -13,6 +13,7 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from agentheal.event_schema import OPEN_STATUSES
 from agentheal.models import Gap, RunStatus
 from agentheal.work.queue import Claim, WorkQueue
 from agentheal.work.registry import default_name
@@ -85,6 +86,14 @@ class SharedHeals:
         from agentheal.services.heal import _Job
 
         def work(healer: Healer) -> dict[str, Any]:
+            if claim.resumed:  # its last worker may have died after the run ended, before marking it done
+                detail = healer.ctx.events.run(claim.run_id)
+                if detail is not None and detail.row.status.value not in OPEN_STATUSES:
+                    return {
+                        **(detail.result or {}),
+                        "run_id": claim.run_id,
+                        "status": detail.row.status.value,
+                    }
             return healer.heal(claim.gap, dry_run=claim.dry_run, run_id=claim.run_id)
 
         # close() hands back the claims not started
