@@ -301,3 +301,15 @@ def test_a_store_with_the_tables_made_before_0004_keeps_its_probe_answers(tmp_pa
     store = EventStore(url)
     got = {f.name: f for f in compute(store, Window(NOW - D, NOW))}
     assert (got["availability:web"].value, got["availability:web"].n) == (pytest.approx(2 / 3), 3)
+
+
+def test_heal_times_from_the_summary_are_those_of_the_runs(store: EventStore) -> None:
+    """The histogram parts /metrics can read from the summary: all-time healed runs of _history
+    (r1 30 s, r2 60 s, r4 90 s, r6 20 s)."""
+    from agentheal.metrics.from_summary import heal_times
+    from agentheal.metrics.summary import refresh
+
+    _history(store)
+    refresh(store)
+    under, n, total = heal_times(store, (25.0, 60.0, 100.0))
+    assert (under, n, total) == ([1, 3, 4], 4, pytest.approx(200.0, abs=1e-3))

@@ -141,3 +141,16 @@ def recurrence(store: EventStore, w: Window) -> list[Figure]:
         figure("recurrence_rate", now_rate, "fraction", n, w),
         figure("recurrence_reduction", reduction, "fraction", counted, Window(prev.since, w.until)),
     ]
+
+
+def heal_times(store: EventStore, bounds: tuple[float, ...]) -> tuple[list[int], int, float]:
+    """Every healed run's time to heal as a Prometheus histogram's parts, read from the summary
+    (fold first: `summary.refresh`): how many took at most each bound, how many in all, and their
+    summed seconds. Each count is one range of the (status, took_s) index."""
+    r = SUMMARY_RUNS.c
+    healed = r.status == _HEALED
+    *under, n = _counts(store, SUMMARY_RUNS, *([healed, r.took_s <= b] for b in bounds), [healed])
+    total = store.query(sa.select(sa.func.coalesce(sa.func.sum(r.took_s), 0.0).label("s")).where(healed))[0][
+        "s"
+    ]
+    return under, n, float(total)
