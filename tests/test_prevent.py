@@ -263,3 +263,36 @@ def test_a_running_watch_prevents_a_filling_disk_and_follows_it_up(
     assert "prevent: clean_dir on web ok" in out and "prevent: follow-up of web:data:data: avoided" in out
     got = {f.name: f for f in compute(events)}
     assert (got["prevention_effectiveness"].value, got["prevention_effectiveness"].n) == (1.0, 1)
+
+
+def test_a_prediction_the_heal_graph_answered_in_time_counts_as_acted_on(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """In watch, a breach detection raised as a predicted gap is the heal graph's to answer; the
+    prevent graph's prediction of it counts as acted on once that heal healed, before the breach."""
+    from agentheal.metrics.watching import credit_heals
+    from agentheal.models import Gap, GapKind, RunStatus
+
+    events = EventStore(settings.events_url)
+    now = time.time()
+    estate = load_estate(_estate(tmp_path))
+    _fill(estate.path("data"), 0.6)
+    samples = {"web:data:data": _series("data", now - 50, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}
+    job = PreventJob(events=events, config=DetectConfig(), samples=samples)  # no estate: no measure
+    made = prevent_round(job, now)["predicted"]
+    assert [p["series"] for p in made] == ["web:data:data"]
+    text = events.query(PREDICTIONS.select())[0]["text"]
+
+    def heal(run_id: str, status: RunStatus, gap_text: str) -> None:
+        gap = Gap(text=gap_text, component="web", kind=GapKind.predicted)
+        events.start_run(run_id, gap)
+        events.finish_run(run_id, status, persona="capacity", source="playbook", reason=None, result={})
+
+    heal("e" * 32, RunStatus.escalated, text)  # escalated: nothing done
+    heal("f" * 32, RunStatus.healed, "web answers 502")  # another gap of web
+    assert credit_heals(events) == [] and events.query(PREDICTIONS.select())[0]["acted"] is False
+    heal("a" * 32, RunStatus.healed, text)
+    assert len(credit_heals(events)) == 1
+    row = events.query(PREDICTIONS.select())[0]
+    assert row["acted"] is True and row["measure"]["heal_run"] == "a" * 32
+    assert credit_heals(events) == []  # once

@@ -310,7 +310,7 @@ class Watch:
         for t in closed:
             why = self.closed_why.pop(t.gap.fingerprint, None) or "no longer observed: recovered or expired"
             self.say(f"gap closed: {t.gap.component or '-'}: {t.gap.text} ({why})")
-        for line in self.figures.after_round(self.detector, set(self.in_flight)):  # before heals start
+        for line in self.figures.after_round(self.detector, set(self.in_flight), tracked):  # before heals
             self.say(line)
         if self.heal and not self.stop.is_set():
             self._dispatch(tracked)

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from agentheal.metrics import records
 from agentheal.metrics.summary import refresh
-from agentheal.models import utcnow
+from agentheal.models import GapKind, RunStatus, utcnow
 
 if TYPE_CHECKING:
     from agentheal.config import Settings
     from agentheal.detect.detector import Detector
+    from agentheal.detect.gaps import TrackedGap
     from agentheal.estate.local import LocalBackend
     from agentheal.events import EventStore
     from agentheal.policy import Policy
@@ -88,12 +89,19 @@ class WatchFigures:
         self.home = settings.home_dir
         self._refreshed = float("-inf")
 
-    def after_round(self, detector: Detector, busy: set[str]) -> list[str]:
+    def after_round(
+        self, detector: Detector, busy: set[str], tracked: list[TrackedGap] | None = None
+    ) -> list[str]:
         """Count the round's probe answers; every `prevent_every_rounds` rounds, one prevent round.
+
+        The prevent graph leaves for a later round the series of a component being healed, or with
+        a predicted gap open (detection raised that breach and the heal graph answers it: one remedy
+        at a time); a prediction whose breach the heal graph then healed counts as acted on.
 
         Args:
             detector: The watch's detector, after its round (its monitor and trend samples).
-            busy: Components being healed: the prevent graph leaves their series for a later round.
+            busy: Components being healed.
+            tracked: The open gaps, as the watch read them this round.
 
         Returns:
             Lines for the watch's log.
@@ -112,8 +120,10 @@ class WatchFigures:
             except Exception as exc:
                 lines.append(f"warning: figures' summary not brought up to date: {type(exc).__name__}: {exc}")
         if self.every > 0 and detector.rounds % self.every == 0:
+            predicted = {t.gap.component for t in tracked or [] if t.gap.kind is GapKind.predicted}
             try:
-                lines += self._prevent(detector, busy)
+                lines += credit_heals(self.events)
+                lines += self._prevent(detector, busy | {c for c in predicted if c is not None})
             except Exception as exc:
                 lines.append(f"warning: prevent round failed: {type(exc).__name__}: {exc}")
         return lines
@@ -149,3 +159,44 @@ class WatchFigures:
         except Exception as exc:  # the watch is stopping: say what was lost, stop anyway
             return [f"warning: probe answers not written: {type(exc).__name__}: {exc}"]
         return []
+
+
+def credit_heals(events: EventStore) -> list[str]:
+    """Mark as acted on each pending prediction whose breach the heal graph healed in time: a healed
+    run of a predicted gap with the prediction's text, started after the prediction was made and
+    before its expected time. Returns lines for the log."""
+    import sqlalchemy as sa
+
+    from agentheal.event_schema import RUNS
+
+    lines = []
+    for p in records.pending_predictions(events):
+        if p["acted"] or p["component"] is None or p["expected_at"] is None:
+            continue
+        stmt = (
+            sa.select(RUNS.c.run_id.label("run_id"), RUNS.c.finished_at.label("finished_at"))
+            .where(
+                RUNS.c.component == p["component"],
+                RUNS.c.gap_text == p["text"],
+                RUNS.c.status == RunStatus.healed.value,
+                RUNS.c.gap["kind"].as_string() == GapKind.predicted.value,
+                RUNS.c.started_at >= p["made_at"],
+                RUNS.c.started_at < p["expected_at"],
+            )
+            .order_by(RUNS.c.started_at)
+            .limit(1)
+        )
+        found = events.query(stmt)
+        if not found:
+            continue
+        run = found[0]
+        run_id = str(run["run_id"])
+        measure = {"prediction": p["id"], "scheduled": None, "heal_run": run_id,
+                   "step": {"action": "heal", "component": p["component"], "args": {"run": run_id}},
+                   "outcome": "ok", "detail": f"the heal graph healed the predicted gap (run {run_id[:12]})",
+                   "at": run["finished_at"].isoformat() if run["finished_at"] else None}  # fmt: skip
+        records.record_measure(events, p["id"], measure)
+        lines.append(
+            f"prevent: prediction {p['id']} ({p['series']}) acted on by heal run {run['run_id'][:12]}"
+        )
+    return lines
