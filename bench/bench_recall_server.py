@@ -4,8 +4,9 @@ server (`AGENTHEAL_MEMORY_URL`), the records and their lexical index in PostgreS
 them: tests/pg_cluster.py, tests/chroma_server.py) and stopped after.
 
 The store is filled and queried as bench_recall fills and queries the embedded one (same texts, same
-perturbed vectors, same 200 queries, `Memory.recall` in its default mode, hybrid); the baseline is
-the bare `collection.query` through the same server on an already computed vector. Run by
+perturbed vectors, same 200 queries, `Memory.recall` in its default mode, hybrid), after the
+VACUUM ANALYZE autovacuum would run after such a load; the baseline is the bare `collection.query`
+through the same server on an already computed vector. Run by
 bench_recall (so `make bench` runs it), or alone: `python bench/bench_recall_server.py`.
 """
 
@@ -40,6 +41,18 @@ def _engines() -> tuple[Any, Any]:
     return cluster, server
 
 
+def _settle(url: str) -> float:
+    """VACUUM ANALYZE memory's tables, as autovacuum does within a minute of a bulk load (a freshly
+    loaded table has no statistics and a long GIN pending list): timed from then on, the figure is a
+    running worker's, not that of the minute after an import of 100,000 records. Returns its seconds."""
+    import psycopg
+
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) memory_records, memory_lexical_terms, memory_lexical_stats")
+    return time.perf_counter() - started
+
+
 def _p95(values: list[float]) -> float:
     return embedded._p95(values)
 
@@ -64,6 +77,7 @@ def run() -> list[dict[str, Any]]:
             memory = Memory(settings)
             fill_s = embedded._fill(memory, rng)
             assert memory.count() == embedded.RECORDS == memory.count_indexed()
+            vacuum_s = _settle(settings.database_url.get_secret_value())
             queries = [(t.format(c=c), c) for t in embedded.QUERY_TEMPLATES for c in embedded.COMPONENTS]
             picked = rng.choice(len(queries), embedded.QUERIES, replace=False)
             gaps = [Gap(text=queries[i][0], component=queries[i][1]) for i in picked]
@@ -105,8 +119,8 @@ def run() -> list[dict[str, Any]]:
         {"name": "recall_server_p95_100k", "value": round(p95, 2), "unit": "ms", "baseline": round(b95, 2),
          "ratio": round(p95 / b95, 2), "goal": goal, "met": p95 < GOAL_P95_MS},
         {"name": "memory_server_fill_100k", "value": round(fill_s, 1), "unit": "s", "baseline": None,
-         "ratio": None, "goal": "under 600 s for 100,000 records through the server and PostgreSQL",
-         "met": fill_s < 600},
+         "ratio": None, "goal": "under 600 s for 100,000 records through the server and PostgreSQL "
+         f"(then VACUUM ANALYZE: {vacuum_s:.1f} s)", "met": fill_s < 600},
     ]  # fmt: skip
     rows += [
         {
