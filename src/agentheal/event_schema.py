@@ -81,6 +81,8 @@ GAPS = sa.Table(
     _req("gap", sa.JSON),
     _req("created_at", _UTCDateTime),
     _req("recorded_at", _UTCDateTime, index=True),
+    # a heal's next report of its fingerprint: one seek (the figures' recurrence)
+    sa.Index("ix_gaps_fingerprint_recorded_at", "fingerprint", "recorded_at"),
 )
 RUNS = sa.Table(
     "runs",
@@ -97,6 +99,8 @@ RUNS = sa.Table(
     sa.Column("result", sa.JSON),
     _req("started_at", _UTCDateTime, index=True),
     sa.Column("finished_at", _UTCDateTime),
+    # the runs' figures and engines' last activity read this narrow index, not rows holding a result
+    sa.Index("ix_runs_figures", "status", "finished_at", "started_at", "fingerprint", "persona", "run_id"),
 )
 NODE_EVENTS = sa.Table(
     "node_events",
@@ -107,6 +111,7 @@ NODE_EVENTS = sa.Table(
     _req("detail", sa.Text),
     _req("data", sa.JSON),
     _req("at", _UTCDateTime),
+    sa.Index("ix_node_events_node_at", "node", "at"),  # an engine's last step: one seek
 )
 ACTIONS = sa.Table(
     "actions",

@@ -77,15 +77,6 @@ PROBES = sa.Table(
     sa.Index("ix_probe_results_component_at", "component", "at"),
 )
 
-# Indexes on the event store's tables the figures need (portable DDL: SQLite and PostgreSQL): each
-# heal's next report of its fingerprint is one seek; the runs' figures read a narrow covering index
-# instead of rows that carry a whole heal result as JSON; the factory's last step is one seek.
-_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS ix_gaps_fingerprint_recorded_at ON gaps (fingerprint, recorded_at)",
-    "CREATE INDEX IF NOT EXISTS ix_runs_figures"
-    " ON runs (status, finished_at, started_at, fingerprint, persona, run_id)",
-    "CREATE INDEX IF NOT EXISTS ix_node_events_node_at ON node_events (node, at)",
-)
 _ENGINES: dict[tuple[str, int], sa.Engine] = {}
 _LOCK = threading.Lock()
 
@@ -101,8 +92,8 @@ def _identity(url: str) -> tuple[str, int]:
 
 
 def engine_for(store: EventStore) -> sa.Engine:
-    """This module's engine on the store's database, the figures' indexes on the event tables made
-    (the tables themselves are revision 0004's: the store's revision was checked when it opened)."""
+    """This module's engine on the store's database (its tables and the figures' indexes are the
+    migrations': the store's revision was checked when it opened)."""
     key = _identity(store.url)
     with _LOCK:
         engine = _ENGINES.get(key)
@@ -110,15 +101,12 @@ def engine_for(store: EventStore) -> sa.Engine:
             sqlite = store.url.startswith("sqlite")
             args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False} if sqlite else {}
             engine = sa.create_engine(store.url, connect_args=args, json_serializer=dumps_json)
-            with engine.begin() as conn:
-                for ddl in _INDEXES:
-                    conn.execute(sa.text(ddl))
             _ENGINES[key] = engine
         return engine
 
 
 def ensure_tables(store: EventStore) -> None:
-    """Make the figures' indexes on the event tables if this database lacks them."""
+    """Open this module's engine on the store (the migrations made its tables and indexes)."""
     engine_for(store)
 
 
