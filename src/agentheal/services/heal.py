@@ -371,6 +371,8 @@ class HealPool:
                 if self._by_fingerprint.get(job.fingerprint) is job:
                     del self._by_fingerprint[job.fingerprint]
                 self._pump()
+            if self.shared is not None:
+                self.shared.worker.wake()  # a heal slot is free now: claim the next gap at once
 
     def _healer(self) -> Healer:
         """This worker thread's Healer, kept: it holds a checkpoint connection and a compiled graph."""
