@@ -4,12 +4,14 @@ claim to the next claimer, hand-back, renewals, and the workers registry."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from agentheal.config import Settings
 from agentheal.models import Gap
 from agentheal.work import Registry, WorkerNameTaken, WorkQueue
 from pg_cluster import Cluster, postgres_fixture  # noqa: F401  (fixture)
@@ -157,3 +159,32 @@ def test_a_run_lock_is_held_across_processes_until_its_holder_goes(postgres: Clu
                 assert free
     finally:
         other.close()
+
+
+def test_agentheal_workers_lists_live_workers_and_their_claims(
+    postgres: Cluster, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentheal.cli import main
+
+    assert main(["workers"]) == 0  # SQLite: one worker, said so
+    assert "one worker, no shared work" in capsys.readouterr().out
+    url = postgres.new_database(upgraded=True)
+    monkeypatch.setenv("AGENTHEAL_DATABASE_URL", url)
+    queue = WorkQueue(url)
+    try:
+        Registry(queue).register("alpha", lease_s=30, max_heals=2)
+        run_id, _ = queue.enqueue(_gap(1))
+        queue.enqueue(_gap(2, "db"))
+        assert queue.claim("alpha", 30) is not None
+    finally:
+        queue.close()
+    assert main(["workers"]) == 0
+    shown = capsys.readouterr().out
+    assert "1 worker(s); 1 queued, 1 claimed, 0 done" in shown
+    assert "alpha  live" in shown and "holds 1/2" in shown
+    assert f"run {run_id[:12]}  web  lease ends in" in shown
+    assert main(["workers", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    [alpha] = found["workers"]
+    assert (alpha["name"], alpha["live"], [h["run_id"] for h in alpha["holds"]]) == ("alpha", True, [run_id])
+    assert found["queue"] == {"queued": 1, "claimed": 1, "done": 0}
