@@ -183,30 +183,6 @@ def button_body(user: str, action: str, run_id: str, channel: str, message_ts: s
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 
-@contextmanager
-def served(app: Any) -> Iterator[str]:
-    """An ASGI app under uvicorn in a thread, on a free loopback port; its base URL."""
-    import socket
-
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-
-
 class SocketLink:
     """A stand-in for Slack's Socket Mode WebSocket: sends envelopes to the connected app and records
     what it answers (its acknowledgements, with their response payloads)."""

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from a2a.helpers.proto_helpers import get_data_parts, new_data_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
@@ -32,7 +31,7 @@ from starlette.applications import Starlette
 from agentheal.cli import main
 from agentheal.config import Settings
 from agentheal.events import EventStore
-from conftest import free_port
+from conftest import free_port, served
 
 pytestmark = pytest.mark.slow
 
@@ -113,17 +112,8 @@ def remote_agent(
     executor = LedgerAgent(mode, delay_s, gate)
     handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)
     app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-    try:
+    with served(app, port):
         yield base, executor
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture

@@ -3,13 +3,11 @@ approvals from a second client, tokens and roles, and a server killed mid-heal t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from agentheal.api.app import create_app
 from agentheal.api.tokens import TokenStore
@@ -25,27 +22,9 @@ from agentheal.config import Settings
 from agentheal.estate.local import LocalBackend
 from agentheal.estate.model import load_estate
 from agentheal.events import EventStore
-from conftest import free_port
+from conftest import free_port, served
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def served(app: Any) -> Iterator[str]:
-    """The app under uvicorn in a thread, on a free loopback port; its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
 
 
 def _backend(settings: Settings, estate_file: Path) -> LocalBackend:

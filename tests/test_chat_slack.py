@@ -28,11 +28,11 @@ from chat_standins import (
     Call,
     Recorder,
     button_body,
-    served,
     slack_signed,
     slack_web_api,
     slash_body,
 )
+from conftest import served
 
 pytestmark = pytest.mark.slow
 

@@ -26,10 +26,10 @@ from chat_standins import (
     BotFramework,
     Call,
     bot_framework,
-    served,
     teams_activity,
     teams_execute,
 )
+from conftest import served
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -25,8 +22,8 @@ from agentheal.cli import main
 from agentheal.config import Settings
 from agentheal.estate.local import LocalBackend
 from agentheal.events import EventStore
-from conftest import free_port
-from test_api_core import _answers, _kill_web, _web_url, estate_up, served
+from conftest import free_port, served
+from test_api_core import _answers, _kill_web, _web_url, estate_up
 from test_mcp_server import TOOLS, _structured, _text
 
 pytestmark = pytest.mark.slow
@@ -107,19 +104,8 @@ def test_mcp_with_a_server_it_cannot_use_is_a_usage_error_naming_why(
 @contextmanager
 def _serving_on(port: int, settings: Settings) -> Iterator[str]:
     """An insecure-local server on `port` (the same port again after a restart)."""
-    app = create_app(settings, insecure_local=True)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
+    with served(create_app(settings, insecure_local=True), port) as base:
+        yield base
 
 
 def test_the_relay_outlives_a_server_restart(settings: Settings, tmp_path: Path) -> None:
