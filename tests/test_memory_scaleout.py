@@ -71,8 +71,10 @@ def _many() -> list[dict[str, Any]]:
     ]
 
 
-def _hits(memory: Memory, query: str, mode: str) -> list[tuple[str, str, float]]:
-    return [(h.id, h.outcome, round(h.similarity, 4)) for h in memory.search(query, k=8, mode=mode)]
+def _hits(memory: Memory, query: str, mode: str) -> tuple[list[tuple[str, str]], list[float]]:
+    """The hits in order, and their cosines (compared within float32's rounding, not to the digit)."""
+    found = memory.search(query, k=8, mode=mode)
+    return [(h.id, h.outcome) for h in found], [h.similarity for h in found]
 
 
 def test_import_and_recall(memory_home: Settings, tmp_path: Path) -> None:
@@ -115,9 +117,11 @@ def test_every_mode_gives_the_hits_of_the_embedded_default(
     assert shared._records.lexical_stats() == pytest.approx(embedded._records.lexical_stats())
     for query in [*QUERIES, "libfoo.so.3"]:
         for mode in ("hybrid", "dense", "lexical"):
-            want = _hits(embedded, query, mode)
+            want, cosines = _hits(embedded, query, mode)
             assert want or mode == "lexical"
-            assert _hits(shared, query, mode) == want, (query, mode)
+            got, shared_cosines = _hits(shared, query, mode)
+            assert got == want, (query, mode)
+            assert shared_cosines == pytest.approx(cosines, abs=1e-5), (query, mode)
 
 
 _LEARNED = textwrap.dedent(
