@@ -91,10 +91,10 @@ def _state(server: ApiServer) -> dict[str, int]:
     events = server.events()
     counts = {}
     for name, table in TABLES.items():
-        stmt = sa.select(sa.func.count()).select_from(table)
+        stmt = sa.select(sa.func.count().label("n")).select_from(table)
         if name == "audit":
             stmt = stmt.where(table.c.outcome != "refused")
-        counts[name] = int(next(iter(events.query(stmt)[0].values())))
+        counts[name] = int(events.query(stmt)[0]["n"])
     events.close()
     assert server.client("viewer").get("/metrics").status_code == 200
     probe = server.client("viewer").get("/memory/search", params={"q": "anything", "k": 100})
