@@ -454,10 +454,10 @@ class Memory:
         mode = mode or self.settings.memory_search_mode
         if mode not in MODES:
             raise MemoryStoreError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
-        query = self.embedder.embed([text])
         # Fusion ranks a pool from each side, so a record second on both can beat one first on one.
         pool = k if mode == "dense" else max(k * _POOL_PER_K, _MIN_POOL)
-        cosines = self._dense(query, pool) if mode != "lexical" else {}
+        # The lexical half first: a heal's gap is being embedded on another thread meanwhile
+        # (`Embedder.prefetch`), and SQLite lets go of the GIL while it looks.
         query_terms = terms(text)
         lexical_ids: list[str] = []
         dfs: dict[str, int] = {}
@@ -465,6 +465,8 @@ class Memory:
             dfs = self._records.doc_freqs(query_terms)
             chosen = _retrieval_terms(query_terms, dfs, _LEXICAL_BUDGET if mode == "hybrid" else None)
             lexical_ids = self._records.lexical_ids(chosen, pool)
+        query = self.embedder.embed([text])
+        cosines = self._dense(query, pool) if mode != "lexical" else {}
         candidates = lexical_ids if mode == "lexical" else list(dict.fromkeys([*cosines, *lexical_ids]))
         rows = self._records.get(candidates) if candidates else {}
         unseen = [rid for rid in rows if rid not in cosines]

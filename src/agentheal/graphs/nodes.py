@@ -431,7 +431,8 @@ def learn(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
         final = {**state, "status": RunStatus.healed.value, "reason": None}
         finish(ctx, final, RunStatus.healed.value, usage)
         ctx.say(run_id, "learn", f"healed; remembered [{chosen.source}] {chosen.signature()}")
-        return {"status": RunStatus.healed.value, "reason": None, "next": "__end__"}
+        healed = RunStatus.healed.value
+        return {"status": healed, "reason": None, "llm": usage.model_dump(), "next": "__end__"}
     ctx.memory.store(resolution_of(ctx, state, RunStatus.failed), names)
     attempts = state.get("attempts", 0) + 1
     failed = [*state.get("failed_plans", []), chosen.signature()]

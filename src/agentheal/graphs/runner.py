@@ -274,6 +274,8 @@ class Healer:
             values["status"] = RunStatus.awaiting_approval.value
             approvals = (values.get("decision") or {}).get("approvals", [])
             values["reason"] = "awaiting approval: " + "; ".join(approvals)
+        if waiting is None and values.get("status") == RunStatus.healed.value and "llm" in values:
+            return result_of(values)  # learn read its LLM use as it recorded the end: nothing since
         return result_of(with_usage(self.ctx, values))
 
 
