@@ -23,6 +23,7 @@ from agentheal.event_schema import (
     GAPS,
     INSERTS,
     LLM_USAGE,
+    NODE_EVENTS,
     OPEN_RUN,
     OPEN_STATUSES,
     RUNS,
@@ -317,6 +318,13 @@ class EventStore:
         """Record a node transition of a run, timestamped now."""
         what = f"node {node!r} of run {run_id!r} (is the run started?)"
         self._insert("node_events", what, run_id=run_id, node=node, detail=detail, data=data or {})
+
+    def node_data(self, run_id: str, node: str) -> list[dict[str, Any]]:
+        """The data of a run's events of one node, oldest first."""
+        t = NODE_EVENTS.c
+        stmt = sa.select(t.data).where(t.run_id == run_id, t.node == node).order_by(t.id)
+        with self._engine.connect() as conn:
+            return [dict(d or {}) for d in conn.execute(stmt).scalars()]
 
     def action(self, run_id: str, step: Step, result: ActionResult) -> None:
         """Record an action a run executed, dry-ran or skipped, with its outcome."""

@@ -40,6 +40,9 @@ class HealContext:
     _registry: Registry | None = None
     _registry_stamp: tuple[tuple[str, int, int], ...] = ()
     _http: Any = None
+    # runs this process resumes after the process driving them ended: their execute skips the steps
+    # already recorded as run (graphs.execute)
+    resumed: set[str] = field(default_factory=set)
 
     @cached_property
     def estate(self) -> Estate | None:

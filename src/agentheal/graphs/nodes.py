@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from agentheal.graphs.context import HealContext
+from agentheal.graphs.execute import execute as execute  # a node the heal graph binds by name
 from agentheal.graphs.llm_steps import llm_diagnosis, llm_plan
 from agentheal.graphs.results import finish, resolution_of
 from agentheal.graphs.state import cut_evidence, fact_names, facts_of, gap_of
-from agentheal.graphs.validation import deferred_to_validation, validate_plan
+from agentheal.graphs.validation import validate_plan
 from agentheal.models import (
     Check,
     Diagnosis,
@@ -344,54 +345,6 @@ def approval(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     ctx.events.set_status(run_id, RunStatus.running)
     ctx.say(run_id, "approval", f"approved by {who}")
     return {"approval": dict(answer), "status": RunStatus.running.value, "next": "execute"}
-
-
-def execute(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
-    """The steps in order; a failed step runs the rollback steps."""
-    assert ctx.backend is not None
-    chosen = Plan.model_validate(state["plan"])
-    dry, run_id = bool(state.get("dry_run")), state["run_id"]
-    done: list[dict[str, Any]] = []
-    failed = False
-    acted_on = {s.component for s in chosen.steps}
-    for step in chosen.steps:
-        result = ctx.backend.execute(step, dry_run=dry)
-        ctx.events.action(run_id, step, result)
-        if not dry:
-            ctx.audit(
-                {
-                    "run_id": run_id,
-                    "step": step.model_dump(),
-                    "outcome": result.outcome,
-                    "detail": result.detail,
-                }
-            )
-        ctx.say(run_id, "execute", f"{step.signature()}: {result.outcome} {result.detail}".strip())
-        done.append(result.model_dump(mode="json"))
-        if result.outcome == "failed" and not dry:
-            down = deferred_to_validation(ctx, step.component, step.action, acted_on)
-            if down:  # started, but cannot pass its probes until they answer: not this plan's failure
-                ctx.say(
-                    run_id,
-                    "execute",
-                    f"{step.component} runs but fails its probes while dependency {', '.join(down)} is "
-                    "down: validation waits for it, then judges the fix",
-                    {"deferred": step.signature(), "waiting_for": down},
-                )
-                continue
-        if result.outcome == "failed":
-            failed = True
-            break
-    if failed and chosen.rollback:
-        for step in chosen.rollback:
-            result = ctx.backend.execute(step, dry_run=dry)
-            ctx.events.action(run_id, step, result)
-            ctx.say(run_id, "rollback", f"{step.signature()}: {result.outcome}")
-            done.append(result.model_dump(mode="json"))
-    if failed:
-        validation = Validation(ok=False, detail=f"step failed: {done[-1]['detail']}")
-        return {"actions": done, "validation": validation.model_dump(), "next": "learn"}
-    return {"actions": done, "next": "validate"}
 
 
 def validate(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:

@@ -243,8 +243,12 @@ class Healer:
                 self.ctx.events.set_status(run_id, RunStatus.awaiting_remote, _remote_reason(wait))
             return self._join(run_id, gap)
         self.ctx.say(run_id, "resume", "the process driving this run ended; resumed from its last checkpoint")
-        with self._turn(gap.fingerprint, wait=True):
-            return self._drive(run_id, None)
+        self.ctx.resumed.add(run_id)
+        try:
+            with self._turn(gap.fingerprint, wait=True):
+                return self._drive(run_id, None)
+        finally:
+            self.ctx.resumed.discard(run_id)
 
     def _drive(self, run_id: str, payload: Any) -> dict[str, Any]:
         config = _config(run_id)
