@@ -13,7 +13,9 @@ import json
 import math
 import random
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +31,7 @@ from agentheal.replies import parse_reply as parse_reply
 from agentheal.replies import response_schema as response_schema
 
 if TYPE_CHECKING:
+    import openai
     from openai.types.chat import ChatCompletion, ChatCompletionMessage
 
     from agentheal.config import Settings
@@ -103,6 +106,32 @@ def _retry_after(response: Any) -> float | None:
     return None
 
 
+# The openai clients made over a shared HTTP client, per endpoint: a process that drives many runs
+# (each with an LLM door of its own) makes one, not one a run (~0.3 ms each, a heal's tenth of its
+# LLM path). The client is safe to share between threads, as its HTTP client is.
+_CLIENTS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, float], openai.OpenAI]] = (
+    weakref.WeakKeyDictionary()
+)
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _openai_client(http: Any, base_url: str, key: str, timeout_s: float) -> openai.OpenAI:
+    import openai
+
+    with _CLIENTS_LOCK:
+        made = _CLIENTS.setdefault(http, {})
+        client = made.get((base_url, key, timeout_s))
+        if client is None:
+            client = made[base_url, key, timeout_s] = openai.OpenAI(
+                base_url=base_url,
+                api_key=key or "unused",
+                timeout=timeout_s,
+                max_retries=0,  # our own retry counts and records every attempt
+                http_client=http,
+            )
+        return client
+
+
 class LLM:
     """A model behind an OpenAI-compatible endpoint; one object per heal run.
 
@@ -136,7 +165,6 @@ class LLM:
                 "or llm_base_url in agentheal.toml)"
             )
         import httpx
-        import openai
 
         self.settings = settings
         self.usage = LLMUsage()
@@ -157,13 +185,7 @@ class LLM:
         # A process that drives many runs passes one shared client: building one costs ~15 ms (TLS context).
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client(timeout=settings.llm_timeout_s)
-        self._client = openai.OpenAI(
-            base_url=settings.llm_base_url,
-            api_key=key or "unused",
-            timeout=settings.llm_timeout_s,
-            max_retries=0,  # our own retry below counts and records every attempt
-            http_client=self._http,  # type: ignore[arg-type]
-        )
+        self._client = _openai_client(self._http, settings.llm_base_url, key, settings.llm_timeout_s)
 
     def close(self) -> None:
         """Close the HTTP connection pool, if this object made it."""

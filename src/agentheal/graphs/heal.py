@@ -41,6 +41,7 @@ class HealState(TypedDict, total=False):
     failed_plans: list[str]
     status: str
     reason: str | None
+    llm: dict[str, Any]  # a healed run's LLM use, read by learn as it recorded the end
     next: str
 
 
