@@ -468,7 +468,7 @@ class Memory:
         query = self.embedder.embed([text])
         cosines = self._dense(query, pool) if mode != "lexical" else {}
         candidates = lexical_ids if mode == "lexical" else list(dict.fromkeys([*cosines, *lexical_ids]))
-        rows = self._records.get(candidates) if candidates else {}
+        rows = self._records.documents(candidates) if candidates else {}
         unseen = [rid for rid in rows if rid not in cosines]
         if unseen:
             cosines.update(self._cosines(unseen, query[0]))
@@ -476,7 +476,7 @@ class Memory:
             ranked = sorted(rows, key=lambda rid: -cosines.get(rid, -1.0))
         else:
             score = LexicalScorer(query_terms, dfs, *self._records.lexical_stats())
-            lexical = {rid: score(doc) for rid, (doc, _) in rows.items()}
+            lexical = {rid: score(doc) for rid, doc in rows.items()}
             weight = 0.0 if mode == "lexical" else self.settings.memory_hybrid_weight
             ranked = sorted(
                 rows,
@@ -485,7 +485,8 @@ class Memory:
                     -cosines.get(rid, -1.0),
                 ),
             )
-        return [_hit(rid, *rows[rid], 1.0 - cosines.get(rid, 0.0)) for rid in ranked[:k]]
+        found = self._records.get(ranked[:k]) if ranked else {}  # metadata of the few returned only
+        return [_hit(rid, *found[rid], 1.0 - cosines.get(rid, 0.0)) for rid in ranked[:k] if rid in found]
 
     def _dense(self, query: npt.NDArray[np.float32], n: int) -> dict[str, float]:
         """Cosine similarity of the `n` nearest records, indexed or pending."""

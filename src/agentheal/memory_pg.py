@@ -293,6 +293,13 @@ class PgRecordStore:
         rows = self._rows("SELECT id, vector FROM memory_records WHERE NOT indexed AND vector IS NOT NULL")
         return [(rid, bytes(v)) for rid, v in rows]
 
+    def documents(self, ids: list[str]) -> dict[str, str]:
+        """id → document for those of `ids` that are stored, in `get`'s order."""
+        rows = self._rows(
+            'SELECT id, document FROM memory_records WHERE id = ANY(%s) ORDER BY id COLLATE "C"', (ids,)
+        )
+        return dict(rows)
+
     def get(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """id → (document, metadata) for those of `ids` that are stored, in the SQLite store's order."""
         rows = self._rows(

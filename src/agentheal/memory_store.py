@@ -248,6 +248,13 @@ class RecordStore:
                 "SELECT id, vector FROM records WHERE indexed = 0 AND vector IS NOT NULL"
             ).fetchall()
 
+    def documents(self, ids: list[str]) -> dict[str, str]:
+        """id → document for those of `ids` that are stored, in `get`'s order (a search ranks these
+        and reads the metadata of the few it returns only)."""
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            return dict(self._db.execute(f"SELECT id, document FROM records WHERE id IN ({marks})", ids))
+
     def get(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """id → (document, metadata) for those of `ids` that are stored."""
         marks = ",".join("?" * len(ids))
