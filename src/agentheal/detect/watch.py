@@ -100,7 +100,9 @@ class Watch:
         from agentheal.graphs.runner import Healer
 
         with Healer(self.ctx) as healer:
-            return healer.heal(gap, dry_run=self.dry_run)
+            # a run whose plan is asked of a remote agent is carried on here until it answers or its
+            # deadline passes, as `agentheal heal` does: no other process would resume it
+            return healer.wait_remote(healer.heal(gap, dry_run=self.dry_run))
 
     def _shared(self) -> HealPool:
         """PostgreSQL: a heal pool that queues gaps for every worker and heals what this one claims."""
