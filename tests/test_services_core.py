@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -150,3 +151,36 @@ def test_changes_made_from_the_cli_are_audited_as_the_local_user(
         ("memory_import", str(history), "cli", audit.local_actor()),
     ]
     assert trail[1]["data"] == {"imported": 1, "skipped": 0}
+
+
+def test_heals_still_queued_when_the_pool_closes_resume_at_the_next_start(
+    settings: Settings, tiny_estate_file: Path
+) -> None:
+    ctx = HealContext(settings=settings, estate_path=tiny_estate_file)
+    pool = HealPool(ctx, max_heals=1)
+    pool.warm()
+    # one heal per component at a time: the first runs (or waits), the others queue behind it
+    gaps = [Gap(text=f"web is down, report {w}", component="web") for w in ("alpha", "beta", "gamma")]
+    submitted = [pool.submit(g, actor="tester", door="test") for g in gaps]
+    pool.close()
+    stopped = [s for s in submitted if s[1].exception() is not None]
+    assert stopped, "every heal started before the pool closed: nothing was left queued"
+    for _run_id, future, _joined in stopped:
+        assert "resumes when it starts again" in str(future.exception())
+
+    again = HealPool(HealContext(settings=settings, estate_path=tiny_estate_file), max_heals=1)
+    again.warm()
+    try:
+        assert set(again.resume_open_runs()) == {s[0] for s in stopped}
+        deadline = time.monotonic() + 120
+        while any(again.ctx.events.run(s[0]).row.status == "running" for s in stopped):  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the resumed heals did not end"
+            time.sleep(0.2)
+    finally:
+        again.close()
+    for run_id, _future, _joined in stopped:
+        detail = ctx.events.run(run_id)
+        # web was healed by the first heal meanwhile: these end as their triage finds it, not lost
+        assert detail is not None and detail.row.status in ("healed", "escalated"), detail
+        assert detail.row.finished_at is not None
+        assert any("started from the beginning" in e.detail for e in detail.timeline)

@@ -93,7 +93,11 @@ class Healer:
             with self._turn(gap.fingerprint, wait=False) as held:
                 pass  # only asks whether a live process holds the run
             return self._resume_crashed(open_run, gap) if held else self._join(open_run, gap)
-        state: dict[str, Any] = {
+        with self._turn(gap.fingerprint, wait=True):
+            return self._drive(run_id, self._start_state(run_id, gap, dry_run))
+
+    def _start_state(self, run_id: str, gap: Gap, dry_run: bool = False) -> dict[str, Any]:
+        return {
             "run_id": run_id,
             "gap": gap.model_dump(mode="json"),
             "estate_path": str(self.ctx.estate_path) if self.ctx.estate_path else None,
@@ -103,8 +107,6 @@ class Healer:
             "actions": [],
             "status": RunStatus.running.value,
         }
-        with self._turn(gap.fingerprint, wait=True):
-            return self._drive(run_id, state)
 
     def resume(self, run_id: str, answer: dict[str, Any]) -> dict[str, Any]:
         """Answer an approval: `{"approved": bool, "by": str, "note": str}`."""
@@ -228,15 +230,13 @@ class Healer:
     def _resume_crashed(self, run_id: str, gap: Gap) -> dict[str, Any]:
         snapshot = self.graph.get_state(_config(run_id))
         if snapshot is None or not snapshot.values:
-            self.ctx.events.finish_run(
-                run_id,
-                RunStatus.failed,
-                persona=None,
-                source="none",
-                reason="its process ended before the first checkpoint",
-                result={},
+            # nothing ran yet (its process ended before the first step, or a server stopped with the
+            # heal still queued): the run starts from its beginning, under the id its door was given
+            self.ctx.say(
+                run_id, "resume", "its process ended before the first step; started from the beginning"
             )
-            return self.heal(gap)
+            with self._turn(gap.fingerprint, wait=True):
+                return self._drive(run_id, self._start_state(run_id, gap))
         if snapshot.next and any(t.interrupts for t in snapshot.tasks):
             wait = self.remote_wait(run_id)
             if wait is not None:  # its process ended between the interrupt and recording the wait

@@ -157,6 +157,7 @@ class _Job:
     queued_at: float = field(default_factory=time.time)
     started_at: float | None = None
     claim: Any = None  # PostgreSQL: the shared work table's claim (agentheal.work) this job heals
+    gap: Gap | None = None  # a heal's gap: recorded as a run if the pool closes before it starts
 
 
 class HealPool:
@@ -216,7 +217,9 @@ class HealPool:
             def work(healer: Healer) -> dict[str, Any]:
                 return healer.heal(gap, dry_run=dry_run, run_id=run_id)
 
-            job = _Job(self._key(gap.component, gap.fingerprint), run_id, gap.fingerprint, work, "heal")
+            job = _Job(
+                self._key(gap.component, gap.fingerprint), run_id, gap.fingerprint, work, "heal", gap=gap
+            )
             self._enqueue(job)
         return run_id, job.future, open_run is not None
 
@@ -388,6 +391,19 @@ class HealPool:
                 self._healers.append(healer)
         return healer
 
+    def _keep_for_restart(self, dropped: list[_Job]) -> set[str]:
+        """Record the heals still queued as runs (no step taken) under the ids their doors were given:
+        the next start resumes them (`resume_open_runs`) from their beginning, so a gap answered 202
+        is not lost when the server stops."""
+        kept = set()
+        for job in dropped:
+            if job.what != "heal" or job.gap is None or self.ctx.events.run(job.run_id) is not None:
+                continue
+            if self.ctx.events.open_run(job.fingerprint) is None:
+                self.ctx.events.start_run(job.run_id, job.gap)
+                kept.add(job.run_id)
+        return kept
+
     def close(self) -> None:
         """Let running jobs finish, drop queued ones (their doors hear why), close the checkpoints.
         Claims of the shared work table not started are handed back for the other workers instead."""
@@ -402,9 +418,13 @@ class HealPool:
                 self._by_fingerprint.pop(job.fingerprint, None)
         if self.shared is not None:
             dropped = self.shared.hand_back(dropped)
+        kept = self._keep_for_restart(dropped) if self.shared is None else set()
         for job in dropped:
             if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(RuntimeError("the server stopped before this heal started"))
+                why = "the server stopped before this heal started"
+                if job.run_id in kept:
+                    why += f"; run {job.run_id[:12]} is recorded and resumes when it starts again"
+                job.future.set_exception(RuntimeError(why))
         self._executor.shutdown(wait=True)
         for healer in self._healers:
             healer.__exit__(None, None, None)
