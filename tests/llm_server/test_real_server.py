@@ -9,6 +9,7 @@ several tests read that run.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ from agentheal.personas import load_persona, load_personas
 from conftest import stop_processes_under, tiny_estate
 
 from .conftest import agentheal, collect_refusals, env_for
+
+# A Python crash's header at the start of a line. The model's own words are echoed in refusals
+# (a plan naming "Traceback (most recent call)" as a component was seen), so a bare word is no sign.
+_CRASH = re.compile(r"^Traceback \(most recent call last\):", re.MULTILINE)
 
 # Routed to the built-in `configuration` specialist, whose playbooks need a finding this gap
 # does not have (the web is up, its config unchanged): no playbook and no memory covers it.
@@ -43,7 +48,7 @@ class Scene:
             *("heal", "--gap", NOVEL_GAP, "--component", "web", "--estate", str(self.estate), "--json"),
             *extra,
         )
-        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert not _CRASH.search(done.stderr), done.stderr[-3000:]
         assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr[-2000:]}"
         return done.returncode, json.loads(done.stdout)
 
@@ -160,7 +165,7 @@ def test_the_factory_designs_through_the_real_server_and_refuses_what_fails_its_
 ) -> None:
     gap = "TLS certificate on the public load balancer expires in 3 days; clients will fail handshakes"
     done = agentheal(llm_env, "agents", "create", "--for-gap", gap, "--json")
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not _CRASH.search(done.stderr), done.stderr[-3000:]
     assert done.returncode in (0, 1), f"exit {done.returncode}: {done.stderr[-2000:]}"
     result = json.loads(done.stdout)
     collect_refusals(Path(llm_env["AGENTHEAL_HOME"]), request.node.name)
