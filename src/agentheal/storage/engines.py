@@ -50,7 +50,7 @@ def event_store_engine(url: str, **kwargs: Any) -> sa.Engine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         # WAL: readers never block the writer, and a commit is durable once it returns.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        set_wal(dbapi_conn)
         # NORMAL under WAL: a commit survives the process being killed (what a heal run must
         # survive); only an OS crash or power loss can take the last commits. Half the fsyncs.
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -90,3 +90,22 @@ class KeptConnection:
             conn.invalidate()
             return False
         return True
+
+
+def set_wal(dbapi_conn: Any) -> None:
+    """Put a SQLite database in WAL mode. Switching a new file to WAL needs it to itself, and SQLite
+    answers "database is locked" at once, without its busy wait, while another connection is
+    opening it too (several workers starting on one new store): ask again until the busy time-out."""
+    import sqlite3
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentheal.storage.engines import BUSY_TIMEOUT_S
+from agentheal.storage.engines import BUSY_TIMEOUT_S, set_wal
 from agentheal.storage.errors import UPGRADE_COMMAND, SchemaNotCurrent
 from agentheal.storage.urls import shown
 
@@ -162,7 +162,7 @@ def _sqlite_immediate(url: sa.URL) -> sa.Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # the driver begins nothing itself; "begin" below does
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        set_wal(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
