@@ -39,7 +39,7 @@ def test_the_client_heals_follows_and_lists_a_run(
         assert submitted["status"] == "running"
         events = list(api.events(submitted["run_id"]))
         nodes = [e["node"] for e in events if e["event"] == "node"]
-        assert nodes[0] == "triage" and "validate" in nodes
+        assert nodes and nodes[0] == "triage" and "validate" in nodes, events
         assert events[-1] == {"event": "end", "id": None, "run_id": submitted["run_id"], "status": "healed"}
 
         shown = api.run(submitted["run_id"][:10])

@@ -287,8 +287,9 @@ async def _follow(
             return
         if status is None and state.pool.queued(run_id) is None:
             # The pool may have run it since the reads above (a busy host can hold this coroutine
-            # for the whole heal): only a run still unrecorded now was dropped before it started.
-            if await anyio.to_thread.run_sync(run_status, events, run_id) is None:
+            # for the whole heal): only a run still unrecorded a while later was dropped before it
+            # started (a stream that ended 'unknown' on a heal that went on was seen under load).
+            if await _dropped(state, run_id):
                 yield ServerSentEvent(json.dumps({"run_id": run_id, "status": "unknown"}), event="end")
                 return
             continue
@@ -296,6 +297,17 @@ async def _follow(
             return
         if not rows:
             await anyio.sleep(_POLL_S)
+
+
+async def _dropped(state: ServerState, run_id: str, looks: int = 5) -> bool:
+    """Whether a run neither recorded nor held by the pool stays so over a few polls."""
+    for _ in range(looks):
+        if await anyio.to_thread.run_sync(run_status, state.events, run_id) is not None:
+            return False
+        if state.pool.queued(run_id) is not None:
+            return False
+        await anyio.sleep(_POLL_S)
+    return True
 
 
 async def _answer(
