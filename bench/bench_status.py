@@ -41,10 +41,8 @@ def build_store(home: Path, runs: int = RUNS) -> int:
     """Write the history under `home`; returns how many rows (events) it holds."""
     from agentheal.config import Settings
     from agentheal.events import EventStore
-    from agentheal.metrics.records import ensure_tables
 
     store = EventStore(Settings(home=home).events_url)
-    ensure_tables(store)
     store.close()
     rnd = random.Random(14)
     now = datetime.now(UTC).replace(tzinfo=None)

@@ -325,7 +325,6 @@ def compile_evolve_graph(job: EvolveJob | None) -> CompiledStateGraph[Any, Any, 
 def evolve_round(job: EvolveJob) -> dict[str, Any]:
     """One round: judge evolutions whose trial is over, then propose, apply and validate new ones by
     replay. What each step did."""
-    records.ensure_tables(job.events)
     state = compile_evolve_graph(job).invoke({})
     keys = ("decided", "patterns", "proposals", "applied", "validated")
     return {k: state.get(k, []) for k in keys} | {"notes": job.notes}

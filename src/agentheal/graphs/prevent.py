@@ -310,7 +310,6 @@ def compile_prevent_graph(job: PreventJob | None) -> CompiledStateGraph[Any, Any
 
 def prevent_round(job: PreventJob, now: float, dry_run: bool = False) -> dict[str, Any]:
     """One round: forecast, design, guard, apply, follow up. Returns what each step did."""
-    records.ensure_tables(job.events)
     state = compile_prevent_graph(job).invoke({"now": now, "dry_run": dry_run})
     return {k: state.get(k, []) for k in ("predicted", "designed", "allowed", "applied", "followed")} | {
         "notes": list(job.notes)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from agentheal.event_schema import GAPS, NODE_EVENTS, RUNS
 from agentheal.events import EventStore
 from agentheal.metrics.figures import PERSON_SOURCES
-from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS, ensure_tables
+from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS
 from agentheal.models import RunStatus, utcnow
 
 ACTIVE_WITHIN = timedelta(hours=1)
@@ -67,7 +67,6 @@ def _engine(name: str, last: datetime | None, detail: str, now: datetime) -> Eng
 
 def engines(store: EventStore, now: datetime | None = None) -> list[Engine]:
     """The five engines' states, from the store's newest records of each."""
-    ensure_tables(store)
     now = now or utcnow()
     detected = _newest(store, GAPS.c.recorded_at, GAPS.c.gap["source"].as_string().not_in(PERSON_SOURCES))
     # a run's end: one seek per status in the runs' (status, finished_at, ...) index

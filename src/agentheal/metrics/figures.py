@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from agentheal.event_schema import AUDIT, GAPS, RUNS
 from agentheal.events import EventStore
-from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS, PROBES, ensure_tables
+from agentheal.metrics.records import EVOLUTIONS, PREDICTIONS, PROBES
 from agentheal.metrics.sql import backend, percentiles, rate, seconds
 from agentheal.metrics.summary import FINISHED as FINISHED
 from agentheal.metrics.summary import PERSON_SOURCES as PERSON_SOURCES
@@ -248,7 +248,6 @@ def compute(store: EventStore, window: Window | None = None, *, scratch: bool = 
     The heavy figures are read from the summary, first brought up to date with what the store
     gained since (metrics.summary); `scratch` derives them all from the events instead.
     """
-    ensure_tables(store)
     w = window or Window.last()
     if scratch:
         agents = runs_by_persona(store, w)

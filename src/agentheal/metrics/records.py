@@ -105,11 +105,6 @@ def engine_for(store: EventStore) -> sa.Engine:
         return engine
 
 
-def ensure_tables(store: EventStore) -> None:
-    """Open this module's engine on the store (the migrations made its tables and indexes)."""
-    engine_for(store)
-
-
 def _write(store: EventStore, stmt: Any, values: dict[str, Any] | list[dict[str, Any]]) -> Any:
     with engine_for(store).begin() as conn:
         return conn.execute(stmt, values)
@@ -208,7 +203,6 @@ def record_missed(
 
 def pending_predictions(store: EventStore) -> list[dict[str, Any]]:
     """Predictions not yet followed up, oldest first."""
-    ensure_tables(store)
     stmt = sa.select(PREDICTIONS).where(PREDICTIONS.c.outcome == "pending").order_by(PREDICTIONS.c.id)
     return store.query(stmt)
 
@@ -225,6 +219,5 @@ def save_evolution(store: EventStore, row: dict[str, Any]) -> None:
 
 def evolutions(store: EventStore, limit: int = 100) -> list[dict[str, Any]]:
     """Evolutions, newest first."""
-    ensure_tables(store)
     stmt = sa.select(EVOLUTIONS).order_by(EVOLUTIONS.c.created_at.desc(), EVOLUTIONS.c.id.desc())
     return store.query(stmt.limit(limit))
