@@ -21,7 +21,7 @@ from agentheal.models import utcnow
 from agentheal.policy import load_policy
 from test_metrics import History
 
-H, M = timedelta(hours=1), timedelta(minutes=1)
+H, M, S = timedelta(hours=1), timedelta(minutes=1), timedelta(seconds=1)
 T = utcnow().replace(microsecond=0) - 30 * H  # "now" of the first round; the trial runs 24 hours after it
 
 
@@ -191,3 +191,52 @@ def test_escalations_no_persona_handles_get_an_agent_from_the_factory(settings: 
 def test_evolve_refuses_a_missing_estate(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evolve", "--estate", str(settings.home_dir / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def _restarts(h: History, fp: str, starts: list[object], lag_s: float, first: int = 0) -> None:
+    """Heals of `fp` by a restart, each after a monitor saw the fault `lag_s` before reporting it."""
+    for i, at in enumerate(starts, start=first):
+        run_id = f"{fp}{i}"
+        h.gap(fp, at + lag_s * S, source="monitor", created=at)  # type: ignore[operator]
+        h.run(run_id, fp, "healed", at + lag_s * S, 10, persona="availability")  # type: ignore[operator]
+        step = {"action": "restart", "component": "web", "args": {}, "why": ""}
+        h.rows(ACTIONS, {"run_id": run_id, "action": "restart", "component": "web", "dry_run": False,
+                         "outcome": "ok", "step": step, "result": {}, "at": at})  # fmt: skip
+
+
+@pytest.mark.parametrize(("lag_after_s", "verdict"), [(2.0, "kept"), (6.0, "reverted")])
+def test_a_fault_no_schedule_heads_off_gets_a_check_judged_by_its_time_to_detect(
+    settings: Settings, lag_after_s: float, verdict: str
+) -> None:
+    events = EventStore(settings.events_url)
+    h = History(events)
+    checks = settings.home_dir / "evolution" / "checks.yaml"
+    checks.parent.mkdir(parents=True)
+    earlier = b"# kept by hand\nchecks:\n- component: db\n  every_s: 30\n"
+    checks.write_bytes(earlier)
+    _restarts(h, "DOWN", [T - (12 - 3 * i) * H for i in range(3)], lag_s=5.0)  # k-of-n at 5 s probes
+
+    job = EvolveJob(events=events, home=settings.home_dir, now=T, estate_file=None, probe_interval_s=5.0)  # type: ignore[arg-type]
+    first = evolve_round(job)
+    (applied,) = first["applied"]
+    assert (applied["kind"], applied["status"]) == ("add_check", "applied")
+    assert first["validated"] == []  # a replay detects on every tick: the trial judges it
+    assert "judged by its gaps' time to detect" in " ".join(job.notes)
+    entry = yaml.safe_load(checks.read_text())["checks"][-1]
+    assert (entry["component"], entry["check"], entry["every_s"], entry["after"]) == (
+        "web",
+        "probes",
+        2.5,
+        "restart",
+    )
+
+    _restarts(h, "DOWN", [T + 5 * H], lag_s=lag_after_s, first=3)  # once in the trial, caught sooner or not
+    second = evolve_round(_job(settings, events, T + 25 * H))
+    assert [(d["kind"], d["status"]) for d in second["decided"]] == [("add_check", verdict)]
+    reason = second["decided"][0]["reason"]
+    if verdict == "kept":
+        assert "time to detect fell from 5 s to 2 s" in reason
+        assert yaml.safe_load(checks.read_text())["checks"][-1]["every_s"] == 2.5
+    else:
+        assert "time to detect did not fall (5 s, 6 s)" in reason
+        assert checks.read_bytes() == earlier

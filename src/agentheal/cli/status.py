@@ -170,12 +170,21 @@ def evolve(
             envvar="AGENTHEAL_ESTATE",
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="The detection config watch runs with: an added check halves its "
+            "probe interval (default 5 s).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """One round of the evolve graph: judge evolutions whose trial is over, then propose and apply new
     ones for recurring, escalation and failing-action patterns, each a versioned change validated by
     replaying the history it concerns (kept, or reverted byte for byte)."""
     from agentheal.cli._common import _load_estate
+    from agentheal.cli.detect import _config
     from agentheal.evolve.proposals import ProposalError
     from agentheal.evolve.replay import ReplayError
     from agentheal.graphs.evolve import EvolveJob, evolve_round
@@ -184,10 +193,11 @@ def evolve(
 
     if estate is not None:
         _load_estate(estate)  # a broken or missing estate file is a usage error, before anything changes
+    detect = _config(config)  # a broken config too
     settings = _settings()
     job = EvolveJob(events=_events(), home=settings.home_dir, now=utcnow(), dry_run=dry_run,
                     estate_file=estate.resolve() if estate else None,
-                    policy_file=settings.policy_file)  # fmt: skip
+                    policy_file=settings.policy_file, probe_interval_s=detect.interval_s)  # fmt: skip
     try:
         done = evolve_round(job)
     except (ChangeError, ProposalError, ReplayError) as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentheal.detect.alerts import alert_signals, feedback_signal, parse_webhook
+from agentheal.detect.checks import CheckBook
 from agentheal.detect.config import DetectConfig
 from agentheal.detect.gaps import GapBook, TrackedGap
 from agentheal.detect.logs import LogMiner, LogReadError, LogTail, count_lines_before, state_dir_for
@@ -82,6 +83,10 @@ class Detector:
         self.signals_seen = 0
         self._inbox: queue.SimpleQueue[Signal] = queue.SimpleQueue()
         self.mutes = MuteBook(settings.home_dir)  # an operator's `feedback mute`, re-read each round
+        # the evolve graph's added checks (faster probes of a component whose fault recurs), re-read too
+        self.checks = CheckBook(settings.home_dir, set(self.estate.components) if self.estate else None)
+        if self.monitor is not None:
+            self.monitor.evolved = self.checks.intervals()
         self._trend_file = settings.home_dir / "detect" / "trends.json"
         problem = self.trends.load(self._trend_file)
         if problem:
@@ -172,6 +177,11 @@ class Detector:
         if self.mutes.problem:
             self.reports.append(self.mutes.problem)
             self.mutes.problem = None
+        if self.checks.refresh() and self.monitor is not None:
+            self.monitor.take_checks(self.checks.intervals(), now)
+        if self.checks.problem:
+            self.reports.append(self.checks.problem)
+            self.checks.problem = None
         if self.monitor is not None:
             names = self.estate.order() if all_components and self.estate else self.monitor.due(now)
             names = [n for n in names if n not in self.paused]

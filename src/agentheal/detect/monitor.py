@@ -12,6 +12,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Hashable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 import psutil
@@ -31,27 +32,36 @@ Verdict = Literal["open", "renew", "recover"] | None
 
 
 class KofN:
-    """k-of-n per key: open after k failures in the last n samples, close after k passes in a row."""
+    """k-of-n per key: open after k failures in the last n samples, close after k passes in a row.
+
+    Each sample's time is kept beside it, so an opened problem can say when its first failing sample
+    in the window was taken: the time to detect counts from there, not from the confirming sample.
+    """
 
     def __init__(self, k: int, n: int) -> None:
         self.k, self.n = k, n
-        self._windows: dict[Hashable, deque[bool]] = {}
+        self._windows: dict[Hashable, deque[tuple[bool, float]]] = {}
         self.confirmed: set[Hashable] = set()
 
-    def observe(self, key: Hashable, failing: bool) -> Verdict:
-        """Add one sample; say whether the problem opens, is renewed, or recovers."""
+    def observe(self, key: Hashable, failing: bool, at: float | None = None) -> Verdict:
+        """Add one sample (taken at `at`, epoch seconds; default now); say whether the problem opens,
+        is renewed, or recovers."""
         window = self._windows.setdefault(key, deque(maxlen=self.n))
-        window.append(failing)
+        window.append((failing, time.time() if at is None else at))
         if key not in self.confirmed:
-            if sum(window) >= self.k:
+            if sum(f for f, _ in window) >= self.k:
                 self.confirmed.add(key)
                 return "open"
             return None
         recent = list(window)[-self.k :]
-        if len(recent) == self.k and not any(recent):
+        if len(recent) == self.k and not any(f for f, _ in recent):
             self.confirmed.discard(key)
             return "recover"
         return "renew" if failing else None
+
+    def first_failing(self, key: Hashable) -> float | None:
+        """When the earliest failing sample still in the key's window was taken."""
+        return next((at for failing, at in self._windows.get(key, ()) if failing), None)
 
     def reset(self, prefix: str) -> None:
         """Forget every key of a component (after a heal, judge it afresh)."""
@@ -89,6 +99,22 @@ class Monitor:
         self.stats: dict[str, dict[str, float]] = {}
         self.sampled_at: dict[str, float] = {}
         self.health: dict[str, ComponentHealth] = {}
+        self.evolved: dict[str, float] = {}  # component -> the probe interval an evolved check asks for
+
+    def take_checks(self, intervals: dict[str, float], now: float) -> None:
+        """Probe intervals from the evolve graph's checks: a component asked to be probed sooner is due
+        one new interval after its last sample, not at the end of the longer one."""
+        self.evolved = dict(intervals)
+        for name in self.estate.order():
+            if name in self._due:
+                sampled = self.sampled_at.get(name, now)
+                self._due[name] = min(self._due[name], sampled + self.interval(name))
+
+    def interval(self, name: str) -> float:
+        """A component's probe interval: its own in the config, or the config's, or an evolved check's
+        if that is shorter."""
+        configured = self.config.component_intervals.get(name, self.config.interval_s)
+        return min(configured, self.evolved.get(name, configured))
 
     def due(self, now: float) -> list[str]:
         """Components whose interval has passed, in dependency order."""
@@ -106,7 +132,7 @@ class Monitor:
         return min(times) if times else None
 
     def _schedule(self, name: str, now: float) -> None:
-        interval = self.config.component_intervals.get(name, self.config.interval_s)
+        interval = self.interval(name)
         spread = interval * self.config.jitter
         # Jitter keeps many components (and many agentheal hosts) from probing in lockstep.
         self._due[name] = now + interval + self._random.uniform(-spread, spread)
@@ -128,13 +154,13 @@ class Monitor:
             health = self.backend.health(name)
             self.health[name] = health
             self.sampled_at[name] = now
-            signals += self._availability(name, health)
+            signals += self._availability(name, health, now)
             signals += self._slowness(name, health, samples, now)
             signals += self._resources(name, health, samples, now)
         return signals, samples
 
-    def _availability(self, name: str, health: ComponentHealth) -> list[Signal]:
-        verdict = self.kofn.observe((name, AVAILABILITY), not health.healthy)
+    def _availability(self, name: str, health: ComponentHealth, now: float) -> list[Signal]:
+        verdict = self.kofn.observe((name, AVAILABILITY), not health.healthy, now)
         if verdict == "recover":
             return [recovered("monitor", name, AVAILABILITY, f"{name} is healthy again: {health.detail}")]
         if verdict is None or health.healthy:
@@ -149,9 +175,17 @@ class Monitor:
             cls, text = "process_down", f"{name} is down: process not running"
         else:
             cls, text = "probe_failed", f"{name} is unhealthy: its probes fail"
+        at = self._since((name, AVAILABILITY)) if verdict == "open" else None
         return [
             problem(
-                "monitor", name, text, cls, channel=AVAILABILITY, severity=Severity.high, evidence=evidence
+                "monitor",
+                name,
+                text,
+                cls,
+                channel=AVAILABILITY,
+                severity=Severity.high,
+                evidence=evidence,
+                at=at,
             )
         ]
 
@@ -167,12 +201,14 @@ class Monitor:
         if not health.healthy:
             return []  # a down component is not "slow"; the availability gap covers it
         slow = [p for p in health.probes if p.slow]
-        verdict = self.kofn.observe((name, "slow_response"), bool(slow))
+        verdict = self.kofn.observe((name, "slow_response"), bool(slow), now)
         if verdict == "recover":
             return [recovered("monitor", name, "slow_response")]
         if verdict in ("open", "renew") and slow:
             text = f"{name} answers slowly: over its latency budget"
-            return [problem("monitor", name, text, "slow_response", evidence=[p.line() for p in slow])]
+            at = self._since((name, "slow_response")) if verdict == "open" else None
+            evidence = [p.line() for p in slow]
+            return [problem("monitor", name, text, "slow_response", evidence=evidence, at=at)]
         return []
 
     def _resources(
@@ -195,7 +231,7 @@ class Monitor:
             if comp.memory_budget_mb is not None:
                 over = rss > comp.memory_budget_mb
                 detail = f"pid {health.pid} with children uses {rss:.1f} MB of {comp.memory_budget_mb:g} MB"
-                out += self._bounded(name, "memory_high", over, f"{name} uses too much memory", detail)
+                out += self._bounded(name, "memory_high", over, f"{name} uses too much memory", detail, now)
         for data in comp.data_dirs:
             folder = self.estate.path(data.path)
             if data.budget_mb is None:
@@ -207,7 +243,9 @@ class Monitor:
             )  # fmt: skip
             detail = f"{data.path} holds {size:.2f} MB of its {data.budget_mb:g} MB budget"
             text = f"{name} data folder {data.path} is over its budget"
-            out += self._bounded(name, f"disk_over_budget:{data.path}", size > data.budget_mb, text, detail)
+            out += self._bounded(
+                name, f"disk_over_budget:{data.path}", size > data.budget_mb, text, detail, now
+            )
         backlog = queue_backlog(self.estate, name) if comp.queue is not None else None
         if backlog is not None and comp.queue is not None:
             count, oldest = backlog
@@ -220,24 +258,33 @@ class Monitor:
                 f"{comp.queue.path} holds {count} items, the oldest waiting {oldest:.0f} s "
                 f"(stalled after {comp.queue.stall_after_s:g} s)"
             )
-            out += self._bounded(name, "queue_stalled", stalled, f"{name} queue is stalled", detail)
+            out += self._bounded(name, "queue_stalled", stalled, f"{name} queue is stalled", detail, now)
         if comp.log_budget_mb is not None:
             for log in comp.logs:
                 path = self.estate.path(log)
                 size = path.stat().st_size / _MB if path.is_file() else 0.0
                 detail = f"{log} is {size:.2f} MB, budget {comp.log_budget_mb:g} MB"
                 text = f"{name} log {log} is over its budget"
-                out += self._bounded(name, f"logs_large:{log}", size > comp.log_budget_mb, text, detail)
+                out += self._bounded(name, f"logs_large:{log}", size > comp.log_budget_mb, text, detail, now)
         return out
 
-    def _bounded(self, name: str, channel: str, over: bool, text: str, detail: str) -> list[Signal]:
-        verdict = self.kofn.observe((name, channel), over)
+    def _since(self, key: tuple[str, str]) -> datetime | None:
+        first = self.kofn.first_failing(key)
+        return None if first is None else datetime.fromtimestamp(first, UTC)
+
+    def _bounded(
+        self, name: str, channel: str, over: bool, text: str, detail: str, now: float
+    ) -> list[Signal]:
+        verdict = self.kofn.observe((name, channel), over, now)
         if verdict == "recover":
             return [recovered("monitor", name, channel)]
         if verdict in ("open", "renew") and over:
             cls = channel.split(":", 1)[0]
             severity = Severity.high if cls == "disk_over_budget" else Severity.medium
+            at = self._since((name, channel)) if verdict == "open" else None
             return [
-                problem("monitor", name, text, cls, channel=channel, severity=severity, evidence=[detail])
+                problem(
+                    "monitor", name, text, cls, channel=channel, severity=severity, evidence=[detail], at=at
+                )
             ]
         return []

@@ -77,6 +77,8 @@ class EvolveJob:
     min_repeats: int = 3
     min_failures: int = 2
     min_every_s: float = 60.0  # the shortest interval a maintenance schedule gets
+    probe_interval_s: float = 5.0  # detection's probe interval (DetectConfig.interval_s): a check halves it
+    min_probe_s: float = 1.0  # the shortest probe interval a check asks for
     estate_file: Path | None = None  # the estate the history was recorded on: replays run on a copy
     policy_file: Path | None = None  # the policy in use: carried into replays, tightened under the home
     replay: bool = True
@@ -144,7 +146,9 @@ def _proposal(job: EvolveJob, p: dict[str, Any]) -> dict[str, Any] | None:
             }
             return {"kind": "schedule_action", "target": str(evolution / "schedule.yaml"), "entry": entry,
                     "fingerprint": p["fingerprint"]}  # fmt: skip
-        entry = {"component": p["component"], "check": "probes", "every_s": every, "why": why,
+        # a fault no maintenance action heads off is caught sooner: its component probed twice as often
+        probe = max(job.min_probe_s, job.probe_interval_s / 2)
+        entry = {"component": p["component"], "check": "probes", "every_s": probe, "why": why,
                  "after": p["action"]}  # fmt: skip
         return {"kind": "add_check", "target": str(evolution / "checks.yaml"), "entry": entry,
                 "fingerprint": p["fingerprint"]}  # fmt: skip
@@ -185,7 +189,7 @@ def _decide(job: EvolveJob) -> list[dict[str, Any]]:
             continue
         before = stats(job.events, row["fingerprint"], Window(applied_at - job.trial, applied_at))
         after = stats(job.events, row["fingerprint"], Window(applied_at, applied_at + job.trial))
-        keep, why = judge(before, after)
+        keep, why = judge(before, after, row["kind"])
         decided.append(_outcome(job, row, keep, why, {"before": before, "after": after}))
     return decided
 
@@ -224,6 +228,11 @@ def validate_one(job: EvolveJob, evolution_id: str) -> dict[str, Any] | None:
 
     row = next(r for r in records.evolutions(job.events, limit=10_000) if r["id"] == evolution_id)
     proposal = row["data"]["proposal"]
+    if row["kind"] == "add_check":
+        # a replay detects at once, on every tick: it cannot show a component caught sooner
+        job.notes.append(f"{evolution_id} add_check: judged by its gaps' time to detect on a trial of "
+                         f"{job.trial}")  # fmt: skip
+        return None
     script = replay.script_for(job.events, job.estate_file, proposal.get("replay_of", row["fingerprint"]),
                                job.now - job.window)  # fmt: skip
     if isinstance(script, str):
