@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -122,9 +123,12 @@ class Browser:
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Browser]:
     if CHROMIUM is None:
-        pytest.skip(
-            "chromium is not installed (Debian: apt-get install -y chromium); the report is not opened"
-        )
+        missing = "chromium is not installed (Debian: apt-get install -y chromium); the report is not opened"
+        if os.environ.get("AGENTHEAL_TEST_POSTGRES_REQUIRED", "") not in ("", "0"):
+            pytest.fail(
+                f"the engines the tests use are required (AGENTHEAL_TEST_POSTGRES_REQUIRED) but: {missing}"
+            )
+        pytest.skip(missing)
     b = Browser(tmp_path / "profile")
     yield b
     b.close()
