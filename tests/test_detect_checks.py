@@ -106,3 +106,44 @@ def test_time_to_detect_counts_from_the_first_failing_sample(
     signals, _ = monitor.round(["web"], now=T0 + 5)
     (down,) = [s for s in signals if s.data.get("problem") == "process_down"]
     assert down.at == datetime.fromtimestamp(T0, UTC)  # the gap's created_at: when it was first seen failing
+
+
+@pytest.mark.slow
+def test_a_watch_probes_a_checked_component_sooner_and_its_time_to_detect_shows_it(
+    tiny_estate_file: Path, tmp_path: Path, settings: Settings
+) -> None:
+    """A real `agentheal watch` with an 8 s probe interval and an evolved check of 0.5 s on `web`: a
+    killed web is confirmed (k = 2 of 3) about half a second after its first failing sample, where the
+    config's interval alone would take about eight; the gap in the event store carries that lag."""
+    import subprocess
+    import sys
+
+    from agentheal.events import EventStore
+    from test_detect_watch import Lines, _env, _pid, _stop
+
+    env = _env(tmp_path)
+    env["AGENTHEAL_HOME"] = str(settings.home_dir)
+    _write(settings, {"checks": [{"component": "web", "every_s": 0.5, "why": "web dies again and again"}]})
+    estate = str(tiny_estate_file)
+    up = subprocess.run([sys.executable, "-m", "agentheal", "estate", "up", estate], env=env, timeout=60)
+    assert up.returncode == 0
+    args = ["watch", "--estate", estate, "--interval", "8", "--no-heal", "--plain"]
+    watch = subprocess.Popen([sys.executable, "-m", "agentheal", *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        lines = Lines(watch)
+        lines.wait_for("watching tiny")
+        os.kill(_pid(tiny_estate_file, "web", env), signal.SIGKILL)
+        lines.wait_for("gap opened: incident web", timeout=30)
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(60) == 0
+    finally:
+        _stop(watch)
+    import sqlalchemy as sa
+
+    from agentheal.event_schema import GAPS
+
+    store = EventStore(settings.events_url)
+    (gap,) = store.query(sa.select(GAPS.c.created_at, GAPS.c.recorded_at).where(GAPS.c.component == "web"))
+    lag = (gap["recorded_at"] - gap["created_at"]).total_seconds()
+    assert 0.4 <= lag < 4.0, lag  # the config's 8 s (± 10 % jitter) would give at least 7.2 s
