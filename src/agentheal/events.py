@@ -187,6 +187,9 @@ class EventStore:
         self._postgres = dialect == "postgresql"
         # PostgreSQL: a thread's writer idle this long is asked whether the server still has it.
         self.idle_ping_s = IDLE_PING_S
+        # A worker on a shared database (agentheal.work.fencing.Fences): the actions, status and end
+        # of the runs it heals under a claim are written only while the claim is still its own.
+        self.fence: Any = None
         try:
             ensure_current(self._engine)
         except StorageError as exc:
@@ -217,9 +220,13 @@ class EventStore:
                 self._writers.append(kept.conn)
         return kept.conn
 
-    def _write(self, stmt: Any, what: str, values: dict[str, Any] | None = None) -> int:
-        conn = self._writer()
+    def _write(
+        self, stmt: Any, what: str, values: dict[str, Any] | None = None, run: str | None = None
+    ) -> int:
         try:
+            if run is not None and self.fence is not None and self.fence.holds(run):
+                return int(self.fence.write(run, stmt, values, what))  # checked with the claim's row
+            conn = self._writer()
             with conn.begin():
                 return int(conn.execute(stmt, values).rowcount)
         except sa.exc.IntegrityError as exc:
@@ -229,7 +236,7 @@ class EventStore:
         values = _redacted({"at": utcnow(), **values})
         fast = self._fast_inserts.get(table)
         if fast is None:
-            self._write(INSERTS[table], what, values)
+            self._write(INSERTS[table], what, values, run=values["run_id"] if table == "actions" else None)
             return
         # SQLite: the dialect's own SQL and the columns' own bind conversions (so the row is the
         # one SQLAlchemy would write), run on this thread's connection underneath SQLAlchemy.
@@ -248,7 +255,7 @@ class EventStore:
             raise
 
     def _update_run(self, run_id: str, what: str, **values: Any) -> None:
-        if self._write(UPDATE_RUN, what, _redacted({"which_run": run_id, **values})) == 0:
+        if self._write(UPDATE_RUN, what, _redacted({"which_run": run_id, **values}), run=run_id) == 0:
             raise EventStoreError(f"no run {run_id!r} to record {what} for; start_run was not called")
 
     def record_gap(self, gap: Gap) -> None:

@@ -53,7 +53,7 @@ def execute(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
             break
     if failed and chosen.rollback:
         for index, step in enumerate(chosen.rollback):
-            result = ran.get(("rollback", index)) or ctx.backend.execute(step, dry_run=dry)
+            result = ran.get(("rollback", index)) or _act(ctx, run_id, step, dry)
             if ("rollback", index) not in ran:
                 ctx.events.action(run_id, step, result)
             told = f"{step.signature()}: {result.outcome}"
@@ -69,13 +69,22 @@ def execute(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
 
 def _run_step(ctx: HealContext, run_id: str, step: Step, dry: bool) -> ActionResult:
     assert ctx.backend is not None
-    result = ctx.backend.execute(step, dry_run=dry)
+    result = _act(ctx, run_id, step, dry)
     ctx.events.action(run_id, step, result)
     if not dry:
         ctx.audit(
             {"run_id": run_id, "step": step.model_dump(), "outcome": result.outcome, "detail": result.detail}
         )
     return result
+
+
+def _act(ctx: HealContext, run_id: str, step: Step, dry: bool) -> ActionResult:
+    """One step's action, unless this worker lost the run's claim to another (then LeaseLost,
+    nothing done: agentheal.work.fencing)."""
+    assert ctx.backend is not None
+    if ctx.events.fence is not None:
+        ctx.events.fence.before_action(run_id, f"the action {step.signature()}")
+    return ctx.backend.execute(step, dry_run=dry)
 
 
 def _steps_ran(ctx: HealContext, run_id: str, attempt: int) -> dict[tuple[str, int], ActionResult]:

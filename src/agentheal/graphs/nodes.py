@@ -54,10 +54,12 @@ def bind(fn: Node, ctx: HealContext | None, name: str) -> Callable[[dict[str, An
     def run(state: dict[str, Any]) -> dict[str, Any]:
         from langgraph.errors import GraphBubbleUp
 
+        from agentheal.work.fencing import LeaseLost
+
         assert ctx is not None, "the heal graph was built without a context; it can only be drawn"
         try:
             return fn(state, ctx)
-        except GraphBubbleUp:
+        except (GraphBubbleUp, LeaseLost):  # a lost claim stops the run here: its new holder goes on
             raise
         except Exception as exc:  # a bug or a broken edge must not lose the run's story
             reason = f"{name} failed: {type(exc).__name__}: {exc}"

@@ -132,18 +132,30 @@ def answer_run(
     row = detail.row
     if row.status != RunStatus.awaiting_approval.value:
         raise HealError(f"run {row.run_id[:12]} is {row.status.value}, not awaiting approval")
-    action = "approve" if approved else "reject"
+    _record_answer(healer.ctx, row.run_id, approved, by, note, actor, door, role)
+    return healer.resume(row.run_id, {"approved": approved, "by": by, "note": note})
+
+
+def _record_answer(
+    ctx: HealContext,
+    run_id: str,
+    approved: bool,
+    by: str,
+    note: str,
+    actor: str | None,
+    door: str,
+    role: str | None,
+) -> None:
     audit.record(
-        events,
+        ctx.events,
         actor or by,
-        action,
+        "approve" if approved else "reject",
         door=door,
         role=role,
-        target=row.run_id,
+        target=run_id,
         detail=note,
         data={"by": by, "note": note},
     )
-    return healer.resume(row.run_id, {"approved": approved, "by": by, "note": note})
 
 
 @dataclass
@@ -247,6 +259,19 @@ class HealPool:
         row = detail.row
         if row.status != RunStatus.awaiting_approval.value:
             raise HealError(f"run {row.run_id[:12]} is {row.status.value}, not awaiting approval")
+        if self.shared is not None:  # any worker resumes it, also when this one dies first
+            from agentheal.work import resumes
+            from agentheal.work.tables import APPROVAL
+
+            self._refuse_if_closed()
+            self.shared.start()
+            answer = {"approved": approved, "by": by, "note": note}
+            try:
+                resumes.enqueue(self.shared.queue, detail, APPROVAL, {"answer": answer})
+            except resumes.ResumeBusy as exc:
+                raise HealError(str(exc)) from None
+            _record_answer(self.ctx, row.run_id, approved, by, note, actor, door, role)
+            return self.shared.awaited(row.run_id)
 
         def work(healer: Healer) -> dict[str, Any]:
             return answer_run(
@@ -270,6 +295,17 @@ class HealPool:
         if detail is None or detail.row.status != RunStatus.awaiting_remote.value:
             return None
         row = detail.row
+        if self.shared is not None:  # any worker resumes it, also when this one dies first
+            from agentheal.work import resumes
+            from agentheal.work.tables import REMOTE
+
+            self._refuse_if_closed()
+            self.shared.start()
+            try:
+                resumes.enqueue(self.shared.queue, detail, REMOTE, None)
+            except resumes.ResumeBusy:
+                return None
+            return self.shared.awaited(row.run_id)
 
         def work(healer: Healer) -> dict[str, Any]:
             still = {"run_id": row.run_id, "status": RunStatus.awaiting_remote.value, "reason": row.reason}
@@ -363,8 +399,11 @@ class HealPool:
             if job.future.set_running_or_notify_cancel():  # False: the door gave up before it started
                 job.future.set_result(job.work(self._healer()))
         except BaseException as exc:  # the waiting door gets it; the pool carries on
+            from agentheal.work.fencing import LeaseLost
+
             # a door that answered 202 is not waiting: the server's log is where this is seen
-            _log.exception("the heal of run %s failed before it ended", job.run_id)
+            if not isinstance(exc, LeaseLost):  # (one taken over is logged and told in its story)
+                _log.exception("the heal of run %s failed before it ended", job.run_id)
             job.future.set_exception(exc)
         finally:
             with self._lock:

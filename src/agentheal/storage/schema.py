@@ -20,7 +20,7 @@ from agentheal.storage.errors import UPGRADE_COMMAND, SchemaNotCurrent
 from agentheal.storage.urls import shown
 
 # The revisions in agentheal/migrations/versions, oldest first; a test keeps them equal.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")
 HEAD = REVISIONS[-1]
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"

@@ -22,7 +22,7 @@ from agentheal.event_schema import OPEN_RUN, dumps_json
 from agentheal.models import Gap
 from agentheal.storage.engines import event_store_engine
 from agentheal.storage.urls import sqlalchemy_url
-from agentheal.work.tables import CLAIMED, DONE, QUEUED, WORK_ITEMS, Clock
+from agentheal.work.tables import CLAIMED, DONE, HEAL, QUEUED, WORK_ITEMS, Clock
 
 # Candidates read per claim: enough that a few rows locked by other claimers do not leave it empty.
 _CANDIDATES = 8
@@ -43,7 +43,9 @@ class Claim:
     gap: Gap
     dry_run: bool
     key: str
-    claims: int
+    claims: int  # also the claim's epoch: a takeover raises it (agentheal.work.fencing)
+    kind: str = HEAL  # or the resume of a waiting run, with its answer (agentheal.work.resumes)
+    payload: dict[str, Any] | None = None
 
     @property
     def resumed(self) -> bool:
@@ -119,6 +121,8 @@ class WorkQueue:
                 "dry_run": dry_run,
                 "state": QUEUED,
                 "claims": 0,
+                "kind": HEAL,
+                "payload": None,
             }
             # the item of an earlier turn of this run (e.g. it waited for approval) is queued again
             again = conn.execute(
@@ -166,11 +170,12 @@ class WorkQueue:
                                 claimed_at=self.clock.now(),
                                 claims=_W.claims + 1,
                             )
-                            .returning(_W.run_id, _W.gap, _W.dry_run, _W.key, _W.claims)
+                            .returning(_W.run_id, _W.gap, _W.dry_run, _W.key, _W.claims, _W.kind, _W.payload)
                         ).one()
                 except sa.exc.IntegrityError:
                     continue  # another worker claimed this component meanwhile
-                return Claim(row.run_id, Gap.model_validate(row.gap), row.dry_run, row.key, row.claims)
+                gap = Gap.model_validate(row.gap)
+                return Claim(row.run_id, gap, row.dry_run, row.key, row.claims, row.kind, row.payload)
         return None
 
     def renew(self, worker: str, lease_s: float) -> set[str]:

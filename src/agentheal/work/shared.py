@@ -13,8 +13,10 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from agentheal.event_schema import OPEN_STATUSES
 from agentheal.models import Gap, RunStatus
+from agentheal.work import runlocks
+from agentheal.work.claims import heal_claim
+from agentheal.work.fencing import Fences, LeaseLost
 from agentheal.work.queue import Claim, WorkQueue
 from agentheal.work.registry import default_name
 from agentheal.work.worker import Worker
@@ -37,6 +39,8 @@ class SharedHeals:
         self.pool = pool
         self.queue = WorkQueue(settings.events_url)
         self.name = settings.worker_name or default_name()
+        # the claims this process heals under: only their holder acts and records their runs' ends
+        self.fences = Fences(self.queue, settings.worker_lease_s)
         self.worker = Worker(
             self.queue,
             self.name,
@@ -45,6 +49,7 @@ class SharedHeals:
             room=self._room,
             dispatch=self._dispatch,
             tick=self._resolve_elsewhere,
+            lost=self.fences.lost,
         )
         self._awaited: dict[str, Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -55,6 +60,8 @@ class SharedHeals:
         """Register this worker and start claiming (once)."""
         with self._starting:
             if not self.started:
+                self.pool.ctx.events.fence = self.fences
+                runlocks.name_sessions(self.name)
                 self.worker.start()
                 self.started = True
 
@@ -66,6 +73,13 @@ class SharedHeals:
             future = self._awaited.setdefault(run_id, Future())
         self.worker.wake()
         return run_id, future, joined
+
+    def awaited(self, run_id: str) -> Future[dict[str, Any]]:
+        """The future of a run's work item queued here (a resume), resolved by whichever worker ends it."""
+        with self._lock:
+            future = self._awaited.setdefault(run_id, Future())
+        self.worker.wake()
+        return future
 
     def queued(self, run_id: str) -> dict[str, Any] | None:
         """A run queued or claimed in the work table, as heal JSON (before its run row exists)."""
@@ -86,15 +100,7 @@ class SharedHeals:
         from agentheal.services.heal import _Job
 
         def work(healer: Healer) -> dict[str, Any]:
-            if claim.resumed:  # its last worker may have died after the run ended, before marking it done
-                detail = healer.ctx.events.run(claim.run_id)
-                if detail is not None and detail.row.status.value not in OPEN_STATUSES:
-                    return {
-                        **(detail.result or {}),
-                        "run_id": claim.run_id,
-                        "status": detail.row.status.value,
-                    }
-            return healer.heal(claim.gap, dry_run=claim.dry_run, run_id=claim.run_id)
+            return heal_claim(healer, claim, self.fences, self.name)  # a gap's heal or a run's resume
 
         # close() hands back the claims not started
         job = _Job(claim.key, claim.run_id, claim.gap.fingerprint, work, "claim", claim=claim)
@@ -108,6 +114,9 @@ class SharedHeals:
         if future.cancelled():
             return  # handed back by close()
         exc = future.exception()
+        if isinstance(exc, LeaseLost):  # another worker took it over: its end resolves the doors waiting
+            self.worker.forget(claim)
+            return
         if exc is not None and claim.claims < MAX_CLAIMS:
             _log.warning("run %s failed here (%s); handed back for another try", claim.run_id[:12], exc)
             self.worker.give_back([claim])

@@ -34,6 +34,9 @@ WORK_ITEMS = sa.Table(
     sa.Column("claimed_at", _UTCDateTime),
     sa.Column("finished_at", _UTCDateTime),
     sa.Column("outcome", sa.String(32)),
+    # revision 0010: a gap to heal, or the resume of a waiting run with its answer (agentheal.work.resumes)
+    sa.Column("kind", sa.String(16), nullable=False, server_default="heal"),
+    sa.Column("payload", sa.JSON),
 )
 
 WORKERS = sa.Table(
@@ -50,6 +53,7 @@ WORKERS = sa.Table(
 )
 
 QUEUED, CLAIMED, DONE = "queued", "claimed", "done"
+HEAL, APPROVAL, REMOTE = "heal", "approval", "remote"
 
 
 class Clock:

@@ -5,8 +5,8 @@ started.
 Two threads: the claimer (claims when `room()` says a heal can start, hands each claim to
 `dispatch`, and waits for a wake-up or the poll interval when there is nothing to claim) and the
 lease keeper (every third of a lease: renew, heartbeat, `tick`). A claim the keeper finds taken
-over (this worker's lease ended, another worker resumed the run) is logged: its heal here may still
-be running, which is what a lease long enough for the slowest step avoids.
+over (this worker's lease ended, another worker resumed the run) is logged and told to `lost`: its
+heal here, if still running, stops before its next action or record (agentheal.work.fencing).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Worker:
         dispatch: Callable[[Claim], None],
         tick: Callable[[], None] | None = None,
         poll_s: float = POLL_S,
+        lost: Callable[[str], None] | None = None,
     ) -> None:
         self.queue = queue
         self.registry = Registry(queue)
@@ -47,6 +48,7 @@ class Worker:
         self.room = room
         self.dispatch = dispatch
         self.tick = tick or (lambda: None)
+        self.lost = lost or (lambda run_id: None)
         self.poll_s = poll_s
         self.held: dict[str, Claim] = {}
         self._lock = threading.Lock()
@@ -79,6 +81,13 @@ class Worker:
             self.held.pop(claim.run_id, None)
         if not self.queue.finish(claim.run_id, self.name, outcome):
             _log.warning("run %s ended here after another worker took its claim over", claim.run_id[:12])
+        self.wake()
+
+    def forget(self, claim: Claim) -> None:
+        """A claim another worker took over: its item is that worker's to finish or hand back."""
+        with self._lock:
+            if self.held.get(claim.run_id) is claim:
+                del self.held[claim.run_id]
         self.wake()
 
     def give_back(self, claims: list[Claim]) -> list[str]:
@@ -141,6 +150,7 @@ class Worker:
                         lost = [r for r in before if r in self.held and r not in still]
                     for run_id in lost:
                         _log.warning("lost the lease of run %s: another worker took it over", run_id[:12])
+                        self.lost(run_id)
                 self.tick()
             except Exception:
                 _log.exception("renewing the leases failed; trying again")

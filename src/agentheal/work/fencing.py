@@ -1,0 +1,139 @@
+"""Fencing: only the worker that holds a run's claim now acts for it and records what only its
+driver may record (its actions, its status, its end).
+
+A worker that stalls past its lease (a long pause, a frozen VM, a network cut from PostgreSQL) has
+its claim taken over: another worker claims it and resumes the run from its checkpoint. When the
+first one wakes it must not carry on with the run. Each claim has an epoch, the item's `claims`
+count, which every claim of the item raises; this process heals a claim as (worker, epoch), and:
+
+- before each action, the execute node asks `before_action`: one UPDATE that extends the lease of
+  exactly this claim (this worker's name and this epoch, still claimed). It touches no row when
+  the claim is another's now (or was handed back): `LeaseLost` is raised and nothing is done;
+- the records only the driver makes are written by `write`, in a transaction that first reads the
+  claim's row `FOR SHARE`: unless it still names this worker and epoch, nothing is written
+  (`LeaseLost`); a takeover's UPDATE of that row waits for the write to commit, so a write and a
+  takeover never interleave;
+- the lease keeper marks a claim lost when its renewal touched no row (`lost`): the next action or
+  write raises `LeaseLost` before asking the database.
+
+What no check here can stop is an action already under way when the worker stalled: it finishes
+when the worker wakes, and its record is refused. A lease longer than the slowest action leaves
+that only to a stall in the middle of one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentheal.work.queue import WorkQueue
+from agentheal.work.tables import CLAIMED, WORK_ITEMS
+
+_W = WORK_ITEMS.c
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the claim of a run it was healing: another worker took it over.
+    The run stops here; its holder carries it on."""
+
+    def __init__(self, run_id: str, worker: str, epoch: int, holder: str | None, what: str) -> None:
+        self.run_id, self.worker, self.epoch, self.holder = run_id, worker, epoch, holder
+        now = f"the work table gives it to worker {holder} now" if holder else "it is claimed by no one now"
+        super().__init__(
+            f"worker {worker} lost the lease of run {run_id[:12]} (its claim {epoch}): {now}; "
+            f"stopped here before {what}"
+        )
+
+
+@dataclass(frozen=True)
+class Fence:
+    worker: str
+    epoch: int
+
+
+class Fences:
+    """The claims this process heals runs under, by run id."""
+
+    def __init__(self, queue: WorkQueue, lease_s: float) -> None:
+        self.queue = queue
+        self.lease_s = lease_s
+        self._held: dict[str, Fence] = {}
+        self._lost: set[str] = set()
+        self._lock = threading.Lock()
+
+    def hold(self, run_id: str, worker: str, epoch: int) -> None:
+        with self._lock:
+            self._held[run_id] = Fence(worker, epoch)
+            self._lost.discard(run_id)
+
+    def release(self, run_id: str) -> None:
+        with self._lock:
+            self._held.pop(run_id, None)
+            self._lost.discard(run_id)
+
+    def lost(self, run_id: str) -> None:
+        """The lease keeper's renewal no longer touched this run's claim."""
+        with self._lock:
+            if run_id in self._held:
+                self._lost.add(run_id)
+
+    def holds(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._held
+
+    def _fence(self, run_id: str) -> tuple[Fence | None, bool]:
+        with self._lock:
+            return self._held.get(run_id), run_id in self._lost
+
+    def before_action(self, run_id: str, what: str) -> None:
+        """Extend this claim's lease before an action, or raise `LeaseLost` when it is not ours now.
+
+        Raises:
+            LeaseLost: the claim names another worker or epoch, or is no longer claimed.
+        """
+        fence, lost = self._fence(run_id)
+        if fence is None:
+            return  # not healed under a claim here (a CLI heal, a SQLite home)
+        if not lost:
+            with self.queue.engine.begin() as conn:
+                touched = conn.execute(
+                    WORK_ITEMS.update()
+                    .where(*self._ours(run_id, fence))
+                    .values(lease_until=self.queue.clock.later(self.lease_s))
+                ).rowcount
+            if touched:
+                return
+        raise LeaseLost(run_id, fence.worker, fence.epoch, self.holder(run_id), what)
+
+    def write(self, run_id: str, stmt: Any, values: dict[str, Any] | None, what: str) -> int:
+        """Run one write of the event store for `run_id` if this worker holds its claim now, in one
+        transaction with the check; returns its row count.
+
+        Raises:
+            LeaseLost: the claim is another's now; nothing was written.
+        """
+        fence, lost = self._fence(run_id)
+        assert fence is not None, "write() is for runs this process holds (holds())"
+        if not lost:
+            with self.queue.engine.begin() as conn:
+                ours = conn.execute(
+                    sa.select(_W.run_id).where(*self._ours(run_id, fence)).with_for_update(read=True)
+                ).first()
+                if ours is not None:
+                    return int(conn.execute(stmt, values).rowcount)
+        what = "recording " + what.removesuffix(" (is the run started?)")
+        raise LeaseLost(run_id, fence.worker, fence.epoch, self.holder(run_id), what)
+
+    def holder(self, run_id: str) -> str | None:
+        """The worker the run's item names now (claimed, or ended by it), if any."""
+        stmt = sa.select(_W.worker).where(_W.run_id == run_id)
+        with self.queue.engine.connect() as conn:
+            found = conn.execute(stmt).scalar()
+        return str(found) if found is not None else None
+
+    @staticmethod
+    def _ours(run_id: str, fence: Fence) -> tuple[Any, ...]:
+        return (_W.run_id == run_id, _W.worker == fence.worker, _W.claims == fence.epoch, _W.state == CLAIMED)
