@@ -91,7 +91,9 @@ def test_a_taken_over_claim_can_neither_act_nor_record(pg_url: str) -> None:
 # -- real workers: one frozen past its lease mid-heal --
 
 
-def _write_estate(root: Path, port: int) -> tuple[Path, Path]:
+def write_slow_estate(root: Path, port: int, policy: str = "") -> tuple[Path, Path]:
+    """One component whose memory is always over budget (the capacity persona's plan: process_stats,
+    then a restart) and whose start takes 2.5 s; restarts allowed 10 times in 10 minutes."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "slow.py").write_text(_SLOW)
     (root / "estate.yaml").write_text(
@@ -100,13 +102,14 @@ def _write_estate(root: Path, port: int) -> tuple[Path, Path]:
         f"    probes: [{{tcp: '127.0.0.1:{port}'}}]\n"
         "    memory_budget_mb: 1\n    depends_on: []\n"
     )
-    (root / "policy.yaml").write_text("rate_limits:\n  - {action: restart, max: 10, window_s: 600}\n")
+    limits = "rate_limits:\n  - {action: restart, max: 10, window_s: 600}\n"
+    (root / "policy.yaml").write_text(limits + policy)
     return root / "estate.yaml", root / "policy.yaml"
 
 
 @pytest.fixture
 def workers(tmp_path: Path, postgres: Cluster) -> Iterator[Workers]:
-    estate, policy = _write_estate(tmp_path / "estate", free_port())
+    estate, policy = write_slow_estate(tmp_path / "estate", free_port())
     group = Workers(tmp_path, postgres.new_database(upgraded=True), estate, policy, lease_s=2.0)
     group.estate_up()
     try:

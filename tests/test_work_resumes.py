@@ -1,0 +1,92 @@
+"""Approvals on a shared PostgreSQL go through the work table: the worker that receives one only
+queues the run's resume, which any worker claims under a lease. Approved through one worker's API,
+that worker killed with SIGKILL at once, the run is resumed and healed by another worker."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from agentheal.event_schema import ACTIONS, AUDIT
+from agentheal.events import EventStore
+from agentheal.work import WorkQueue
+from agentheal.work.tables import WORK_ITEMS
+from conftest import free_port, stop_processes_under
+from pg_cluster import Cluster, postgres_fixture  # noqa: F401  (fixture)
+from test_work_fencing import write_slow_estate
+from test_work_workers import Workers, _wait_for
+
+pytestmark = pytest.mark.slow
+
+_APPROVAL = "approval:\n  - {actions: [restart], reason: a person watches restarts}\n"
+
+
+@pytest.fixture
+def workers(tmp_path: Path, postgres: Cluster) -> Iterator[Workers]:
+    estate, policy = write_slow_estate(tmp_path / "estate", free_port(), _APPROVAL)
+    group = Workers(tmp_path, postgres.new_database(upgraded=True), estate, policy, lease_s=2.0)
+    group.estate_up()
+    try:
+        yield group
+    finally:
+        group.stop_all()
+        stop_processes_under(tmp_path / "estate")
+
+
+def _status(store: EventStore, run_id: str) -> str | None:
+    detail = store.run(run_id)
+    return detail.row.status.value if detail is not None else None
+
+
+@pytest.mark.timeout(180)
+def test_an_approval_outlives_the_worker_that_received_it(workers: Workers) -> None:
+    for name in ("gets-it", "other"):
+        workers.start(name)
+    for name in ("gets-it", "other"):
+        workers.ready(name)
+    queue, store = WorkQueue(workers.url), EventStore(workers.url)
+    try:
+        with httpx.Client(timeout=30) as client:
+            gap = {"text": f"slow holds too much memory {uuid.uuid4().hex[:6]}", "component": "slow"}
+            run_id = workers.post_gap(client, "gets-it", gap)["run_id"]
+            _wait_for("the run to wait", lambda: _status(store, run_id) == "awaiting_approval", 60)
+            waiting = queue.item(run_id)
+            assert waiting is not None and (waiting.state, waiting.outcome) == ("done", "awaiting_approval")
+            # approved through one worker's API, answered at once (202: it carries on), then that
+            # worker dies before the restart (2.5 s) can have ended
+            approve = f"{workers.base('gets-it')}/runs/{run_id}/approve?timeout=0.05"
+            answer = client.post(approve, json={"by": "ops", "note": "go"})
+            assert answer.status_code == 202, answer.text
+            workers.procs["gets-it"].send_signal(signal.SIGKILL)
+            workers.procs["gets-it"].wait()
+            # a second answer is refused while the first one is queued or worked on
+            again = client.post(f"{workers.base('other')}/runs/{run_id}/approve?timeout=0.05", json={})
+            assert again.status_code == 409, again.text
+
+        _wait_for("the other worker to heal it", lambda: _status(store, run_id) == "healed", 90, every=0.2)
+        item = queue.item(run_id)
+        assert item is not None and (item.state, item.worker, item.outcome) == ("done", "other", "healed")
+        with queue.engine.connect() as conn:
+            kind = conn.execute(sa.select(WORK_ITEMS.c.kind).where(WORK_ITEMS.c.run_id == run_id)).scalar()
+        assert kind == "approval"
+        actions: list[dict[str, Any]] = store.query(
+            sa.select(ACTIONS.c.action, ACTIONS.c.outcome)
+            .where(ACTIONS.c.run_id == run_id)
+            .order_by(ACTIONS.c.id)
+        )
+        assert [(a["action"], a["outcome"]) for a in actions] == [("process_stats", "ok"), ("restart", "ok")]
+        # the approval was recorded once, where it was received
+        approvals = store.query(
+            sa.select(AUDIT.c.door, AUDIT.c.data).where(AUDIT.c.target == run_id, AUDIT.c.action == "approve")
+        )
+        assert len(approvals) == 1 and approvals[0]["data"]["by"] == "ops", approvals
+    finally:
+        store.close()
+        queue.close()
