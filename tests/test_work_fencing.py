@@ -21,9 +21,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from agentheal.config import Settings
 from agentheal.event_schema import ACTIONS, NODE_EVENTS, RUNS
 from agentheal.events import EventStore
-from agentheal.models import ActionResult, Gap, RunStatus, Step
+from agentheal.graphs.context import HealContext
+from agentheal.graphs.execute import execute
+from agentheal.models import ActionResult, Gap, Plan, RunStatus, Step
 from agentheal.work import Registry, WorkQueue
 from agentheal.work.fencing import Fences, LeaseLost
 from conftest import free_port, stop_processes_under
@@ -85,6 +88,45 @@ def test_a_taken_over_claim_can_neither_act_nor_record(pg_url: str) -> None:
         store.finish_run(run_id, RunStatus.healed, persona=None, source="none", reason=None, result={})
     finally:
         store.close()
+        queue.close()
+
+
+def test_the_execute_node_acts_only_while_its_claim_holds(
+    pg_url: str, settings: Settings, tiny_estate_file: Path
+) -> None:
+    ctx = HealContext(
+        settings=Settings(home=settings.home, database_url=pg_url), estate_path=tiny_estate_file
+    )
+    assert ctx.backend is not None
+    assert all(r.outcome == "ok" for r in ctx.backend.up())
+    queue = WorkQueue(pg_url)
+    try:
+        gap = Gap(text="web is wedged", component="web")
+        run_id, _ = queue.enqueue(gap)
+        ctx.events.start_run(run_id, gap)
+        claim = queue.claim("stalls", lease_s=0.5)
+        assert claim is not None
+        fences = Fences(queue, lease_s=0.5)
+        ctx.events.fence = fences
+        fences.hold(run_id, "stalls", claim.claims)
+        restart = Step(action="restart", component="web")
+        plan = Plan(hypothesis="web is wedged", steps=[restart, restart], source="persona")
+        state = {"run_id": run_id, "plan": plan.model_dump(mode="json"), "attempts": 0}
+        (web,) = ctx.backend.status()
+        _wait_for("the lease to end", lambda: queue.claim("takes-over", lease_s=30), 10)
+        with pytest.raises(LeaseLost, match="stopped here before the action restart"):
+            execute(state, ctx)
+        (still,) = ctx.backend.status()
+        assert still.pid == web.pid, "the restart ran after the claim was lost"
+        detail = ctx.events.run(run_id)
+        assert detail is not None and detail.actions == []
+        # its lease keeper saw it first (its renewal touched no row): stopped without asking again
+        fences.lost(run_id)
+        with pytest.raises(LeaseLost):
+            fences.before_action(run_id, "the action")
+    finally:
+        ctx.backend.down()
+        ctx.events.close()
         queue.close()
 
 
