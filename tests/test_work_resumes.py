@@ -16,14 +16,13 @@ import sqlalchemy as sa
 
 from agentheal.event_schema import ACTIONS, AUDIT
 from agentheal.events import EventStore
-from agentheal.work import WorkQueue
+from agentheal.models import Gap, RunStatus
+from agentheal.work import WorkQueue, resumes
 from agentheal.work.tables import WORK_ITEMS
 from conftest import free_port, stop_processes_under
 from pg_cluster import Cluster, postgres_fixture  # noqa: F401  (fixture)
 from test_work_fencing import write_slow_estate
 from test_work_workers import Workers, _wait_for
-
-pytestmark = pytest.mark.slow
 
 _APPROVAL = "approval:\n  - {actions: [restart], reason: a person watches restarts}\n"
 
@@ -45,6 +44,43 @@ def _status(store: EventStore, run_id: str) -> str | None:
     return detail.row.status.value if detail is not None else None
 
 
+def test_a_resume_is_queued_once_and_claimed_with_its_answer(postgres: Cluster) -> None:
+    url = postgres.new_database(upgraded=True)
+    queue, store = WorkQueue(url), EventStore(url)
+    try:
+        gap = Gap(text="web is wedged", component="web")
+        run_id, _ = queue.enqueue(gap)
+        store.start_run(run_id, gap)
+        heal = queue.claim("w1", lease_s=30)
+        assert heal is not None and heal.kind == "heal" and heal.payload is None
+        store.set_status(run_id, RunStatus.awaiting_approval, "a person decides")
+        assert queue.finish(run_id, "w1", "awaiting_approval")
+        detail = store.run(run_id)
+        assert detail is not None
+        resumes.enqueue(queue, detail, "approval", {"answer": {"approved": True, "by": "ops", "note": ""}})
+        with pytest.raises(resumes.ResumeBusy, match="queued for its approval"):
+            resumes.enqueue(queue, detail, "approval", {"answer": {"approved": False, "by": "x", "note": ""}})
+        resume = queue.claim("w2", lease_s=30)
+        assert resume is not None and (resume.run_id, resume.kind) == (run_id, "approval")
+        assert resume.payload == {"answer": {"approved": True, "by": "ops", "note": ""}}
+        assert resume.claims == 2  # the epoch goes on from the heal's claim: a stale fence never matches
+        with pytest.raises(resumes.ResumeBusy, match="being worked on"):
+            resumes.enqueue(queue, detail, "remote", None)
+        # a run started with no work item (a CLI heal) gets one for its resume
+        other = Gap(text="db is wedged", component="db")
+        store.start_run("cli-run", other)
+        store.set_status("cli-run", RunStatus.awaiting_remote, "waiting for an agent")
+        cli = store.run("cli-run")
+        assert cli is not None
+        resumes.enqueue(queue, cli, "remote", None)
+        item = queue.item("cli-run")
+        assert item is not None and (item.state, item.key) == ("queued", "db")
+    finally:
+        store.close()
+        queue.close()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_an_approval_outlives_the_worker_that_received_it(workers: Workers) -> None:
     for name in ("gets-it", "other"):
