@@ -37,7 +37,8 @@ class WorkError(Exception):
 
 @dataclass(frozen=True)
 class Claim:
-    """A gap this worker holds: heal it under `run_id`; `claims` > 1 means another worker held it first."""
+    """A gap this worker holds: heal it under `run_id`; `claims` > 1 means it was claimed before (a
+    worker whose lease ended, or an earlier turn of its run)."""
 
     run_id: str
     gap: Gap
@@ -129,7 +130,7 @@ class WorkQueue:
                 WORK_ITEMS.update()
                 .where(_W.run_id == chosen, _W.state == DONE)
                 .values(
-                    **values,
+                    **{**values, "claims": _W.claims},  # the claims' epoch goes on (agentheal.work.fencing)
                     worker=None,
                     lease_until=None,
                     finished_at=None,

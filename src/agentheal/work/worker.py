@@ -131,7 +131,7 @@ class Worker:
             with self._lock:
                 self.held[claim.run_id] = claim
             if claim.resumed:
-                _log.info("run %s: its last worker's lease ended; resuming it", claim.run_id[:12])
+                _log.info("run %s claimed again (claim %d): resuming it", claim.run_id[:12], claim.claims)
             self.dispatch(claim)
 
     def _keeper(self) -> None:
