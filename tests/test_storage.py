@@ -367,8 +367,9 @@ def test_connections_postgresql_dropped_are_replaced_before_use(
     url = postgres.new_database(upgraded=True)
     home = Settings(home=settings.home, database_url=url)
     store = EventStore(home.events_url)
-    store.idle_ping_s = 0.0  # the test does not wait out the idle time
+    store.idle_ping_s = 0.0  # the test does not wait out the idle time (the writer's, the pool's)
     checkpoints = open_checkpoints(home)
+    checkpoints.idle_check_s = 0.0
     try:
         store.start_run("r-drop", Gap(text="web down", component="web"))
         assert len(store.runs()) == 1

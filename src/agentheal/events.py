@@ -9,8 +9,10 @@ tables. Alembic's migrations (agentheal/migrations) make them: see `agentheal.st
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +37,7 @@ from agentheal.event_schema import (
 from agentheal.models import ActionResult, Gap, LLMUsage, RunStatus, Step, utcnow
 from agentheal.redaction import redact_data
 from agentheal.storage.engines import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S  # SQLite's; others import it here
-from agentheal.storage.engines import KeptConnection, event_store_engine
+from agentheal.storage.engines import IdlePing, KeptConnection, event_store_engine
 from agentheal.storage.errors import StorageError
 from agentheal.storage.urls import shown, sqlalchemy_url
 
@@ -174,8 +176,9 @@ class EventStore:
         from agentheal.storage.schema import ensure_current
 
         url = sqlalchemy_url(url)
+        self._pooled_ping = IdlePing(IDLE_PING_S)
         try:
-            self._engine = event_store_engine(url, json_serializer=dumps_json)
+            self._engine = event_store_engine(url, self._pooled_ping, json_serializer=dumps_json)
         except sa.exc.ArgumentError as exc:
             raise EventStoreError(f"bad event store URL {shown(url)!r}: {exc}") from exc
         self.url = url
@@ -185,7 +188,8 @@ class EventStore:
         self._writers_lock = threading.Lock()
         self._fast_inserts = fast_inserts(self._engine.dialect) if dialect == "sqlite" else {}
         self._postgres = dialect == "postgresql"
-        # PostgreSQL: a thread's writer idle this long is asked whether the server still has it.
+        # PostgreSQL: a thread's writer, or a pooled reader, idle this long is asked whether the
+        # server still has it.
         self.idle_ping_s = IDLE_PING_S
         # A worker on a shared database (agentheal.work.fencing.Fences): the actions, status and end
         # of the runs it heals under a claim are written only while the claim is still its own.
@@ -198,6 +202,14 @@ class EventStore:
         except sa.exc.SQLAlchemyError as exc:
             self._engine.dispose()
             raise EventStoreError(f"cannot open the event store at {shown(url)}: {exc}") from exc
+
+    @property
+    def idle_ping_s(self) -> float:
+        return self._pooled_ping.idle_s
+
+    @idle_ping_s.setter
+    def idle_ping_s(self, seconds: float) -> None:
+        self._pooled_ping.idle_s = seconds
 
     def close(self) -> None:
         """Release the connections."""
@@ -214,11 +226,47 @@ class EventStore:
         connection from the pool and giving it back costs a third of a row's write."""
         kept: KeptConnection | None = getattr(self._local, "writer", None)
         if kept is None or not kept.usable(self.idle_ping_s if self._postgres else float("inf")):
-            kept = KeptConnection(self._engine.connect())
+            conn = self._engine.connect()
+            if self._postgres:
+                # A write of one statement is a transaction of its own in autocommit, committed when
+                # it returns, in one round trip instead of three (BEGIN, the write, COMMIT): a heal's
+                # dozen writes were most of its PostgreSQL traffic. `_transaction` opens a real one.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            kept = KeptConnection(conn)
             self._local.writer = kept
             with self._writers_lock:
                 self._writers.append(kept.conn)
         return kept.conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """This thread's writer in one transaction of several statements (PostgreSQL's writer is in
+        autocommit otherwise), committed when the block ends."""
+        conn = self._writer()
+        if not self._postgres:
+            with conn.begin():
+                yield conn
+            return
+        conn.execution_options(isolation_level="READ COMMITTED")
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if not (conn.closed or conn.invalidated):
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sa.Connection]:
+        """A connection for a read a heal makes on its way (rate limits, LLM use, a resumed run's
+        steps): on PostgreSQL this thread's autocommit writer, one round trip with no pool ping and
+        no rollback after; on SQLite one from the pool (its reads never wait on the writer)."""
+        if not self._postgres:
+            with self._engine.connect() as conn:
+                yield conn
+            return
+        conn = self._writer()
+        with conn.begin():  # SQLAlchemy's bookkeeping only: autocommit sends no BEGIN nor COMMIT
+            yield conn
 
     def _write(
         self, stmt: Any, what: str, values: dict[str, Any] | None = None, run: str | None = None
@@ -298,8 +346,7 @@ class EventStore:
         Returns:
             The open run's id when there is one (no run was started), else None.
         """
-        conn = self._writer()
-        with conn.begin():
+        with self._transaction() as conn:
             if self._postgres:
                 # SQLite's first INSERT takes the one write lock; PostgreSQL's READ COMMITTED would let
                 # two processes each see no open run: they take turns per fingerprint instead.
@@ -330,7 +377,7 @@ class EventStore:
         """The data of a run's events of one node, oldest first."""
         t = NODE_EVENTS.c
         stmt = sa.select(t.data).where(t.run_id == run_id, t.node == node).order_by(t.id)
-        with self._engine.connect() as conn:
+        with self._reader() as conn:
             return [dict(d or {}) for d in conn.execute(stmt).scalars()]
 
     def action(self, run_id: str, step: Step, result: ActionResult) -> None:
@@ -496,7 +543,7 @@ class EventStore:
     def count_actions(self, component: str, action: str, window_s: float) -> int:
         """How often `action` really ran on `component` (not dry-run; ok or failed) in the last window."""
         since = utcnow() - timedelta(seconds=window_s)
-        with self._engine.connect() as conn:
+        with self._reader() as conn:
             return int(
                 conn.execute(
                     COUNT_ACTIONS, {"component": component, "action": action, "since": since}
@@ -505,7 +552,7 @@ class EventStore:
 
     def llm_usage(self, run_id: str) -> LLMUsage:
         """Calls and tokens a run spent on the LLM, summed from its recorded calls."""
-        with self._engine.connect() as conn:
+        with self._reader() as conn:
             n, prompt, completion, unknown = conn.execute(LLM_USAGE, {"run_id": run_id}).one()
         return LLMUsage(
             calls=int(n),

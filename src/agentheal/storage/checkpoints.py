@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +31,34 @@ CONNECT_TIMEOUT_S = 10
 # waits for every older transaction to end, a transaction blocked on that holder's lock included.
 _UPGRADE_LOCK = 0x61676865616D
 LOCK_WAIT_S = 300.0
+# A pooled checkpoint connection idle this long is pinged before it is used again.
+IDLE_CHECK_S = 5.0
 
 
 class Checkpoints:
     """A checkpoint saver and what it holds open; `close()` (or leaving the `with`) releases it."""
 
-    def __init__(self, saver: BaseCheckpointSaver[Any], close: Callable[[], None], where: str) -> None:
+    def __init__(
+        self,
+        saver: BaseCheckpointSaver[Any],
+        close: Callable[[], None],
+        where: str,
+        idle: IdleCheck | None = None,
+    ) -> None:
         self.saver = saver
         self.where = where
         self._close = close
+        self._idle = idle
+
+    @property
+    def idle_check_s(self) -> float | None:
+        """PostgreSQL: how long its connection sits idle before it is pinged at its next use."""
+        return self._idle.idle_s if self._idle is not None else None
+
+    @idle_check_s.setter
+    def idle_check_s(self, seconds: float) -> None:
+        if self._idle is not None:
+            self._idle.idle_s = seconds
 
     def close(self) -> None:
         self._close()
@@ -142,18 +162,40 @@ def _postgres(url: str) -> Checkpoints:
         raise _refusal(url, schema)
     # A pool of one, not a bare connection: a connection PostgreSQL dropped (a restart, a failover)
     # is replaced at the next checkout instead of failing every later heal of a long-lived worker.
+    # It is asked only after it sat idle: a heal checks it out twice a step, and a ping at each was a
+    # fifth of a heal's statements.
+    idle = IdleCheck(IDLE_CHECK_S)
     pool: ConnectionPool[Any] = ConnectionPool(
         libpq_url(url),
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         min_size=1,
         max_size=1,
         open=True,
-        check=ConnectionPool.check_connection,
+        check=idle,
         num_workers=1,
         timeout=CONNECT_TIMEOUT_S * 3,
         name="agentheal-checkpoints",
     )
-    return Checkpoints(PostgresSaver(pool), pool.close, shown(url))
+    return Checkpoints(PostgresSaver(pool), pool.close, shown(url), idle)
+
+
+class IdleCheck:
+    """psycopg_pool's check of a connection at checkout, asked only when it was last checked out
+    `idle_s` ago or more: in use moments ago, the server had it then, and a write through one dropped
+    since fails and is discarded by the pool on its return."""
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self._taken: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: Any) -> None:
+        from psycopg_pool import ConnectionPool
+
+        now = time.monotonic()
+        last = self._taken.get(conn)
+        if last is None or now - last >= self.idle_s or conn.broken:
+            ConnectionPool.check_connection(conn)  # raises if the server no longer has it
+        self._taken[conn] = now
 
 
 def setup_checkpoints(url: str) -> tuple[CheckpointSchema, CheckpointSchema]:
