@@ -273,7 +273,7 @@ class EventStore:
     ) -> int:
         try:
             if run is not None and self.fence is not None and self.fence.holds(run):
-                return int(self.fence.write(run, stmt, values, what))  # checked with the claim's row
+                return int(self.fence.write(run, stmt, values, what, self._writer()))
             conn = self._writer()
             with conn.begin():
                 return int(conn.execute(stmt, values).rowcount)

@@ -9,10 +9,10 @@ count, which every claim of the item raises; this process heals a claim as (work
 - before each action, the execute node asks `before_action`: one UPDATE that extends the lease of
   exactly this claim (this worker's name and this epoch, still claimed). It touches no row when
   the claim is another's now (or was handed back): `LeaseLost` is raised and nothing is done;
-- the records only the driver makes are written by `write`, in a transaction that first reads the
-  claim's row `FOR SHARE`: unless it still names this worker and epoch, nothing is written
+- the records only the driver makes are written by `write`, one statement whose condition reads
+  the claim's row `FOR SHARE`: unless it still names this worker and epoch, nothing is written
   (`LeaseLost`); a takeover's UPDATE of that row waits for the write to commit, so a write and a
-  takeover never interleave;
+  takeover never interleave (the new holder reads every record its predecessor made);
 - the lease keeper marks a claim lost when its renewal touched no row (`lost`): the next action or
   write raises `LeaseLost` before asking the database.
 
@@ -33,6 +33,17 @@ from agentheal.work.queue import WorkQueue
 from agentheal.work.tables import CLAIMED, WORK_ITEMS
 
 _W = WORK_ITEMS.c
+# The claim's row still names this worker and epoch, read FOR SHARE (a takeover waits for the write)
+_OURS = (
+    _W.run_id == sa.bindparam("fence_run"),
+    _W.worker == sa.bindparam("fence_worker"),
+    _W.claims == sa.bindparam("fence_epoch"),
+    _W.state == CLAIMED,
+)
+_STILL_OURS = sa.exists(
+    sa.select(sa.literal(1)).select_from(WORK_ITEMS).where(*_OURS).with_for_update(read=True)
+)
+_RENEW = WORK_ITEMS.update().where(*_OURS)
 
 
 class LeaseLost(Exception):
@@ -63,6 +74,7 @@ class Fences:
         self._held: dict[str, Fence] = {}
         self._lost: set[str] = set()
         self._lock = threading.Lock()
+        self._guards: dict[tuple[int, tuple[str, ...]], Any] = {}  # statements made once, by shape
 
     def hold(self, run_id: str, worker: str, epoch: int) -> None:
         with self._lock:
@@ -98,19 +110,19 @@ class Fences:
         if fence is None:
             return  # not healed under a claim here (a CLI heal, a SQLite home)
         if not lost:
-            with self.queue.engine.begin() as conn:
-                touched = conn.execute(
-                    WORK_ITEMS.update()
-                    .where(*self._ours(run_id, fence))
-                    .values(lease_until=self.queue.clock.later(self.lease_s))
-                ).rowcount
+            # one statement, its own transaction: one round trip before an action
+            with self.queue.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                renew = _RENEW.values(lease_until=self.queue.clock.later(self.lease_s))
+                touched = conn.execute(renew, self._binds(run_id, fence)).rowcount
             if touched:
                 return
         raise LeaseLost(run_id, fence.worker, fence.epoch, self.holder(run_id), what)
 
-    def write(self, run_id: str, stmt: Any, values: dict[str, Any] | None, what: str) -> int:
-        """Run one write of the event store for `run_id` if this worker holds its claim now, in one
-        transaction with the check; returns its row count.
+    def write(self, run_id: str, stmt: Any, values: dict[str, Any] | None, what: str, conn: Any) -> int:
+        """Run one write of the event store for `run_id` (an INSERT of one row, or an UPDATE) on its
+        connection `conn`, only if this worker holds the run's claim now: one statement whose
+        condition reads the claim's row `FOR SHARE`; returns its row count.
 
         Raises:
             LeaseLost: the claim is another's now; nothing was written.
@@ -118,14 +130,36 @@ class Fences:
         fence, lost = self._fence(run_id)
         assert fence is not None, "write() is for runs this process holds (holds())"
         if not lost:
-            with self.queue.engine.begin() as conn:
-                ours = conn.execute(
-                    sa.select(_W.run_id).where(*self._ours(run_id, fence)).with_for_update(read=True)
-                ).first()
-                if ours is not None:
-                    return int(conn.execute(stmt, values).rowcount)
+            guarded = self._guarded(stmt, list(values or {}))
+            with conn.begin():
+                count = int(conn.execute(guarded, {**(values or {}), **self._binds(run_id, fence)}).rowcount)
+            if count > 0 or self._still_ours(run_id, fence):  # (an UPDATE of no row: the caller says why)
+                return count
         what = "recording " + what.removesuffix(" (is the run started?)")
         raise LeaseLost(run_id, fence.worker, fence.epoch, self.holder(run_id), what)
+
+    def _guarded(self, stmt: Any, keys: list[str]) -> Any:
+        shape = (id(stmt), tuple(keys) if isinstance(stmt, sa.Insert) else ())
+        guarded = self._guards.get(shape)
+        if guarded is None:
+            if isinstance(stmt, sa.Insert):  # INSERT … SELECT the row's values WHERE the claim holds
+                table = stmt.table
+                row = sa.select(*(sa.bindparam(k, type_=table.c[k].type) for k in keys)).where(_STILL_OURS)
+                # (SQLAlchemy keeps an INSERT's row count only when asked to)
+                guarded = table.insert().from_select(keys, row).execution_options(preserve_rowcount=True)
+            else:
+                guarded = stmt.where(_STILL_OURS)
+            self._guards[shape] = guarded
+        return guarded
+
+    @staticmethod
+    def _binds(run_id: str, fence: Fence) -> dict[str, Any]:
+        return {"fence_run": run_id, "fence_worker": fence.worker, "fence_epoch": fence.epoch}
+
+    def _still_ours(self, run_id: str, fence: Fence) -> bool:
+        with self.queue.engine.connect() as conn:
+            found = conn.execute(sa.select(_W.run_id).where(*_OURS), self._binds(run_id, fence))
+            return found.first() is not None
 
     def holder(self, run_id: str) -> str | None:
         """The worker the run's item names now (claimed, or ended by it), if any."""
@@ -133,7 +167,3 @@ class Fences:
         with self.queue.engine.connect() as conn:
             found = conn.execute(stmt).scalar()
         return str(found) if found is not None else None
-
-    @staticmethod
-    def _ours(run_id: str, fence: Fence) -> tuple[Any, ...]:
-        return (_W.run_id == run_id, _W.worker == fence.worker, _W.claims == fence.epoch, _W.state == CLAIMED)
