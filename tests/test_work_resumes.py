@@ -6,6 +6,7 @@ heals the run."""
 from __future__ import annotations
 
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from agentheal.config import Settings
+from agentheal.estate.local import LocalBackend
 from agentheal.event_schema import ACTIONS, AUDIT
 from agentheal.events import EventStore
 from agentheal.models import Gap, RunStatus
@@ -22,6 +25,12 @@ from agentheal.work import WorkQueue, resumes
 from agentheal.work.tables import WORK_ITEMS
 from conftest import free_port, stop_processes_under
 from pg_cluster import Cluster, postgres_fixture  # noqa: F401  (fixture)
+from test_a2a_remote import remote_agent
+from test_a2a_wait import (
+    _add,
+    _left_waiting,
+    estate_up,  # noqa: F401  (fixture)
+)
 from test_work_fencing import write_slow_estate
 from test_work_workers import Workers, _wait_for
 
@@ -135,4 +144,55 @@ def test_an_approval_outlives_the_worker_that_received_it(workers: Workers) -> N
         assert len(approvals) == 1 and approvals[0]["data"]["by"] == "ops", approvals
     finally:
         store.close()
+        queue.close()
+
+
+@pytest.mark.slow
+def test_a_remote_wait_is_resumed_through_the_work_table(
+    settings: Settings,
+    postgres: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+    estate_up: tuple[Path, LocalBackend],  # noqa: F811  (the fixture imported above)
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run a CLI heal left waiting for a remote agent (no work item of its own): a worker's poller
+    queues its resume in the work table once the agent answered, and a worker claims and resumes it."""
+    from agentheal.graphs.context import HealContext
+    from agentheal.protocols.a2a_wait import RemotePoller
+    from agentheal.services.heal import HealPool
+
+    url = postgres.new_database(upgraded=True)
+    monkeypatch.setenv("AGENTHEAL_DATABASE_URL", url)  # for the CLI heal
+    home = Settings(home=settings.home, database_url=url, remote_poll_s=0.1, worker_name="poller")
+    estate_file, _ = estate_up
+    gate = threading.Event()
+    queue = WorkQueue(url)
+    try:
+        with remote_agent("plan", gate=gate) as (agent_url, agent):
+            _add(capsys, agent_url)
+            row = _left_waiting(home, estate_file)
+            assert queue.item(row.run_id) is None
+            ctx = HealContext(settings=home, estate_path=estate_file)
+            pool = HealPool(ctx, max_heals=1)
+            pool.warm()
+            poller = RemotePoller(pool).start()
+            try:
+                gate.set()
+                _wait_for("the resume", lambda: _status(ctx.events, row.run_id) == "awaiting_approval", 60)
+            finally:
+                poller.stop()
+                pool.close()
+        assert len(agent.received) == 1 and agent.answered == 1
+        item = queue.item(row.run_id)
+        assert item is not None and (item.state, item.worker, item.outcome) == (
+            "done",
+            "poller",
+            "awaiting_approval",
+        )
+        with queue.engine.connect() as conn:
+            kind = conn.execute(
+                sa.select(WORK_ITEMS.c.kind).where(WORK_ITEMS.c.run_id == row.run_id)
+            ).scalar()
+        assert kind == "remote"
+    finally:
         queue.close()
