@@ -230,10 +230,11 @@ class Healer:
     def _resume_crashed(self, run_id: str, gap: Gap) -> dict[str, Any]:
         snapshot = self.graph.get_state(_config(run_id))
         if snapshot is None or not snapshot.values:
-            # nothing ran yet (its process ended before the first step, or a server stopped with the
-            # heal still queued): the run starts from its beginning, under the id its door was given
+            # no checkpoint yet (its process ended in the first steps, which only look and are
+            # checkpointed at the first that acts, or a server stopped with the heal still queued):
+            # the run starts from its beginning, under the id its door was given
             self.ctx.say(
-                run_id, "resume", "its process ended before the first step; started from the beginning"
+                run_id, "resume", "its process ended before its first checkpoint; started from the beginning"
             )
             with self._turn(gap.fingerprint, wait=True):
                 return self._drive(run_id, self._start_state(run_id, gap))
@@ -255,18 +256,51 @@ class Healer:
         values: dict[str, Any] = {}
         waiting: dict[str, Any] | None = None
         try:
-            # The state after each step, and each step's updates (where a wait shows as
-            # `__interrupt__`): the final state without reading the last checkpoint back.
-            stream = self.graph.stream(
-                payload, config, stream_mode=["values", "updates"], durability=self.durability
-            )
-            for mode, chunk in cast(Iterator[tuple[str, Any]], stream):
-                if mode == "values":
-                    values = dict(chunk)
-                elif "__interrupt__" in chunk:
-                    waiting = dict(chunk["__interrupt__"][0].value)
+            durability = self.durability
+            if isinstance(payload, dict) and durability == "sync":
+                # A new run is checkpointed at the breakpoint before its first step that acts (or
+                # waits for a person), and when it stops (ends, or waits), not after every step: a
+                # checkpoint a step was a third of a heal's CPU. Its first steps only look: a process
+                # that ends among them leaves no checkpoint, and the run starts again from its
+                # beginning (see _resume_crashed). One that ends later is resumed from the breakpoint:
+                # the execute node does not run again the steps its story says ran (graphs.execute).
+                values, waiting, paused = self._stream(payload, config, "exit", ACTING)
+                if not paused:
+                    return self._ended(run_id, values, waiting)
+                payload, durability = None, "exit"
+            values, waiting, _ = self._stream(payload, config, durability, ())
         finally:
             self.ctx.release(run_id)
+        return self._ended(run_id, values, waiting)
+
+    def _stream(
+        self, payload: Any, config: RunnableConfig, durability: Durability, before: tuple[str, ...]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+        """Stream the graph: the last state, what an `interrupt()` waits for, and whether it stopped
+        at a breakpoint of `before`."""
+        values: dict[str, Any] = {}
+        waiting: dict[str, Any] | None = None
+        paused = False
+        # The state after each step, and each step's updates (where a wait shows as
+        # `__interrupt__`; a breakpoint as an empty one): the final state without reading it back.
+        stream = self.graph.stream(
+            payload,
+            config,
+            stream_mode=["values", "updates"],
+            durability=durability,
+            interrupt_before=list(before) or None,
+        )
+        for mode, chunk in cast(Iterator[tuple[str, Any]], stream):
+            if mode == "values":
+                values = dict(chunk)
+            elif "__interrupt__" in chunk:
+                if chunk["__interrupt__"]:
+                    waiting = dict(chunk["__interrupt__"][0].value)
+                else:
+                    paused = True
+        return values, waiting, paused
+
+    def _ended(self, run_id: str, values: dict[str, Any], waiting: dict[str, Any] | None) -> dict[str, Any]:
         if waiting is not None and waiting.get("kind") == "remote":
             values["status"] = RunStatus.awaiting_remote.value
             values["reason"] = _remote_reason(waiting)
@@ -281,6 +315,11 @@ class Healer:
         if waiting is None and values.get("status") == RunStatus.healed.value and "llm" in values:
             return result_of(values)  # learn read its LLM use as it recorded the end: nothing since
         return result_of(with_usage(self.ctx, values))
+
+
+# The first steps of a heal that act (or wait for a person to let them): a new run is checkpointed
+# step by step from the first of them on.
+ACTING = ("approval", "execute")
 
 
 def _remote_reason(wait: dict[str, Any]) -> str:
