@@ -246,10 +246,12 @@ class HealPool:
         door: str,
         role: str | None = None,
     ) -> Future[dict[str, Any]]:
-        """Queue the answer to a run waiting for approval (behind any heal of its component).
+        """Queue the answer to a run waiting for approval (behind any heal of its component; on
+        PostgreSQL as a resume in the shared work table, which any worker claims).
 
         Raises:
-            RunNotFound, HealError: as `answer_run`, checked before anything is queued.
+            RunNotFound, HealError: as `answer_run`, checked before anything is queued; also when the
+                run's work item is queued or claimed already (an answer given twice)
         """
         from agentheal.graphs.runner import HealError, RunNotFound
 
@@ -289,8 +291,9 @@ class HealPool:
 
     def resume_remote(self, run_id: str) -> Future[dict[str, Any]] | None:
         """Queue the resume of a run awaiting a remote agent that answered or ran out of time (behind
-        any heal of its component); None if this pool holds the run already. (The worker asks the
-        agent once more: the run is still awaiting it if the agent took its answer back.)"""
+        any heal of its component; on PostgreSQL in the shared work table); None if this pool (or the
+        table) holds the run already. (The worker asks the agent once more: the run is still awaiting
+        it if the agent took its answer back.)"""
         detail = self.ctx.events.run(run_id)
         if detail is None or detail.row.status != RunStatus.awaiting_remote.value:
             return None
