@@ -31,6 +31,7 @@ from agentheal.event_schema import (
     RUNS,
     TABLES,
     UPDATE_RUN,
+    FastInsert,
     dumps_json,
     fast_inserts,
 )
@@ -52,6 +53,24 @@ _FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fing
 # The columns that hold observed or free text: redacted before they are written, so the store
 # (and `runs show`, which reads it) never keeps a secret an observation or a gap carried.
 _FREE_TEXT = frozenset({"text", "gap", "gap_text", "detail", "data", "step", "result", "reason", "error"})
+
+
+# PostgreSQL: inserts written underneath SQLAlchemy; not actions, which are fenced (agentheal.work.fencing)
+_PG_FAST = ("node_events", "llm_calls", "audit")
+
+
+def _pg_inserts(dialect: sa.Dialect) -> dict[str, FastInsert]:
+    """PostgreSQL: per table, its INSERT (no RETURNING) with each column's bind conversion."""
+    made: dict[str, FastInsert] = {}
+    for name in _PG_FAST:
+        table = TABLES[name]
+        columns = [c for c in table.columns if not c.primary_key]
+        stmt = table.insert().inline().values({c.name: sa.bindparam(c.name, type_=c.type) for c in columns})
+        made[name] = (
+            stmt.compile(dialect=dialect).string,
+            [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns],
+        )
+    return made
 
 
 def _redacted(values: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +207,7 @@ class EventStore:
         self._writers_lock = threading.Lock()
         self._fast_inserts = fast_inserts(self._engine.dialect) if dialect == "sqlite" else {}
         self._postgres = dialect == "postgresql"
+        self._pg_inserts = _pg_inserts(self._engine.dialect) if self._postgres else {}
         # PostgreSQL: a thread's writer, or a pooled reader, idle this long is asked whether the
         # server still has it.
         self.idle_ping_s = IDLE_PING_S
@@ -282,6 +302,10 @@ class EventStore:
 
     def _insert(self, table: str, what: str, **values: Any) -> None:
         values = _redacted({"at": utcnow(), **values})
+        pg = self._pg_inserts.get(table)
+        if pg is not None:
+            self._pg_insert(pg, what, values)
+            return
         fast = self._fast_inserts.get(table)
         if fast is None:
             self._write(INSERTS[table], what, values, run=values["run_id"] if table == "actions" else None)
@@ -300,6 +324,26 @@ class EventStore:
             raise EventStoreError(f"cannot record {what}: {exc}") from exc
         except BaseException:
             raw.rollback()
+            raise
+
+    def _pg_insert(self, insert: FastInsert, what: str, values: dict[str, Any]) -> None:
+        """PostgreSQL: the INSERT as the dialect compiles it, with the columns' own bind conversions,
+        run on this thread's autocommit connection underneath SQLAlchemy (node events are most of a
+        heal's writes, and SQLAlchemy's statement machinery cost as much as their round trip)."""
+        import psycopg
+
+        sql, columns = insert
+        row = {key: convert(values[key]) if convert else values[key] for key, convert in columns}
+        conn = self._writer()
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        try:
+            raw.execute(sql, row)
+        except psycopg.IntegrityError as exc:
+            raise EventStoreError(f"cannot record {what}: {exc}") from exc
+        except BaseException:
+            # whatever else went wrong (the server dropped it), the next write takes a new connection
+            conn.invalidate()
             raise
 
     def _update_run(self, run_id: str, what: str, **values: Any) -> None:
