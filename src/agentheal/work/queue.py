@@ -24,7 +24,7 @@ from agentheal.storage.engines import event_store_engine
 from agentheal.storage.urls import sqlalchemy_url
 from agentheal.work.tables import CLAIMED, DONE, HEAL, QUEUED, WORK_ITEMS, Clock
 
-# Candidates read per claim: enough that a few rows locked by other claimers do not leave it empty.
+# Looks a claim takes when other claimers take the components it finds meanwhile.
 _CANDIDATES = 8
 # The key begin_heal takes turns on: enqueueing a gap and starting its run never interleave.
 _FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
@@ -82,6 +82,8 @@ class WorkQueue:
         self.engine = event_store_engine(sqlalchemy_url(url), json_serializer=dumps_json)
         self.postgres = self.engine.dialect.name == "postgresql"
         self.clock = Clock(self.engine.dialect.name)
+        # one-statement writes (claims, their ends, leases): no BEGIN nor COMMIT round trips
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -147,41 +149,47 @@ class WorkQueue:
     def claim(self, worker: str, lease_s: float) -> Claim | None:
         """Claim the next gap whose component no worker holds, or a claim whose lease ended; None
         when there is none."""
-        held = WORK_ITEMS.alias("held")
-        busy = sa.select(sa.literal(1)).where(held.c.key == _W.key, held.c.state == CLAIMED)
-        expired = sa.and_(_W.state == CLAIMED, _W.lease_until < self.clock.now())
-        candidates = (
-            sa.select(_W.run_id)
-            .where(sa.or_(sa.and_(_W.state == QUEUED, ~sa.exists(busy)), expired))
-            .order_by(sa.case((_W.state == CLAIMED, 0), else_=1), _W.queued_at)
-            .limit(_CANDIDATES)
-            .with_for_update(skip_locked=True, of=WORK_ITEMS)
+        # One statement in autocommit, one round trip: the UPDATE of the first candidate its
+        # sub-select locks (SKIP LOCKED: never one another claimer is taking). A second claim of a
+        # component in flight at once fails on the unique index; the next look skips that component.
+        pick, held = WORK_ITEMS.alias("pick"), WORK_ITEMS.alias("held")
+        busy = sa.select(sa.literal(1)).where(held.c.key == pick.c.key, held.c.state == CLAIMED)
+        expired = sa.and_(pick.c.state == CLAIMED, pick.c.lease_until < self.clock.now())
+        candidate = (
+            sa.select(pick.c.run_id)
+            .where(sa.or_(sa.and_(pick.c.state == QUEUED, ~sa.exists(busy)), expired))
+            .order_by(sa.case((pick.c.state == CLAIMED, 0), else_=1), pick.c.queued_at)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=pick)
+            .scalar_subquery()
         )
-        with self.engine.begin() as conn:
-            for run_id in conn.execute(candidates).scalars().all():
-                try:
-                    with conn.begin_nested():
-                        row = conn.execute(
-                            WORK_ITEMS.update()
-                            .where(_W.run_id == run_id)
-                            .values(
-                                state=CLAIMED,
-                                worker=worker,
-                                lease_until=self.clock.later(lease_s),
-                                claimed_at=self.clock.now(),
-                                claims=_W.claims + 1,
-                            )
-                            .returning(_W.run_id, _W.gap, _W.dry_run, _W.key, _W.claims, _W.kind, _W.payload)
-                        ).one()
-                except sa.exc.IntegrityError:
-                    continue  # another worker claimed this component meanwhile
-                gap = Gap.model_validate(row.gap)
-                return Claim(row.run_id, gap, row.dry_run, row.key, row.claims, row.kind, row.payload)
+        stmt = (
+            WORK_ITEMS.update()
+            .where(_W.run_id == candidate)
+            .values(
+                state=CLAIMED,
+                worker=worker,
+                lease_until=self.clock.later(lease_s),
+                claimed_at=self.clock.now(),
+                claims=_W.claims + 1,
+            )
+            .returning(_W.run_id, _W.gap, _W.dry_run, _W.key, _W.claims, _W.kind, _W.payload)
+        )
+        for _ in range(_CANDIDATES):
+            try:
+                with self._autocommit.begin() as conn:
+                    row = conn.execute(stmt).first()
+            except sa.exc.IntegrityError:
+                continue  # another worker claimed this component meanwhile
+            if row is None:
+                return None
+            gap = Gap.model_validate(row.gap)
+            return Claim(row.run_id, gap, row.dry_run, row.key, row.claims, row.kind, row.payload)
         return None
 
     def renew(self, worker: str, lease_s: float) -> set[str]:
         """Extend the leases of every claim `worker` holds; returns the run ids it still holds."""
-        with self.engine.begin() as conn:
+        with self._autocommit.begin() as conn:
             rows = conn.execute(
                 WORK_ITEMS.update()
                 .where(_W.worker == worker, _W.state == CLAIMED)
@@ -192,7 +200,7 @@ class WorkQueue:
 
     def finish(self, run_id: str, worker: str, outcome: str) -> bool:
         """Mark a claim done with the run's status; False when `worker` no longer held it."""
-        with self.engine.begin() as conn:
+        with self._autocommit.begin() as conn:
             done = conn.execute(
                 WORK_ITEMS.update()
                 .where(_W.run_id == run_id, _W.worker == worker, _W.state == CLAIMED)
