@@ -29,6 +29,9 @@ _CANDIDATES = 8
 # The key begin_heal takes turns on: enqueueing a gap and starting its run never interleave.
 _FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
 _W = WORK_ITEMS.c
+# A claim's candidate, and the claims of its component (made once: an alias costs a millisecond)
+_PICK, _HELD = WORK_ITEMS.alias("pick"), WORK_ITEMS.alias("held")
+_BUSY = sa.exists(sa.select(sa.literal(1)).where(_HELD.c.key == _PICK.c.key, _HELD.c.state == CLAIMED))
 
 
 class WorkError(Exception):
@@ -84,6 +87,9 @@ class WorkQueue:
         self.clock = Clock(self.engine.dialect.name)
         # one-statement writes (claims, their ends, leases): no BEGIN nor COMMIT round trips
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL: the statements a heal runs, made once (making one cost more than running it)
+        self._claims: dict[tuple[str, float], Any] = {}
+        self._finish: Any = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -149,32 +155,12 @@ class WorkQueue:
     def claim(self, worker: str, lease_s: float) -> Claim | None:
         """Claim the next gap whose component no worker holds, or a claim whose lease ended; None
         when there is none."""
-        # One statement in autocommit, one round trip: the UPDATE of the first candidate its
-        # sub-select locks (SKIP LOCKED: never one another claimer is taking). A second claim of a
-        # component in flight at once fails on the unique index; the next look skips that component.
-        pick, held = WORK_ITEMS.alias("pick"), WORK_ITEMS.alias("held")
-        busy = sa.select(sa.literal(1)).where(held.c.key == pick.c.key, held.c.state == CLAIMED)
-        expired = sa.and_(pick.c.state == CLAIMED, pick.c.lease_until < self.clock.now())
-        candidate = (
-            sa.select(pick.c.run_id)
-            .where(sa.or_(sa.and_(pick.c.state == QUEUED, ~sa.exists(busy)), expired))
-            .order_by(sa.case((pick.c.state == CLAIMED, 0), else_=1), pick.c.queued_at)
-            .limit(1)
-            .with_for_update(skip_locked=True, of=pick)
-            .scalar_subquery()
-        )
-        stmt = (
-            WORK_ITEMS.update()
-            .where(_W.run_id == candidate)
-            .values(
-                state=CLAIMED,
-                worker=worker,
-                lease_until=self.clock.later(lease_s),
-                claimed_at=self.clock.now(),
-                claims=_W.claims + 1,
-            )
-            .returning(_W.run_id, _W.gap, _W.dry_run, _W.key, _W.claims, _W.kind, _W.payload)
-        )
+        # On PostgreSQL the statement reads the server's clock: made once per worker and lease
+        stmt = self._claims.get((worker, lease_s)) if self.postgres else None
+        if stmt is None:
+            stmt = self._claim_statement(worker, lease_s)
+            if self.postgres:
+                self._claims[worker, lease_s] = stmt
         for _ in range(_CANDIDATES):
             try:
                 with self._autocommit.begin() as conn:
@@ -186,6 +172,33 @@ class WorkQueue:
             gap = Gap.model_validate(row.gap)
             return Claim(row.run_id, gap, row.dry_run, row.key, row.claims, row.kind, row.payload)
         return None
+
+    def _claim_statement(self, worker: str, lease_s: float) -> Any:
+        # One statement in autocommit, one round trip: the UPDATE of the first candidate its
+        # sub-select locks (SKIP LOCKED: never one another claimer is taking). A second claim of a
+        # component in flight at once fails on the unique index; the next look skips that component.
+        pick = _PICK.c
+        expired = sa.and_(pick.state == CLAIMED, pick.lease_until < self.clock.now())
+        candidate = (
+            sa.select(pick.run_id)
+            .where(sa.or_(sa.and_(pick.state == QUEUED, ~_BUSY), expired))
+            .order_by(sa.case((pick.state == CLAIMED, 0), else_=1), pick.queued_at)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=_PICK)
+            .scalar_subquery()
+        )
+        return (
+            WORK_ITEMS.update()
+            .where(_W.run_id == candidate)
+            .values(
+                state=CLAIMED,
+                worker=worker,
+                lease_until=self.clock.later(lease_s),
+                claimed_at=self.clock.now(),
+                claims=_W.claims + 1,
+            )
+            .returning(_W.run_id, _W.gap, _W.dry_run, _W.key, _W.claims, _W.kind, _W.payload)
+        )
 
     def renew(self, worker: str, lease_s: float) -> set[str]:
         """Extend the leases of every claim `worker` holds; returns the run ids it still holds."""
@@ -200,12 +213,20 @@ class WorkQueue:
 
     def finish(self, run_id: str, worker: str, outcome: str) -> bool:
         """Mark a claim done with the run's status; False when `worker` no longer held it."""
-        with self._autocommit.begin() as conn:
-            done = conn.execute(
+        stmt = self._finish if self.postgres else None  # (SQLite's clock is this host's: made each time)
+        if stmt is None:
+            stmt = (
                 WORK_ITEMS.update()
-                .where(_W.run_id == run_id, _W.worker == worker, _W.state == CLAIMED)
-                .values(state=DONE, finished_at=self.clock.now(), outcome=outcome[:32], lease_until=None)
-            ).rowcount
+                .where(_W.run_id == sa.bindparam("done_run"), _W.worker == sa.bindparam("done_by"))
+                .where(_W.state == CLAIMED)
+                .values(state=DONE, finished_at=self.clock.now(), lease_until=None)
+                .values(outcome=sa.bindparam("done_outcome"))
+            )
+            if self.postgres:
+                self._finish = stmt
+        with self._autocommit.begin() as conn:
+            values = {"done_run": run_id, "done_by": worker, "done_outcome": outcome[:32]}
+            done = conn.execute(stmt, values).rowcount
         return bool(done)
 
     def hand_back(self, worker: str, run_ids: list[str] | None = None) -> list[str]:
