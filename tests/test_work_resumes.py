@@ -124,7 +124,11 @@ def test_an_approval_outlives_the_worker_that_received_it(workers: Workers) -> N
             again = client.post(f"{workers.base('other')}/runs/{run_id}/approve?timeout=0.05", json={})
             assert again.status_code == 409, again.text
 
-        _wait_for("the other worker to heal it", lambda: _status(store, run_id) == "healed", 90, every=0.2)
+        def ended() -> bool:  # the run's end is recorded first, then its item marked done
+            item = queue.item(run_id)
+            return item is not None and item.state == "done" and _status(store, run_id) == "healed"
+
+        _wait_for("the other worker to heal it", ended, 90, every=0.2)
         item = queue.item(run_id)
         assert item is not None and (item.state, item.worker, item.outcome) == ("done", "other", "healed")
         assert item.claims == 3, item  # the heal, the resume on the worker killed, its takeover
@@ -179,6 +183,11 @@ def test_a_remote_wait_is_resumed_through_the_work_table(
             try:
                 gate.set()
                 _wait_for("the resume", lambda: _status(ctx.events, row.run_id) == "awaiting_approval", 60)
+                _wait_for(
+                    "its item done",
+                    lambda: (i := queue.item(row.run_id)) is not None and i.state == "done",
+                    30,
+                )
             finally:
                 poller.stop()
                 pool.close()
