@@ -29,6 +29,8 @@ _CANDIDATES = 8
 # The key begin_heal takes turns on: enqueueing a gap and starting its run never interleave.
 _FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
 _W = WORK_ITEMS.c
+# Items by state (`counts`, asked again and again by whoever waits for the queue to drain)
+_COUNTS = sa.select(_W.state, sa.func.count()).group_by(_W.state)
 # A claim's candidate, and the claims of its component (made once: an alias costs a millisecond)
 _PICK, _HELD = WORK_ITEMS.alias("pick"), WORK_ITEMS.alias("held")
 _BUSY = sa.exists(sa.select(sa.literal(1)).where(_HELD.c.key == _PICK.c.key, _HELD.c.state == CLAIMED))
@@ -264,7 +266,6 @@ class WorkQueue:
 
     def counts(self) -> dict[str, int]:
         """How many items are queued, claimed and done."""
-        stmt = sa.select(_W.state, sa.func.count()).group_by(_W.state)
         with self.engine.connect() as conn:
-            found = {str(state): int(n) for state, n in conn.execute(stmt)}
+            found = {str(state): int(n) for state, n in conn.execute(_COUNTS)}
         return {state: found.get(state, 0) for state in (QUEUED, CLAIMED, DONE)}
