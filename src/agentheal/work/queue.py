@@ -29,6 +29,8 @@ _CANDIDATES = 8
 # The key begin_heal takes turns on: enqueueing a gap and starting its run never interleave.
 _FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
 _W = WORK_ITEMS.c
+# The open item (queued or claimed) of a fingerprint
+_OPEN_ITEM = sa.select(_W.run_id).where(_W.fingerprint == sa.bindparam("item_fingerprint"), _W.state != DONE)
 # Items by state (`counts`, asked again and again by whoever waits for the queue to drain)
 _COUNTS = sa.select(_W.state, sa.func.count()).group_by(_W.state)
 # A claim's candidate, and the claims of its component (made once: an alias costs a millisecond)
@@ -92,6 +94,7 @@ class WorkQueue:
         # PostgreSQL: the statements a heal runs, made once (making one cost more than running it)
         self._claims: dict[tuple[str, float], Any] = {}
         self._finish: Any = None
+        self._intake: tuple[Any, Any] | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -116,9 +119,7 @@ class WorkQueue:
         with self.engine.begin() as conn:
             if self.postgres:
                 conn.execute(_FINGERPRINT_TURN, {"fingerprint": gap.fingerprint})
-            found = conn.execute(
-                sa.select(_W.run_id).where(_W.fingerprint == gap.fingerprint, _W.state != DONE)
-            ).scalar()
+            found = conn.execute(_OPEN_ITEM, {"item_fingerprint": gap.fingerprint}).scalar()
             if found is not None:
                 return str(found), True
             open_run = conn.execute(OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
@@ -136,21 +137,33 @@ class WorkQueue:
                 "payload": None,
             }
             # the item of an earlier turn of this run (e.g. it waited for approval) is queued again
-            again = conn.execute(
-                WORK_ITEMS.update()
-                .where(_W.run_id == chosen, _W.state == DONE)
-                .values(
-                    **{**values, "claims": _W.claims},  # the claims' epoch goes on (agentheal.work.fencing)
-                    worker=None,
-                    lease_until=None,
-                    finished_at=None,
-                    outcome=None,
-                    queued_at=self.clock.now(),
-                )
-            ).rowcount
+            again_stmt, insert = self._intake or self._intake_statements()
+            binds = {f"item_{k}": v for k, v in values.items()}
+            again = conn.execute(again_stmt, binds).rowcount
             if not again:
-                conn.execute(WORK_ITEMS.insert().values(**values, queued_at=self.clock.now()))
+                conn.execute(insert, binds)
             return chosen, open_run is not None
+
+    def _intake_statements(self) -> tuple[Any, Any]:
+        """The UPDATE that queues a done item of a run again and the INSERT of a new item, every
+        value a parameter `item_<column>` (made once on PostgreSQL, whose clock is the server's)."""
+        cols = ("run_id", "fingerprint", "key", "component", "gap", "dry_run", "state", "kind", "payload")
+        binds = {c: sa.bindparam(f"item_{c}", type_=WORK_ITEMS.c[c].type) for c in cols}
+        again = (
+            WORK_ITEMS.update()
+            .where(_W.run_id == sa.bindparam("item_run_id"), _W.state == DONE)
+            .values({k: v for k, v in binds.items() if k != "run_id"})
+            # (its claims go on: the claims' epoch never repeats, agentheal.work.fencing)
+            .values(worker=None, lease_until=None, finished_at=None, outcome=None, queued_at=self.clock.now())
+        )
+        insert = (
+            WORK_ITEMS.insert()
+            .values(binds)
+            .values(claims=sa.bindparam("item_claims", type_=sa.Integer), queued_at=self.clock.now())
+        )
+        if self.postgres:
+            self._intake = (again, insert)
+        return again, insert
 
     # -- claims --
 
