@@ -17,6 +17,12 @@ Baseline: a `StateGraph` with the heal graph's nodes and edges (conditional wher
 has them), nodes that only name the next hop, on a `SqliteSaver` made by a `Healer` (so with the
 runner's connection settings) on its own file, invoked with `durability="sync"` and a new thread
 per run, along the path a heal takes.
+
+A new heal run is checkpointed only at the breakpoint before its first acting step and when it
+stops (`durability="exit"` on both halves), where the baseline checkpoints after every step. So part
+of the headline ratio is the checkpoints we no longer write; `heal_vs_exit_runs_per_s` compares the
+LLM path with the bare graph invoked with `durability="exit"` too (one checkpoint, at its end), to
+show what is left when neither side checkpoints on the way. Reported; no goal.
 """
 
 from __future__ import annotations
@@ -222,7 +228,7 @@ def _returns(update: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any
     return node
 
 
-def _time_bare(graph: Any, runs: int) -> float:
+def _time_bare(graph: Any, runs: int, durability: str = "sync") -> float:
     from agentheal.models import Gap
 
     gap = Gap(text="web keeps crashing after each start", component=COMPONENT).model_dump(mode="json")
@@ -231,7 +237,7 @@ def _time_bare(graph: Any, runs: int) -> float:
         run_id = uuid.uuid4().hex
         state = {"run_id": run_id, "gap": gap, "attempts": 0, "failed_plans": [], "actions": []}
         config = {"configurable": {"thread_id": run_id}, "recursion_limit": 60}
-        final = graph.invoke(state, config, durability="sync")
+        final = graph.invoke(state, config, durability=durability)
         assert final["next"] == "__end__", final
     return time.perf_counter() - started
 
@@ -248,7 +254,7 @@ def _row(name: str, ours_s: float, bare_s: float, runs: int, goal: str | None = 
         "unit": "runs/s",
         "baseline": round(bare_rps, 1),
         "ratio": round(ratio, 2),
-        "goal": goal or "no goal: what the openai client and httpx add (goal is on heal_runs_per_s)",
+        "goal": goal or "no goal (the goal is on heal_runs_per_s)",
         "met": ratio <= 2 if goal else True,
     }
 
@@ -275,9 +281,10 @@ def run(runs: int = N) -> list[dict[str, Any]]:
 
                 # Other work on this host comes and goes; interleaved rounds, best of each, keep
                 # both sides measured in its quiet moments.
-                bare_s, instant_s, http_s, replay_s = [], [], [], []
+                bare_s, exit_s, instant_s, http_s, replay_s = [], [], [], [], []
                 for _ in range(ROUNDS):
                     bare_s.append(_time_bare(bare, runs))
+                    exit_s.append(_time_bare(bare, runs, durability="exit"))
                     healer.ctx.instant = True
                     calls = healer.ctx.calls
                     instant_s.append(_time_ours(healer, _new_texts(numbers, runs), "llm"))
@@ -293,6 +300,7 @@ def run(runs: int = N) -> list[dict[str, Any]]:
             _row("heal_runs_per_s", min(instant_s), min(bare_s), runs),
             _row("heal_http_runs_per_s", min(http_s), min(bare_s), runs, goal=None),
             _row("heal_replay_runs_per_s", min(replay_s), min(bare_s), runs),
+            _row("heal_vs_exit_runs_per_s", min(instant_s), min(exit_s), runs, goal=None),
         ]
 
 
