@@ -44,6 +44,7 @@ _STILL_OURS = sa.exists(
     sa.select(sa.literal(1)).select_from(WORK_ITEMS).where(*_OURS).with_for_update(read=True)
 )
 _RENEW = WORK_ITEMS.update().where(*_OURS)
+_OURS_ROW = sa.select(_W.run_id).where(*_OURS)
 
 
 class LeaseLost(Exception):
@@ -75,6 +76,7 @@ class Fences:
         self._lost: set[str] = set()
         self._lock = threading.Lock()
         self._guards: dict[tuple[int, tuple[str, ...]], Any] = {}  # statements made once, by shape
+        self._renew: Any = None
 
     def hold(self, run_id: str, worker: str, epoch: int) -> None:
         with self._lock:
@@ -113,11 +115,17 @@ class Fences:
             # one statement, its own transaction: one round trip before an action
             with self.queue.engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                renew = _RENEW.values(lease_until=self.queue.clock.later(self.lease_s))
-                touched = conn.execute(renew, self._binds(run_id, fence)).rowcount
+                touched = conn.execute(self._renew_statement(), self._binds(run_id, fence)).rowcount
             if touched:
                 return
         raise LeaseLost(run_id, fence.worker, fence.epoch, self.holder(run_id), what)
+
+    def _renew_statement(self) -> Any:
+        # PostgreSQL's lease reads the server's clock: nothing in it changes, so it is made once
+        # (making it cost more than running it); SQLite's is this host's time, made each time.
+        if self._renew is None or not self.queue.postgres:
+            self._renew = _RENEW.values(lease_until=self.queue.clock.later(self.lease_s))
+        return self._renew
 
     def write(self, run_id: str, stmt: Any, values: dict[str, Any] | None, what: str, conn: Any) -> int:
         """Run one write of the event store for `run_id` (an INSERT of one row, or an UPDATE) on its
@@ -158,7 +166,7 @@ class Fences:
 
     def _still_ours(self, run_id: str, fence: Fence) -> bool:
         with self.queue.engine.connect() as conn:
-            found = conn.execute(sa.select(_W.run_id).where(*_OURS), self._binds(run_id, fence))
+            found = conn.execute(_OURS_ROW, self._binds(run_id, fence))
             return found.first() is not None
 
     def holder(self, run_id: str) -> str | None:
