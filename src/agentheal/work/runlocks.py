@@ -26,6 +26,10 @@ from agentheal.storage.urls import libpq_url
 
 # Not begin_heal's key for the fingerprint: that one is taken per transaction while a run starts.
 _KEY = "SELECT hashtextextended('agentheal-run:' || %s, 0)"
+# A run's lock taken (or tried) in one statement, its key with it (to release it by)
+_RUN_KEY = "(SELECT hashtextextended('agentheal-run:' || %s, 0) AS k) AS s"
+_LOCK = "SELECT k, pg_advisory_lock(k) FROM " + _RUN_KEY
+_TRY_LOCK = "SELECT k, pg_try_advisory_lock(k) FROM " + _RUN_KEY
 # The sessions holding a run's lock: pg_locks splits an advisory lock's bigint key in two oids.
 _HOLDERS = """
 SELECT l.pid, coalesce(a.application_name, '') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -82,32 +86,34 @@ class RunLocks:
             self._conn = psycopg.connect(self.url, autocommit=True, application_name=_session_name)
         return self._conn
 
-    def _key(self, fingerprint: str) -> tuple[Any, int]:
+    def _take(self, fingerprint: str, wait: bool) -> tuple[Any, int, bool]:
+        """Take (or try) the lock in one statement, the key worked out by the server in it; returns
+        the connection, the key (to release it with) and whether it was taken."""
         import psycopg
 
+        stmt = _LOCK if wait else _TRY_LOCK
+        with self._mutex:
+            conn = self._connection()
         try:
-            conn = self._connection()
-            return conn, conn.execute(_KEY, (fingerprint,)).fetchone()[0]
+            key, got = conn.execute(stmt, (fingerprint,)).fetchone()
         except psycopg.OperationalError:  # its session was ended (seized by another worker): a new one
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-            conn = self._connection()
-            return conn, conn.execute(_KEY, (fingerprint,)).fetchone()[0]
+            with self._mutex:
+                if self._conn is conn:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    self._conn = None
+                conn = self._connection()
+            key, got = conn.execute(stmt, (fingerprint,)).fetchone()
+        return conn, int(key), wait or bool(got)  # (pg_advisory_lock returns once it is taken)
 
     @contextlib.contextmanager
     def hold(self, fingerprint: str, wait: bool) -> Iterator[bool]:
         """Hold the run lock of `fingerprint` (waiting for it, or not: then yields False when another
         process holds it)."""
-        with self._mutex:
-            conn, key = self._key(fingerprint)
-        if wait:
-            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-        else:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-            if not got:
-                yield False
-                return
+        conn, key, got = self._take(fingerprint, wait)
+        if not got:
+            yield False
+            return
         try:
             yield True
         finally:
@@ -116,4 +122,8 @@ class RunLocks:
 
     def close(self) -> None:
         if self._conn is not None:
+            # Released before the connection goes: the server lets go of a closed session's locks
+            # only once it has noticed, and the next holder's one-statement take can be there first.
+            with contextlib.suppress(Exception):
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
             self._conn.close()
