@@ -461,21 +461,26 @@ class Memory:
         query_terms = terms(text)
         lexical_ids: list[str] = []
         dfs: dict[str, int] = {}
+        docs, mean_terms = 0, 0.0
+        if mode != "dense":
+            # the terms' record counts and the corpus figures BM25 needs: one read
+            dfs, docs, mean_terms = self._records.lexical_figures(query_terms)
         if mode != "dense" and query_terms:
-            dfs = self._records.doc_freqs(query_terms)
             chosen = _retrieval_terms(query_terms, dfs, _LEXICAL_BUDGET if mode == "hybrid" else None)
             lexical_ids = self._records.lexical_ids(chosen, pool)
         query = self.embedder.embed([text])
         cosines = self._dense(query, pool) if mode != "lexical" else {}
         candidates = lexical_ids if mode == "lexical" else list(dict.fromkeys([*cosines, *lexical_ids]))
-        rows = self._records.documents(candidates) if candidates else {}
+        # documents and metadata in one read; the metadata parsed for the few returned only
+        entries = self._records.entries(candidates) if candidates else {}
+        rows = {rid: doc for rid, (doc, _) in entries.items()}
         unseen = [rid for rid in rows if rid not in cosines]
         if unseen:
             cosines.update(self._cosines(unseen, query[0]))
         if mode == "dense":
             ranked = sorted(rows, key=lambda rid: -cosines.get(rid, -1.0))
         else:
-            score = LexicalScorer(query_terms, dfs, *self._records.lexical_stats())
+            score = LexicalScorer(query_terms, dfs, docs, mean_terms)
             lexical = {rid: score(doc) for rid, doc in rows.items()}
             weight = 0.0 if mode == "lexical" else self.settings.memory_hybrid_weight
             ranked = sorted(
@@ -485,8 +490,10 @@ class Memory:
                     -cosines.get(rid, -1.0),
                 ),
             )
-        found = self._records.get(ranked[:k]) if ranked else {}  # metadata of the few returned only
-        return [_hit(rid, *found[rid], 1.0 - cosines.get(rid, 0.0)) for rid in ranked[:k] if rid in found]
+        return [
+            _hit(rid, entries[rid][0], json.loads(entries[rid][1]), 1.0 - cosines.get(rid, 0.0))
+            for rid in ranked[:k]
+        ]
 
     def _dense(self, query: npt.NDArray[np.float32], n: int) -> dict[str, float]:
         """Cosine similarity of the `n` nearest records, indexed or pending."""

@@ -54,6 +54,12 @@ _UPSERT = (
     " occurred_at = excluded.occurred_at, version = excluded.version, vector = excluded.vector,"
     " indexed = excluded.indexed, terms = excluded.terms, n = excluded.n, tsv = excluded.tsv"
 )
+# Terms' record counts changed in one statement, in the order given (term order: see put)
+_ADD_TERMS = (
+    "INSERT INTO memory_lexical_terms SELECT term, docs"
+    " FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS c(term, docs, at) ORDER BY at"
+    " ON CONFLICT (term) DO UPDATE SET docs = memory_lexical_terms.docs + excluded.docs"
+)
 # FTS5's bm25() over the candidates the GIN index finds: IDF log((N - df + 0.5) / (df + 0.5)), at
 # least 1e-6; a record's length and the mean length in terms. The candidates are taken first (the
 # planner, misled by the scoring's estimate, would scan the table), each scored by an array lookup
@@ -230,15 +236,17 @@ class PgRecordStore:
                     change.update(set(text.split()))
                 for text in old.values():
                     change.subtract(set(text.split()))
-                with conn.cursor() as cur:
-                    # Rows in id order, here and in mark_indexed: two transactions locking the same
-                    # rows lock them in one order, so neither waits on the other forever.
-                    cur.executemany(_UPSERT, sorted(rows, key=lambda row: row[0]))
-                    cur.executemany(
-                        "INSERT INTO memory_lexical_terms VALUES (%s, %s) ON CONFLICT (term) DO UPDATE SET"
-                        " docs = memory_lexical_terms.docs + excluded.docs",
-                        sorted((t, n) for t, n in change.items() if n),
-                    )
+                # Rows in id order, here and in mark_indexed: two transactions locking the same
+                # rows lock them in one order, so neither waits on the other forever.
+                ordered = sorted(rows, key=lambda row: row[0])
+                if len(ordered) == 1:  # a heal's record: one statement (executemany's pipeline costs more)
+                    conn.execute(_UPSERT, ordered[0])
+                else:
+                    with conn.cursor() as cur:
+                        cur.executemany(_UPSERT, ordered)
+                changed = sorted((t, n) for t, n in change.items() if n)
+                if changed:  # every term's count in one statement, in term order
+                    conn.execute(_ADD_TERMS, ([t for t, _ in changed], [n for _, n in changed]))
                 added = sum(_length(t) for t in texts) - sum(_length(t) for t in old.values())
                 conn.execute(
                     "UPDATE memory_lexical_stats SET docs = docs + %s, terms = terms + %s",
@@ -264,6 +272,18 @@ class PgRecordStore:
             return {}
         rows = self._rows("SELECT term, docs FROM memory_lexical_terms WHERE term = ANY(%s)", (unique,))
         return {term: int(n) for term, n in rows if n > 0}
+
+    def lexical_figures(self, query_terms: list[str]) -> tuple[dict[str, int], int, float]:
+        """`doc_freqs` and `lexical_stats` in one read (one round trip a search, not two)."""
+        rows = self._rows(
+            "SELECT s.docs, s.terms, t.term, t.docs FROM (SELECT 1) AS one"
+            " LEFT JOIN memory_lexical_stats AS s ON true"
+            " LEFT JOIN memory_lexical_terms AS t ON t.term = ANY(%s) AND t.docs > 0",
+            (list(dict.fromkeys(query_terms)),),
+        )
+        dfs = {term: int(n) for _, _, term, n in rows if term is not None}
+        docs, total = rows[0][0], rows[0][1]
+        return (dfs, int(docs), total / docs) if docs else (dfs, 0, 0.0)
 
     def lexical_ids(self, query_terms: list[str], limit: int) -> list[str]:
         """Ids of the records best matching any of the terms by FTS5's BM25, at most `limit`."""
@@ -299,6 +319,15 @@ class PgRecordStore:
             'SELECT id, document FROM memory_records WHERE id = ANY(%s) ORDER BY id COLLATE "C"', (ids,)
         )
         return dict(rows)
+
+    def entries(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """`documents` with each record's metadata as stored (JSON text): a search ranks these and
+        parses the metadata of the few it returns only, read in the same round trip."""
+        rows = self._rows(
+            'SELECT id, document, metadata FROM memory_records WHERE id = ANY(%s) ORDER BY id COLLATE "C"',
+            (ids,),
+        )
+        return {rid: (doc, md) for rid, doc, md in rows}
 
     def get(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """id → (document, metadata) for those of `ids` that are stored, in the SQLite store's order."""

@@ -205,6 +205,10 @@ class RecordStore:
             rows = self._db.execute(f"SELECT term, docs FROM lexical_terms WHERE term IN ({marks})", unique)
             return {term: int(n) for term, n in rows if n > 0}
 
+    def lexical_figures(self, query_terms: list[str]) -> tuple[dict[str, int], int, float]:
+        """`doc_freqs` and `lexical_stats` (the PostgreSQL store reads both at once)."""
+        return (self.doc_freqs(query_terms), *self.lexical_stats())
+
     def lexical_ids(self, query_terms: list[str], limit: int) -> list[str]:
         """Ids of the records best matching any of the terms by FTS5's BM25, at most `limit`."""
         if not query_terms:
@@ -254,6 +258,13 @@ class RecordStore:
         marks = ",".join("?" * len(ids))
         with self._lock:
             return dict(self._db.execute(f"SELECT id, document FROM records WHERE id IN ({marks})", ids))
+
+    def entries(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """`documents` with each record's metadata as stored (JSON text), in `get`'s order."""
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, document, metadata FROM records WHERE id IN ({marks})", ids)
+            return {rid: (doc, md) for rid, doc, md in rows}
 
     def get(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """id → (document, metadata) for those of `ids` that are stored."""
