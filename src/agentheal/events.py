@@ -245,6 +245,9 @@ class EventStore:
         self._postgres = dialect == "postgresql"
         self._pg_inserts = _pg_inserts(self._engine.dialect) if self._postgres else {}
         self._pg_begin = _pg_begin_heal(self._engine.dialect) if self._postgres else None
+        # PostgreSQL: the run's LLM use read made once: its SQL and its constants' parameters
+        usage = LLM_USAGE.compile(dialect=self._engine.dialect)
+        self._pg_usage = (str(usage), dict(usage.params)) if self._postgres else None
         # PostgreSQL: a thread's writer, or a pooled reader, idle this long is asked whether the
         # server still has it.
         self.idle_ping_s = IDLE_PING_S
@@ -444,7 +447,10 @@ class EventStore:
         import psycopg
 
         values = {"g_" + k: v for k, v in self._gap_values(gap).items()}
-        values.update({"r_" + k: v for k, v in self._run_values(run_id, gap).items()})
+        # the run's copy of the gap is the gap's row's, redacted once
+        values.update(r_run_id=run_id, r_fingerprint=gap.fingerprint, r_component=gap.component)
+        values.update(r_gap_text=values["g_text"], r_gap=values["g_gap"], r_status=RunStatus.running.value)
+        values["r_started_at"] = utcnow()
         params = {key: convert(values[key]) if convert else values[key] for key, convert in binds}
         conn = self._writer()
         raw = conn.connection.dbapi_connection
@@ -462,6 +468,17 @@ class EventStore:
             conn.invalidate()  # whatever else went wrong (the server dropped it): a new connection next
             raise
         return str(found[0]) if found is not None else None
+
+    def _pg_read(self, sql: str, params: dict[str, Any]) -> Any:
+        """One row of a read made once (string parameters only), on this thread's writer."""
+        conn = self._writer()
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        try:
+            return raw.execute(sql, params).fetchone()
+        except BaseException:
+            conn.invalidate()  # (the server dropped it): a new connection next
+            raise
 
     def start_run(self, run_id: str, gap: Gap) -> None:
         """Open a run for a gap, status `running`. Starting a run id again only marks it running."""
@@ -657,8 +674,12 @@ class EventStore:
 
     def llm_usage(self, run_id: str) -> LLMUsage:
         """Calls and tokens a run spent on the LLM, summed from its recorded calls."""
-        with self._reader() as conn:
-            n, prompt, completion, unknown = conn.execute(LLM_USAGE, {"run_id": run_id}).one()
+        if self._pg_usage is not None:  # (PostgreSQL: on the thread's writer, underneath SQLAlchemy)
+            sql, constants = self._pg_usage
+            n, prompt, completion, unknown = self._pg_read(sql, {**constants, "run_id": run_id})
+        else:
+            with self._reader() as conn:
+                n, prompt, completion, unknown = conn.execute(LLM_USAGE, {"run_id": run_id}).one()
         return LLMUsage(
             calls=int(n),
             prompt_tokens=int(prompt),
