@@ -75,7 +75,7 @@ class Fences:
         self._held: dict[str, Fence] = {}
         self._lost: set[str] = set()
         self._lock = threading.Lock()
-        self._guards: dict[tuple[int, tuple[str, ...]], Any] = {}  # statements made once, by shape
+        self._guards: dict[tuple[Any, ...], Any] = {}  # statements made once, by shape
         self._renew: Any = None
 
     def hold(self, run_id: str, worker: str, epoch: int) -> None:
@@ -138,9 +138,12 @@ class Fences:
         fence, lost = self._fence(run_id)
         assert fence is not None, "write() is for runs this process holds (holds())"
         if not lost:
-            guarded = self._guarded(stmt, list(values or {}))
-            with conn.begin():
-                count = int(conn.execute(guarded, {**(values or {}), **self._binds(run_id, fence)}).rowcount)
+            params = {**(values or {}), **self._binds(run_id, fence)}
+            if self.queue.postgres:
+                count = self._write_raw(self._raw(stmt, list(values or {}), conn.dialect), params, conn)
+            else:
+                with conn.begin():
+                    count = int(conn.execute(self._guarded(stmt, list(values or {})), params).rowcount)
             if count > 0 or self._still_ours(run_id, fence):  # (an UPDATE of no row: the caller says why)
                 return count
         what = "recording " + what.removesuffix(" (is the run started?)")
@@ -159,6 +162,39 @@ class Fences:
                 guarded = stmt.where(_STILL_OURS)
             self._guards[shape] = guarded
         return guarded
+
+    def _raw(self, stmt: Any, keys: list[str], dialect: Any) -> tuple[Any, str, dict[str, Any]]:
+        """PostgreSQL: the guarded statement of this shape compiled once: the compiled form (its
+        parameters' defaults), its SQL and each parameter's bind conversion."""
+        shape = ("raw", id(stmt), tuple(keys))
+        made = self._guards.get(shape)
+        if made is None:
+            compiled = self._guarded(stmt, keys).compile(dialect=dialect, column_keys=keys)
+            convert = {
+                name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                for bind, name in compiled.bind_names.items()
+            }
+            made = self._guards[shape] = (compiled, compiled.string, {k: f for k, f in convert.items() if f})
+        return made
+
+    @staticmethod
+    def _write_raw(raw_stmt: tuple[Any, str, dict[str, Any]], values: dict[str, Any], conn: Any) -> int:
+        """Run it on the event store's autocommit connection underneath SQLAlchemy (its statement
+        machinery cost as much as the write's round trip), one statement: its own transaction."""
+        import psycopg
+
+        compiled, sql, convert = raw_stmt
+        params = compiled.construct_params(values)
+        for name, fn in convert.items():
+            params[name] = fn(params[name])
+        raw = conn.connection.dbapi_connection
+        try:
+            return int(raw.execute(sql, params).rowcount)
+        except psycopg.IntegrityError as exc:  # as SQLAlchemy raises it: the event store names it
+            raise sa.exc.IntegrityError(sql, params, exc) from exc
+        except BaseException:
+            conn.invalidate()  # whatever else went wrong (the server dropped it): a new one next
+            raise
 
     @staticmethod
     def _binds(run_id: str, fence: Fence) -> dict[str, Any]:
