@@ -77,6 +77,7 @@ class Fences:
         self._lock = threading.Lock()
         self._guards: dict[tuple[Any, ...], Any] = {}  # statements made once, by shape
         self._renew: Any = None
+        self._renew_raw: tuple[Any, str, dict[str, Any]] | None = None
 
     def hold(self, run_id: str, worker: str, epoch: int) -> None:
         with self._lock:
@@ -113,9 +114,16 @@ class Fences:
             return  # not healed under a claim here (a CLI heal, a SQLite home)
         if not lost:
             # one statement, its own transaction: one round trip before an action
-            with self.queue.engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                touched = conn.execute(self._renew_statement(), self._binds(run_id, fence)).rowcount
+            if self.queue.postgres:  # (made once, run underneath SQLAlchemy as a fenced write is)
+                with self.queue.engine.connect() as conn:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    renew = self._renew_raw or self._compiled(self._renew_statement(), [], conn.dialect)
+                    self._renew_raw = renew
+                    touched = self._write_raw(renew, self._binds(run_id, fence), conn)
+            else:
+                with self.queue.engine.connect() as conn:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    touched = conn.execute(self._renew_statement(), self._binds(run_id, fence)).rowcount
             if touched:
                 return
         raise LeaseLost(run_id, fence.worker, fence.epoch, self.holder(run_id), what)
@@ -169,18 +177,22 @@ class Fences:
         shape = ("raw", id(stmt), tuple(keys))
         made = self._guards.get(shape)
         if made is None:
-            compiled = self._guarded(stmt, keys).compile(dialect=dialect, column_keys=keys)
-            convert = {
-                name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-                for bind, name in compiled.bind_names.items()
-            }
-            made = self._guards[shape] = (compiled, compiled.string, {k: f for k, f in convert.items() if f})
+            made = self._guards[shape] = self._compiled(self._guarded(stmt, keys), keys, dialect)
         return made
 
     @staticmethod
+    def _compiled(stmt: Any, keys: list[str], dialect: Any) -> tuple[Any, str, dict[str, Any]]:
+        compiled = stmt.compile(dialect=dialect, column_keys=keys)
+        convert = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in compiled.bind_names.items()
+        }
+        return compiled, compiled.string, {k: f for k, f in convert.items() if f}
+
+    @staticmethod
     def _write_raw(raw_stmt: tuple[Any, str, dict[str, Any]], values: dict[str, Any], conn: Any) -> int:
-        """Run it on the event store's autocommit connection underneath SQLAlchemy (its statement
-        machinery cost as much as the write's round trip), one statement: its own transaction."""
+        """Run it on an autocommit connection (the event store's, or the work table's) underneath
+        SQLAlchemy (its statement machinery cost as much as the round trip): its own transaction."""
         import psycopg
 
         compiled, sql, convert = raw_stmt
