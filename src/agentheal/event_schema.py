@@ -198,17 +198,26 @@ FastInsert = tuple[str, list[tuple[str, Any]]]  # SQL, and per parameter: (value
 FAST_TABLES = ("node_events", "llm_calls", "actions")
 
 
-def fast_inserts(dialect: sa.Dialect) -> dict[str, FastInsert]:
-    """Per table, its INSERT as the dialect compiles it, with each parameter's bind conversion."""
-    if dialect.paramstyle != "qmark":
-        return {}
+def fast_inserts(dialect: sa.Dialect, tables: tuple[str, ...] = FAST_TABLES) -> dict[str, FastInsert]:
+    """Per table, its INSERT as the dialect compiles it, with each parameter's bind conversion.
+
+    SQLite (qmark): positional, in the compiled order. PostgreSQL (pyformat): named, with no
+    RETURNING, each column's conversion that of its type's implementation for the dialect.
+    """
     made: dict[str, FastInsert] = {}
-    for name in FAST_TABLES:
+    for name in tables:
         table = TABLES[name]
         columns = [c for c in table.columns if not c.primary_key]
-        stmt = table.insert().values({c.name: sa.bindparam(c.name, type_=c.type) for c in columns})
-        compiled = stmt.compile(dialect=dialect)
-        order = compiled.positiontup or []
-        types = {c.name: c.type for c in columns}
-        made[name] = (compiled.string, [(key, types[key].bind_processor(dialect)) for key in order])
+        values = {c.name: sa.bindparam(c.name, type_=c.type) for c in columns}
+        if dialect.paramstyle == "qmark":
+            compiled = table.insert().values(values).compile(dialect=dialect)
+            types = {c.name: c.type for c in columns}
+            order = compiled.positiontup or []
+            made[name] = (compiled.string, [(key, types[key].bind_processor(dialect)) for key in order])
+        elif dialect.paramstyle == "pyformat":
+            compiled = table.insert().inline().values(values).compile(dialect=dialect)
+            made[name] = (
+                compiled.string,
+                [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns],
+            )
     return made

@@ -57,20 +57,6 @@ _FREE_TEXT = frozenset({"text", "gap", "gap_text", "detail", "data", "step", "re
 _PG_FAST = ("node_events", "llm_calls", "audit")
 
 
-def _pg_inserts(dialect: sa.Dialect) -> dict[str, FastInsert]:
-    """PostgreSQL: per table, its INSERT (no RETURNING) with each column's bind conversion."""
-    made: dict[str, FastInsert] = {}
-    for name in _PG_FAST:
-        table = TABLES[name]
-        columns = [c for c in table.columns if not c.primary_key]
-        stmt = table.insert().inline().values({c.name: sa.bindparam(c.name, type_=c.type) for c in columns})
-        made[name] = (
-            stmt.compile(dialect=dialect).string,
-            [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns],
-        )
-    return made
-
-
 # begin_heal's values: the gap's row and its run's
 _GAP_KEYS = ("fingerprint", "kind", "component", "severity", "text", "gap", "created_at", "recorded_at")
 _RUN_KEYS = ("run_id", "fingerprint", "component", "gap_text", "gap", "status", "started_at")
@@ -243,7 +229,7 @@ class EventStore:
         self._writers_lock = threading.Lock()
         self._fast_inserts = fast_inserts(self._engine.dialect) if dialect == "sqlite" else {}
         self._postgres = dialect == "postgresql"
-        self._pg_inserts = _pg_inserts(self._engine.dialect) if self._postgres else {}
+        self._pg_inserts = fast_inserts(self._engine.dialect, _PG_FAST) if self._postgres else {}
         self._pg_begin = _pg_begin_heal(self._engine.dialect) if self._postgres else None
         # PostgreSQL: the run's LLM use read made once: its SQL and its constants' parameters
         usage = LLM_USAGE.compile(dialect=self._engine.dialect)
