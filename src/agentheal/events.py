@@ -38,7 +38,7 @@ from agentheal.event_schema import (
 from agentheal.models import ActionResult, Gap, LLMUsage, RunStatus, Step, utcnow
 from agentheal.redaction import redact_data
 from agentheal.storage.engines import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S  # SQLite's; others import it here
-from agentheal.storage.engines import IdlePing, KeptConnection, event_store_engine
+from agentheal.storage.engines import IdlePing, KeptConnection, event_store_engine, underneath
 from agentheal.storage.errors import StorageError
 from agentheal.storage.urls import shown, sqlalchemy_url
 
@@ -360,17 +360,11 @@ class EventStore:
 
         sql, columns = insert
         row = {key: convert(values[key]) if convert else values[key] for key, convert in columns}
-        conn = self._writer()
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
         try:
-            raw.execute(sql, row)
+            with underneath(self._writer()) as raw:
+                raw.execute(sql, row)
         except psycopg.IntegrityError as exc:
             raise EventStoreError(f"cannot record {what}: {exc}") from exc
-        except BaseException:
-            # whatever else went wrong (the server dropped it), the next write takes a new connection
-            conn.invalidate()
-            raise
 
     def _update_run(self, run_id: str, what: str, **values: Any) -> None:
         if self._write(UPDATE_RUN, what, _redacted({"which_run": run_id, **values}), run=run_id) == 0:
@@ -438,33 +432,21 @@ class EventStore:
         values.update(r_gap_text=values["g_text"], r_gap=values["g_gap"], r_status=RunStatus.running.value)
         values["r_started_at"] = utcnow()
         params = {key: convert(values[key]) if convert else values[key] for key, convert in binds}
-        conn = self._writer()
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
         try:
             # READ COMMITTED would let two processes each see no open run of a fingerprint: they take
             # turns on it (a lock until the transaction ends), and the statement after it reads then.
-            with raw.transaction():
+            with underneath(self._writer()) as raw, raw.transaction():
                 raw.execute(_PG_TURN, (gap.fingerprint,))
                 cur = raw.execute(sql, params)
             found = cur.fetchone()
         except psycopg.IntegrityError as exc:
             raise EventStoreError(f"cannot record gap {gap.fingerprint} and its run: {exc}") from exc
-        except BaseException:
-            conn.invalidate()  # whatever else went wrong (the server dropped it): a new connection next
-            raise
         return str(found[0]) if found is not None else None
 
     def _pg_read(self, sql: str, params: dict[str, Any]) -> Any:
         """One row of a read made once (string parameters only), on this thread's writer."""
-        conn = self._writer()
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        try:
+        with underneath(self._writer()) as raw:
             return raw.execute(sql, params).fetchone()
-        except BaseException:
-            conn.invalidate()  # (the server dropped it): a new connection next
-            raise
 
     def start_run(self, run_id: str, gap: Gap) -> None:
         """Open a run for a gap, status `running`. Starting a run id again only marks it running."""

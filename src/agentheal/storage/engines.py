@@ -8,7 +8,9 @@ since a restart, a failover or an idle time-out drops it.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,22 @@ class KeptConnection:
             conn.invalidate()
             return False
         return True
+
+
+@contextlib.contextmanager
+def underneath(conn: sa.Connection) -> Iterator[Any]:
+    """The driver's connection under `conn`, for a statement made once and run underneath SQLAlchemy
+    (its statement machinery costs as much as a cheap statement's round trip). Any error but an
+    integrity error invalidates `conn`: the server may have dropped it, so the next use takes a new one."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    try:
+        yield raw
+    except conn.dialect.loaded_dbapi.IntegrityError:
+        raise
+    except BaseException:
+        conn.invalidate()
+        raise
 
 
 def set_wal(dbapi_conn: Any) -> None:

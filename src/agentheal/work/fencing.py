@@ -29,6 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from agentheal.storage.engines import underneath
 from agentheal.work.queue import WorkQueue
 from agentheal.work.tables import CLAIMED, WORK_ITEMS
 
@@ -199,14 +200,11 @@ class Fences:
         params = compiled.construct_params(values)
         for name, fn in convert.items():
             params[name] = fn(params[name])
-        raw = conn.connection.dbapi_connection
         try:
-            return int(raw.execute(sql, params).rowcount)
+            with underneath(conn) as raw:
+                return int(raw.execute(sql, params).rowcount)
         except psycopg.IntegrityError as exc:  # as SQLAlchemy raises it: the event store names it
             raise sa.exc.IntegrityError(sql, params, exc) from exc
-        except BaseException:
-            conn.invalidate()  # whatever else went wrong (the server dropped it): a new one next
-            raise
 
     @staticmethod
     def _binds(run_id: str, fence: Fence) -> dict[str, Any]:
