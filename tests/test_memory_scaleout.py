@@ -321,3 +321,78 @@ def test_recall_survives_postgresql_dropping_the_connection(
     assert hits[0].resolution == "rotated and compressed logs, cleaned tmp"
     memory.store(_heal(Gap(text="web is down", component="web"), RESTART, RunStatus.healed, "run-1"), [])
     assert memory.count() == 5
+
+
+def _lexical_index_is_exact(url: str) -> None:
+    """The term counts and corpus figures on PostgreSQL are those of the records as they stand."""
+    import collections
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT terms, n FROM memory_records").fetchall()
+        want = collections.Counter(term for terms, _ in rows for term in set(terms.split()))
+        got = dict(conn.execute("SELECT term, docs FROM memory_lexical_terms WHERE docs <> 0").fetchall())
+        stats = conn.execute("SELECT docs, terms FROM memory_lexical_stats").fetchone()
+    assert got == dict(want)
+    assert stats == (len(rows), sum(n for _, n in rows))
+
+
+def test_heals_of_one_worker_learn_and_recall_at_once(
+    settings: Settings, postgres: pg_cluster.Cluster, chroma: ChromaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's heals run in threads: their writes, some replacing the same record with other
+    words, and their recalls go on at once on the store's connections; nothing is lost, the term
+    counts stay exact, and a recall finds what it finds alone."""
+    import threading
+
+    from agentheal.models import Plan, Resolution, Step
+
+    home = scaleout(settings, postgres, chroma, monkeypatch).model_copy(update={"memory_index_batch": 5})
+    memory = Memory(home)
+    memory.import_objects(_many())
+    queries = QUERIES[:4]
+    plan = Plan(hypothesis="it died", steps=[Step(action="restart", component="web")], source="persona")
+    threads, each, errors = 4, 12, []
+    start = threading.Barrier(threads)
+
+    def heal(t: int) -> None:
+        try:
+            start.wait()
+            for n in range(each):
+                # runs 0-5 are stored by every thread, each with its own words: replaced at once
+                run = f"shared-{n}" if n < 6 else f"t{t}-{n}"
+                gap = Gap(text=f"web thread{t} crashed SIGSEGV round{n} near{t * n}", component="web")
+                status = RunStatus.healed if (t + n) % 3 else RunStatus.failed
+                memory.store(Resolution(run_id=run, gap=gap, plan=plan, status=status), [])
+                if t == 0:
+                    memory.search(queries[n % len(queries)], k=5)
+        except Exception as exc:  # reported below, from the test's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=heal, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert not errors and not any(w.is_alive() for w in workers), errors
+    assert memory.count() == len(_many()) + 6 + threads * (each - 6)
+    assert len(memory._records._idle) > 1  # the threads had connections of their own
+    assert home.database_url is not None
+    _lexical_index_is_exact(home.database_url.get_secret_value())
+    assert memory._records.doc_freqs(["sigsegv"]) == {"sigsegv": 6 + threads * (each - 6)}
+    memory.flush()
+    assert memory.count_indexed() == memory.count()
+    # recalls at once find what each finds alone
+    alone = {q: _recalled(memory, q) for q in queries}
+    found: dict[str, Any] = {}
+    readers = [threading.Thread(target=lambda q=q: found.update({q: _recalled(memory, q)})) for q in queries]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=60)
+    assert found == alone
+
+
+def _recalled(memory: Memory, query: str) -> list[tuple[str, str, int, int]]:
+    return [(h.id, h.outcome, h.healed_count, h.failed_count) for h in memory.recall(Gap(text=query), k=5)]

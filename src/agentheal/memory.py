@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -349,9 +349,9 @@ class Memory:
         """
         record = heal_record(resolution, facts)
         vectors = self.embedder.embed([record[1]])
-        self._records.put([record], vectors)
+        pending = self._records.put([record], vectors)
         self._keep_vectors({record[0]: vectors[0]})
-        if self._records.count(indexed=False) >= self._index_batch:
+        if pending >= self._index_batch:
             self.flush()
         return record[0]
 
@@ -446,6 +446,13 @@ class Memory:
         Raises:
             MemoryStoreError: The text is blank, `k` is below 1 or the mode unknown.
         """
+        return self._search(text, k, mode)[0]
+
+    def _search(
+        self, text: str, k: int, mode: str | None, tallied: bool = False
+    ) -> tuple[list[MemoryHit], dict[tuple[str, str], int] | None]:
+        """`search`, and (`tallied`, when the record store reads it with the candidates) `tally` of
+        the candidates' plans, which `recall` reads otherwise."""
         text = text.strip()
         if not text:
             raise MemoryStoreError("the search text is empty: say what to look for")
@@ -462,21 +469,29 @@ class Memory:
         lexical_ids: list[str] = []
         dfs: dict[str, int] = {}
         docs, mean_terms = 0, 0.0
+        # The pending records' vectors, read once a search (with the lexical half where the store can)
+        pending: list[tuple[str, bytes]] | None = None
         if mode != "dense":
-            # the terms' record counts and the corpus figures BM25 needs: one read
-            dfs, docs, mean_terms = self._records.lexical_figures(query_terms)
-        if mode != "dense" and query_terms:
-            chosen = _retrieval_terms(query_terms, dfs, _LEXICAL_BUDGET if mode == "hybrid" else None)
-            lexical_ids = self._records.lexical_ids(chosen, pool)
+            # the terms' record counts, the corpus figures BM25 needs, and the candidates they rank
+            budget = _LEXICAL_BUDGET if mode == "hybrid" else None
+            read = self._records.lexical(query_terms, pool, budget, pending=True)
+            dfs, docs, mean_terms, lexical_ids, pending = read
+
+        def pending_vectors() -> list[tuple[str, bytes]]:
+            nonlocal pending
+            if pending is None:
+                pending = self._records.pending_vectors()
+            return pending
+
         query = self.embedder.embed([text])
-        cosines = self._dense(query, pool) if mode != "lexical" else {}
+        cosines = self._dense(query, pool, pending_vectors) if mode != "lexical" else {}
         candidates = lexical_ids if mode == "lexical" else list(dict.fromkeys([*cosines, *lexical_ids]))
         # documents and metadata in one read; the metadata parsed for the few returned only
-        entries = self._records.entries(candidates) if candidates else {}
+        entries, tally = self._records.entries(candidates, tallied) if candidates else ({}, None)
         rows = {rid: doc for rid, (doc, _) in entries.items()}
         unseen = [rid for rid in rows if rid not in cosines]
         if unseen:
-            cosines.update(self._cosines(unseen, query[0]))
+            cosines.update(self._cosines(unseen, query[0], pending_vectors))
         if mode == "dense":
             ranked = sorted(rows, key=lambda rid: -cosines.get(rid, -1.0))
         else:
@@ -490,30 +505,36 @@ class Memory:
                     -cosines.get(rid, -1.0),
                 ),
             )
-        return [
+        hits = [
             _hit(rid, entries[rid][0], json.loads(entries[rid][1]), 1.0 - cosines.get(rid, 0.0))
             for rid in ranked[:k]
         ]
+        return hits, tally
 
-    def _dense(self, query: npt.NDArray[np.float32], n: int) -> dict[str, float]:
-        """Cosine similarity of the `n` nearest records, indexed or pending."""
+    def _dense(
+        self, query: npt.NDArray[np.float32], n: int, pending: Callable[[], list[tuple[str, bytes]]]
+    ) -> dict[str, float]:
+        """Cosine similarity of the `n` nearest records, indexed or `pending`."""
         found = self.collection.query(query_embeddings=query, n_results=n, include=["distances"])
         ids, distances = (found["ids"][0], found["distances"][0]) if found["ids"] else ([], [])
         cosines = {rid: 1.0 - float(d) for rid, d in zip(ids, distances, strict=True)}
         # A pending write of an id is the newer one.
-        cosines.update({rid: 1.0 - dist for rid, dist in self._search_pending(query[0], n).items()})
+        cosines.update({rid: 1.0 - dist for rid, dist in _nearest(pending(), query[0], n).items()})
         return cosines
 
-    def _cosines(self, ids: list[str], query: npt.NDArray[np.float32]) -> dict[str, float]:
-        """Cosine similarity of these records to the query, from their stored vectors."""
+    def _cosines(
+        self, ids: list[str], query: npt.NDArray[np.float32], pending: Callable[[], list[tuple[str, bytes]]]
+    ) -> dict[str, float]:
+        """Cosine similarity of these records to the query, from their stored vectors (kept, `pending`,
+        or the collection's)."""
         import numpy as np
 
         with self._vectors_lock:
             vectors = {rid: self._vectors[rid] for rid in ids if rid in self._vectors}
         rest = [rid for rid in ids if rid not in vectors]
         if rest:
-            pending = dict(self._records.pending_vectors())
-            found = {rid: np.frombuffer(pending[rid], dtype="<f4") for rid in rest if rid in pending}
+            waiting = dict(pending())
+            found = {rid: np.frombuffer(waiting[rid], dtype="<f4") for rid in rest if rid in waiting}
             rest = [rid for rid in rest if rid not in found]
             if rest:
                 got = self.collection.get(ids=rest, include=["embeddings"])
@@ -535,22 +556,15 @@ class Memory:
             while len(self._vectors) > _VECTORS_KEPT:
                 self._vectors.popitem(last=False)
 
-    def _search_pending(self, query: npt.NDArray[np.float32], k: int) -> dict[str, float]:
-        """The `k` nearest pending records by cosine distance (at most about a batch of them: brute force)."""
-        import numpy as np
-
-        pending = self._records.pending_vectors()  # one without a vector waits for a flush to embed it
-        if not pending:
-            return {}
-        vectors = np.frombuffer(b"".join(v for _, v in pending), dtype="<f4").reshape(len(pending), -1)
-        distances = 1.0 - vectors @ query
-        return {pending[i][0]: float(distances[i]) for i in np.argsort(distances)[:k]}
-
     def recall(self, gap: Gap, k: int = 5) -> list[MemoryHit]:
         """Past resolutions similar to `gap`, each with how often its plan healed and failed."""
-        hits = self.search(gap.text, k)
+        hits, read = self._search(gap.text, k, None, tallied=True)
         signatures = sorted({h.plan.signature() for h in hits if h.plan is not None and h.plan.steps})
-        tally = self._records.tally(signatures) if signatures else {}
+        # The tally read with the candidates counts every record of each of their plans: all a hit's
+        # plan needs, unless its signature is not that stored with it (a record of another version).
+        if read is None or not {sig for sig, _ in read}.issuperset(signatures):
+            read = self._records.tally(signatures) if signatures else {}
+        tally = read
         for hit in hits:
             if hit.plan is not None and hit.plan.steps:
                 signature = hit.plan.signature()
@@ -633,18 +647,16 @@ class Memory:
         return histories
 
 
-def _retrieval_terms(query_terms: list[str], dfs: dict[str, int], budget: int | None) -> list[str]:
-    """The query terms FTS5 ranks candidates by: all of them, or the rarest within `budget` postings."""
-    present = sorted((t for t in dict.fromkeys(query_terms) if dfs.get(t)), key=lambda t: dfs[t])
-    if budget is None:
-        return present
-    chosen, total = [], 0
-    for term in present:
-        total += dfs[term]
-        if total > budget:
-            break
-        chosen.append(term)
-    return chosen
+def _nearest(pending: list[tuple[str, bytes]], query: npt.NDArray[np.float32], k: int) -> dict[str, float]:
+    """The `k` nearest pending records by cosine distance (at most about a batch of them: brute force);
+    one without a vector waits for a flush to embed it."""
+    import numpy as np
+
+    if not pending:
+        return {}
+    vectors = np.frombuffer(b"".join(v for _, v in pending), dtype="<f4").reshape(len(pending), -1)
+    distances = 1.0 - vectors @ query
+    return {pending[i][0]: float(distances[i]) for i in np.argsort(distances)[:k]}
 
 
 def _hit(record_id: str, document: str, md: dict[str, Any], distance: float) -> MemoryHit:

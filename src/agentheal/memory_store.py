@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agentheal.memory_lexical import TERMS_VERSION, TOKENCHARS, fts_query, indexed_text
 
@@ -32,6 +32,31 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 Record = tuple[str, str, dict[str, Any]]  # id, document (the gap text), metadata
+
+
+class Lexical(NamedTuple):
+    """What a search reads from a record store before it ranks (`lexical`)."""
+
+    dfs: dict[str, int]  # records per query term (terms in none left out)
+    docs: int  # records
+    mean_terms: float  # their mean number of terms
+    ids: list[str]  # the records best matching the query's terms by BM25, best first
+    pending: list[tuple[str, bytes]] | None  # the pending records' vectors, when read with these
+
+
+def retrieval_terms(query_terms: list[str], dfs: dict[str, int], budget: int | None) -> list[str]:
+    """The query terms FTS5 ranks candidates by: all of them, or the rarest within `budget` postings."""
+    present = sorted((t for t in dict.fromkeys(query_terms) if dfs.get(t)), key=lambda t: dfs[t])
+    if budget is None:
+        return present
+    chosen, total = [], 0
+    for term in present:
+        total += dfs[term]
+        if total > budget:
+            break
+        chosen.append(term)
+    return chosen
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS records ("
@@ -122,8 +147,12 @@ class RecordStore:
 
     def put(
         self, records: list[Record], vectors: npt.NDArray[np.float32] | None = None, indexed: bool = False
-    ) -> None:
-        """Write records, pending (not yet in the collection, with their vectors when given) or indexed."""
+    ) -> int:
+        """Write records, pending (not yet in the collection, with their vectors when given) or indexed.
+
+        Returns:
+            How many records are pending once they are written.
+        """
         rows = [
             (
                 rid,
@@ -171,6 +200,7 @@ class RecordStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            return int(self._db.execute("SELECT count(*) FROM records WHERE indexed = 0").fetchone()[0])
 
     def _old_terms(self, ids: list[str]) -> dict[str, str]:
         """Indexed terms of the records among `ids` already stored (their replacement changes the counts)."""
@@ -205,9 +235,16 @@ class RecordStore:
             rows = self._db.execute(f"SELECT term, docs FROM lexical_terms WHERE term IN ({marks})", unique)
             return {term: int(n) for term, n in rows if n > 0}
 
-    def lexical_figures(self, query_terms: list[str]) -> tuple[dict[str, int], int, float]:
-        """`doc_freqs` and `lexical_stats` (the PostgreSQL store reads both at once)."""
-        return (self.doc_freqs(query_terms), *self.lexical_stats())
+    def lexical(
+        self, query_terms: list[str], limit: int, budget: int | None, pending: bool = False
+    ) -> Lexical:
+        """What a search reads before it ranks: `doc_freqs`, `lexical_stats`, and the `lexical_ids` of
+        the terms `retrieval_terms` chooses within `budget` (the PostgreSQL store reads them at once,
+        with the pending vectors when asked; here those are left to `pending_vectors`)."""
+        dfs = self.doc_freqs(query_terms)
+        docs, mean_terms = self.lexical_stats()
+        ids = self.lexical_ids(retrieval_terms(query_terms, dfs, budget), limit) if query_terms else []
+        return Lexical(dfs, docs, mean_terms, ids, None)
 
     def lexical_ids(self, query_terms: list[str], limit: int) -> list[str]:
         """Ids of the records best matching any of the terms by FTS5's BM25, at most `limit`."""
@@ -259,12 +296,15 @@ class RecordStore:
         with self._lock:
             return dict(self._db.execute(f"SELECT id, document FROM records WHERE id IN ({marks})", ids))
 
-    def entries(self, ids: list[str]) -> dict[str, tuple[str, str]]:
-        """`documents` with each record's metadata as stored (JSON text), in `get`'s order."""
+    def entries(
+        self, ids: list[str], tallied: bool = False
+    ) -> tuple[dict[str, tuple[str, str]], dict[tuple[str, str], int] | None]:
+        """`documents` with each record's metadata as stored (JSON text), in `get`'s order. The PostgreSQL
+        store reads `tally` of their plans with them when `tallied`; here that is left to `tally` (None)."""
         marks = ",".join("?" * len(ids))
         with self._lock:
             rows = self._db.execute(f"SELECT id, document, metadata FROM records WHERE id IN ({marks})", ids)
-            return {rid: (doc, md) for rid, doc, md in rows}
+            return {rid: (doc, md) for rid, doc, md in rows}, None
 
     def get(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """id → (document, metadata) for those of `ids` that are stored."""
