@@ -13,6 +13,8 @@ import pytest
 import respx
 
 from agentheal.cli import main
+from agentheal.config import Settings
+from agentheal.events import EventStore
 from agentheal.models import Check, DiagnosisReply, PlanReply, Step
 from fake_llm import BASE_URL, content_reply, sent_bodies, tool_call, tool_reply
 
@@ -79,18 +81,39 @@ def fake_endpoint() -> Iterator[respx.MockRouter]:
         yield router
 
 
+@contextmanager
+def _other_process_view() -> Iterator[EventStore]:
+    events = EventStore(Settings().events_url)
+    try:
+        yield events
+    finally:
+        events.close()
+
+
 def _route(router: respx.MockRouter, replies: list[httpx.Response]) -> respx.Route:
     return router.post(f"{BASE_URL}/chat/completions").mock(side_effect=replies)
 
 
 def test_novel_gap_is_diagnosed_with_tools_planned_and_healed(
-    capsys: pytest.CaptureFixture[str], estate: Path
+    capsys: pytest.CaptureFixture[str], estate: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("agentheal.events.HOLD_S", 3600.0)  # held until written on purpose
     before = _pid(capsys, estate)
+    replies = iter([*_diagnosis_replies(), _plan_reply(Step(action="restart", component="web"))])
+    seen: list[list[str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        # what another process reads of the run while the model thinks: its first steps are written
+        # before the LLM is asked, although a new run's first steps hold their events back
+        with _other_process_view() as events:
+            seen.append([e.node for r in events.runs() for e in events.run(r.run_id).timeline])  # type: ignore[union-attr]
+        return next(replies)
+
     with fake_endpoint() as router:
-        route = _route(router, [*_diagnosis_replies(), _plan_reply(Step(action="restart", component="web"))])
+        route = router.post(f"{BASE_URL}/chat/completions").mock(side_effect=answer)
         code, result = _heal(capsys, estate)
     assert code == 0, result["reason"]
+    assert seen[0][:3] == ["triage", "recall", "route"], seen
     assert result["status"] == "healed" and result["source"] == "llm"
     assert result["llm"] == {
         "calls": 3,

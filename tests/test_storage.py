@@ -104,6 +104,68 @@ def test_a_second_report_of_an_open_gap_starts_no_second_run(store: EventStore) 
         store.set_status("nope", RunStatus.failed)
 
 
+def test_held_node_events_are_written_together_in_the_order_said(
+    store: EventStore, ready_home: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gap = Gap(text="web answers 502", component="web")
+    run_id, other = "4e1d" * 8, "7c2b" * 8
+    store.begin_heal(gap, run_id)
+    store.begin_heal(Gap(text="db is slow", component="db"), other)
+    reader = EventStore(ready_home.events_url)  # another process's view
+    try:
+        store.hold_nodes(run_id)
+        said = [("triage", "web: process_down", {"facts": ["process_down"]}), ("recall", "token=s3cr3t", {})]
+        for node, detail, data in said:
+            store.node(run_id, node, detail, data)
+        store.node(other, "triage", "not held")  # another run's events are not held
+        assert [e.node for e in _timeline(reader, run_id)] == []
+        assert [e.detail for e in _timeline(reader, other)] == ["not held"]
+        # a read of the run's events in this process sees them (written, still held after)
+        assert store.node_data(run_id, "triage") == [{"facts": ["process_down"]}]
+        store.node(run_id, "route", "availability (0.61)")
+        assert [e.node for e in _timeline(reader, run_id)] == ["triage", "recall"]
+        # one said long after the oldest held is written with them at once
+        monkeypatch.setattr("agentheal.events.HOLD_S", 0.0)
+        store.node(run_id, "diagnose", "no LLM: the persona's playbook")
+        timeline = _timeline(reader, run_id)
+        assert [e.node for e in timeline] == ["triage", "recall", "route", "diagnose"]
+        assert timeline[1].detail != "token=s3cr3t" and "s3cr3t" not in timeline[1].detail  # redacted
+        assert [e.at for e in timeline] == sorted(e.at for e in timeline)
+        monkeypatch.setattr("agentheal.events.HOLD_S", 60.0)
+        store.node(run_id, "plan", "restart web")
+        store.node(run_id, "guard", "allowed")
+        store.write_held(run_id)  # the breakpoint: written, and no longer held
+        store.node(run_id, "execute", "restart web: ok")
+        assert [e.node for e in _timeline(reader, run_id)][-3:] == ["plan", "guard", "execute"]
+    finally:
+        reader.close()
+
+
+def test_the_llm_use_of_a_run_started_here_is_known_until_another_process_may_drive_it(
+    store: EventStore, ready_home: Settings
+) -> None:
+    run_id = "9a8b" * 8
+    assert store.begin_heal(Gap(text="web answers 502", component="web"), run_id) is None
+    other = EventStore(ready_home.events_url)
+    try:
+        assert store.llm_usage(run_id).calls == 0  # started here, no call recorded here
+        store.llm_call(run_id, "m", "diagnose", 100, 20, 0.5, True)
+        assert store.llm_usage(run_id).calls == 1  # read from the store once a call was recorded
+        second = "1c2d" * 8
+        store.begin_heal(Gap(text="db is slow", component="db"), second)
+        store.forget(second)  # this process stopped driving it; another records a call
+        other.llm_call(second, "m", "plan", 50, 10, 0.3, True)
+        assert (store.llm_usage(second).calls, store.llm_usage(second).prompt_tokens) == (1, 50)
+    finally:
+        other.close()
+
+
+def _timeline(store: EventStore, run_id: str) -> list[Any]:
+    detail = store.run(run_id)
+    assert detail is not None
+    return list(detail.timeline)
+
+
 def test_the_audit_trail_and_the_window_of_counts(store: EventStore) -> None:
     store.audit("alice", "approve", door="cli", role="operator", target="run-1", detail="looks right")
     store.audit("bob", "heal", door="api", outcome="refused")

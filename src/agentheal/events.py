@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,6 +57,21 @@ _FREE_TEXT = frozenset({"text", "gap", "gap_text", "detail", "data", "step", "re
 
 # PostgreSQL: inserts written underneath SQLAlchemy; not actions, which are fenced (agentheal.work.fencing)
 _PG_FAST = ("node_events", "llm_calls", "audit")
+# A run's held node events (hold_nodes) are written at the latest with the first event said this
+# long after the oldest of them: a watcher's story lags a slow step by no more than that.
+HOLD_S = 0.25
+
+
+def _pg_many(dialect: sa.Dialect, table: sa.Table) -> str:
+    """PostgreSQL: one INSERT of many rows of `table`, a parameter per column holding an array of
+    its values (the same bind conversions as `fast_inserts`), inserted in the arrays' order."""
+    columns = [c for c in table.columns if not c.primary_key]
+    names = ", ".join(c.name for c in columns)
+    arrays = ", ".join(f"%({c.name})s::{dialect.type_compiler_instance.process(c.type)}[]" for c in columns)
+    return (
+        f"INSERT INTO {table.name} ({names}) SELECT {names}"
+        f" FROM unnest({arrays}) WITH ORDINALITY AS r({names}, n) ORDER BY n"
+    )
 
 
 # begin_heal's values: the gap's row and its run's
@@ -93,6 +110,14 @@ def _pg_begin_heal(dialect: sa.Dialect) -> FastInsert:
         return str(stmt.compile(dialect=dialect))
 
     return f"WITH g AS ({sql(gap)}), o AS ({sql(open_run)}), r AS ({sql(run)}) SELECT run_id FROM o", binds
+
+
+@dataclass
+class _Held:
+    """A run's node events held back, and when the oldest of them was said."""
+
+    since: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _redacted(values: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +256,13 @@ class EventStore:
         self._postgres = dialect == "postgresql"
         self._pg_inserts = fast_inserts(self._engine.dialect, _PG_FAST) if self._postgres else {}
         self._pg_begin = _pg_begin_heal(self._engine.dialect) if self._postgres else None
+        self._pg_nodes = _pg_many(self._engine.dialect, NODE_EVENTS) if self._postgres else ""
+        # Runs this store started (begin_heal) for which it recorded no LLM call, while this
+        # process drives them (until `forget`): their LLM use is known to be none without a read.
+        self._no_llm_yet: set[str] = set()
+        # Node events held back per run (hold_nodes)
+        self._held: dict[str, _Held] = {}
+        self._held_lock = threading.Lock()
         # PostgreSQL: the run's LLM use read made once: its SQL and its constants' parameters
         usage = LLM_USAGE.compile(dialect=self._engine.dialect)
         self._pg_usage = (str(usage), dict(usage.params)) if self._postgres else None
@@ -411,14 +443,22 @@ class EventStore:
             The open run's id when there is one (no run was started), else None.
         """
         if self._pg_begin is not None:
-            return self._pg_begin_heal(gap, run_id, *self._pg_begin)
-        with self._transaction() as conn:  # (SQLite: its first INSERT takes the one write lock)
-            conn.execute(INSERTS["gaps"], self._gap_values(gap))
-            found = conn.execute(OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
-            if found is not None:
-                return str(found)
-            conn.execute(INSERTS["runs"], self._run_values(run_id, gap))
+            found = self._pg_begin_heal(gap, run_id, *self._pg_begin)
+        else:
+            with self._transaction() as conn:  # (SQLite: its first INSERT takes the one write lock)
+                conn.execute(INSERTS["gaps"], self._gap_values(gap))
+                found = conn.execute(OPEN_RUN, {"fingerprint": gap.fingerprint}).scalar()
+                if found is None:
+                    conn.execute(INSERTS["runs"], self._run_values(run_id, gap))
+        if found is not None:
+            return str(found)
+        self._no_llm_yet.add(run_id)
         return None
+
+    def forget(self, run_id: str) -> None:
+        """This process stopped driving a run: its LLM use is read from the store from now on (another
+        process may drive it next)."""
+        self._no_llm_yet.discard(run_id)
 
     def _pg_begin_heal(self, gap: Gap, run_id: str, sql: str, binds: list[tuple[str, Any]]) -> str | None:
         """begin_heal on PostgreSQL: its turn and its writes, two statements in one transaction (four
@@ -459,12 +499,76 @@ class EventStore:
             self.set_status(run_id, RunStatus.running)
 
     def node(self, run_id: str, node: str, detail: str = "", data: dict[str, Any] | None = None) -> None:
-        """Record a node transition of a run, timestamped now."""
+        """Record a node transition of a run, timestamped now (held back while the run's are held)."""
+        if self._held:
+            values = {"at": utcnow(), "run_id": run_id, "node": node, "detail": detail, "data": data or {}}
+            with self._held_lock:
+                held = self._held.get(run_id)
+                if held is not None:
+                    if not held.rows:
+                        held.since = time.monotonic()
+                    held.rows.append(_redacted(values))
+                    if time.monotonic() - held.since < HOLD_S:
+                        return
+                    rows, held.rows = held.rows, []
+            if held is not None:
+                self._write_nodes(run_id, rows)
+                return
         what = f"node {node!r} of run {run_id!r} (is the run started?)"
         self._insert("node_events", what, run_id=run_id, node=node, detail=detail, data=data or {})
 
+    def hold_nodes(self, run_id: str) -> None:
+        """Hold back a run's node events until `write_held`, to write them in one statement.
+
+        A new run's first steps only look (triage to guard) and leave no checkpoint: a process that
+        ends among them has its run started again from the beginning, so what they said is said again
+        then. Their events are written together at the breakpoint before the first acting step, before
+        an LLM or a remote agent is asked (`HealContext.publish`), and whenever a step says something
+        `HOLD_S` after the oldest event held; until then, only this process sees them."""
+        with self._held_lock:
+            self._held.setdefault(run_id, _Held())
+
+    def write_held(self, run_id: str, *, release: bool = True) -> None:
+        """Write the node events held for a run, in the order said; `release`: stop holding them."""
+        with self._held_lock:
+            held = self._held.pop(run_id, None) if release else self._held.get(run_id)
+            if held is None:
+                return
+            rows, held.rows = held.rows, []
+        self._write_nodes(run_id, rows)
+
+    def _write_nodes(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        what = f"{len(rows)} node events of run {run_id!r} (is the run started?)"
+        if self._postgres:
+            import psycopg
+
+            _, columns = self._pg_inserts["node_events"]
+            arrays = {key: [convert(r[key]) if convert else r[key] for r in rows] for key, convert in columns}
+            try:
+                with underneath(self._writer()) as raw:
+                    raw.execute(self._pg_nodes, arrays)
+            except psycopg.IntegrityError as exc:
+                raise EventStoreError(f"cannot record {what}: {exc}") from exc
+            return
+        sql, columns = self._fast_inserts["node_events"]
+        raw = self._writer().connection.dbapi_connection
+        assert raw is not None
+        try:
+            raw.executemany(sql, [tuple(c(r[k]) if c else r[k] for k, c in columns) for r in rows])
+            raw.commit()
+        except sqlite3.IntegrityError as exc:
+            raw.rollback()
+            raise EventStoreError(f"cannot record {what}: {exc}") from exc
+        except BaseException:
+            raw.rollback()
+            raise
+
     def node_data(self, run_id: str, node: str) -> list[dict[str, Any]]:
-        """The data of a run's events of one node, oldest first."""
+        """The data of a run's events of one node, oldest first (those held back too)."""
+        if self._held:
+            self.write_held(run_id, release=False)
         t = NODE_EVENTS.c
         stmt = sa.select(t.data).where(t.run_id == run_id, t.node == node).order_by(t.id)
         with self._reader() as conn:
@@ -498,6 +602,7 @@ class EventStore:
         error: str = "",
     ) -> None:
         """Record one call to the LLM endpoint (`usage_known` False: it reported no token counts)."""
+        self._no_llm_yet.discard(run_id)
         self._insert(
             "llm_calls",
             f"LLM call of run {run_id!r} (is the run started?)",
@@ -642,6 +747,8 @@ class EventStore:
 
     def llm_usage(self, run_id: str) -> LLMUsage:
         """Calls and tokens a run spent on the LLM, summed from its recorded calls."""
+        if run_id in self._no_llm_yet:  # started here, driven only here, and no call recorded: none
+            return LLMUsage()
         if self._pg_usage is not None:  # (PostgreSQL: on the thread's writer, underneath SQLAlchemy)
             sql, constants = self._pg_usage
             n, prompt, completion, unknown = self._pg_read(sql, {**constants, "run_id": run_id})

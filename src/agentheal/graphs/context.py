@@ -102,8 +102,15 @@ class HealContext:
 
         return load_policy(self.policy_path or self.settings.policy_file, self.settings)
 
+    def publish(self, run_id: str) -> None:
+        """Write what a run's steps said and the event store holds back (a new run's first steps),
+        before a step that may take a while: asking an LLM or a remote agent."""
+        if "events" in self.__dict__:
+            self.events.write_held(run_id, release=False)
+
     def llm(self, run_id: str) -> LLM:
         """The LLM door for one run; raises LLMNotConfigured when no endpoint is set."""
+        self.publish(run_id)
         if run_id not in self._llms:
 
             def record(call: Any) -> None:
@@ -140,6 +147,8 @@ class HealContext:
         llm = self._llms.pop(run_id, None)
         if llm is not None:
             llm.close()
+        if "events" in self.__dict__:
+            self.events.forget(run_id)
 
     def flush(self) -> None:
         """Write what memory holds back (pending heal records) to its vector index, if memory was opened."""

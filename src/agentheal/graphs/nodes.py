@@ -257,6 +257,7 @@ def _remote_plan(
     persona = ctx.registry.get(state["persona"])
     try:
         attempt = int(state.get("attempts", 0))
+        ctx.publish(run_id)
         wait, answer = ask_remote(ctx, run_id, persona, gap_of(state), diagnosis, attempt)
         if answer is None:
             answer = interrupt(wait)

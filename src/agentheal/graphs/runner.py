@@ -94,6 +94,7 @@ class Healer:
                 pass  # only asks whether a live process holds the run
             return self._resume_crashed(open_run, gap) if held else self._join(open_run, gap)
         with self._turn(gap.fingerprint, wait=True):
+            self._checkpoints.new_thread(run_id)  # just started: no checkpoint to read
             return self._drive(run_id, self._start_state(run_id, gap, dry_run))
 
     def _start_state(self, run_id: str, gap: Gap, dry_run: bool = False) -> dict[str, Any]:
@@ -264,13 +265,19 @@ class Healer:
                 # that ends among them leaves no checkpoint, and the run starts again from its
                 # beginning (see _resume_crashed). One that ends later is resumed from the breakpoint:
                 # the execute node does not run again the steps its story says ran (graphs.execute).
-                values, waiting, paused = self._stream(payload, config, "exit", ACTING)
+                # (and what those steps say is written together when they stop: events.hold_nodes)
+                self.ctx.events.hold_nodes(run_id)
+                try:
+                    values, waiting, paused = self._stream(payload, config, "exit", ACTING)
+                finally:
+                    self.ctx.events.write_held(run_id)
                 if not paused:
                     return self._ended(run_id, values, waiting)
                 payload, durability = None, "exit"
             values, waiting, _ = self._stream(payload, config, durability, ())
         finally:
             self.ctx.release(run_id)
+            self._checkpoints.forget_new(run_id)
         return self._ended(run_id, values, waiting)
 
     def _stream(

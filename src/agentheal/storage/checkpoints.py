@@ -35,6 +35,28 @@ LOCK_WAIT_S = 300.0
 IDLE_CHECK_S = 5.0
 
 
+class NewThreads:
+    """A saver's reads of the latest checkpoint, skipped for a thread known to have none: a heal run
+    the event store has just started (`new_thread`) asks once, before its first step, and gets
+    nothing back; on PostgreSQL that read was a round trip of every heal."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._new: set[str] = set()
+
+    def new_thread(self, thread_id: str) -> None:
+        """The next read of this thread's latest checkpoint finds none without asking."""
+        self._new.add(thread_id)
+
+    def get_tuple(self, config: Any) -> Any:
+        conf = config.get("configurable", {})
+        thread = conf.get("thread_id")
+        if thread in self._new and not conf.get("checkpoint_id"):
+            self._new.discard(thread)
+            return None
+        return super().get_tuple(config)  # type: ignore[misc]
+
+
 class Checkpoints:
     """A checkpoint saver and what it holds open; `close()` (or leaving the `with`) releases it."""
 
@@ -59,6 +81,16 @@ class Checkpoints:
     def idle_check_s(self, seconds: float) -> None:
         if self._idle is not None:
             self._idle.idle_s = seconds
+
+    def new_thread(self, thread_id: str) -> None:
+        """A run just started: its first read of the latest checkpoint is skipped (`NewThreads`)."""
+        if isinstance(self.saver, NewThreads):
+            self.saver.new_thread(thread_id)
+
+    def forget_new(self, thread_id: str) -> None:
+        """The run stopped (its first read done, or never made): later reads ask the saver."""
+        if isinstance(self.saver, NewThreads):
+            self.saver._new.discard(thread_id)
 
     def close(self) -> None:
         self._close()
@@ -92,7 +124,11 @@ def _sqlite(path: Path) -> Checkpoints:
     conn = sqlite3.connect(str(path), check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")
-    return Checkpoints(SqliteSaver(conn), conn.close, str(path))
+
+    class Saver(NewThreads, SqliteSaver):
+        pass
+
+    return Checkpoints(Saver(conn), conn.close, str(path))
 
 
 def _connect(url: str) -> Any:
@@ -176,7 +212,11 @@ def _postgres(url: str) -> Checkpoints:
         timeout=CONNECT_TIMEOUT_S * 3,
         name="agentheal-checkpoints",
     )
-    return Checkpoints(PostgresSaver(pool), pool.close, shown(url), idle)
+
+    class Saver(NewThreads, PostgresSaver):
+        pass
+
+    return Checkpoints(Saver(pool), pool.close, shown(url), idle)
 
 
 class IdleCheck:
