@@ -60,14 +60,14 @@ _COLUMNS = (
 # mark_indexed too), every term's count changed by the new records' terms (given) less the replaced
 # ones', in term order, and the corpus figures.
 _PUT = f"""
-WITH old AS MATERIALIZED (SELECT id, terms, n FROM memory_records WHERE id = ANY(%(ids)s::text[])),
+WITH old AS MATERIALIZED (SELECT id, terms, n FROM memory_records WHERE id = ANY(%(ids)b::text[])),
 up AS (INSERT INTO memory_records ({_COLUMNS})
        SELECT r.id, r.document, r.metadata, r.fingerprint, r.facts_digest, r.plan_signature, r.outcome,
               r.occurred_at, r.version, r.vector, r.indexed, r.terms, r.n, r.tsv::tsvector
-       FROM unnest(%(ids)s::text[], %(documents)s::text[], %(metadata)s::text[], %(fingerprints)s::text[],
-                   %(digests)s::text[], %(signatures)s::text[], %(outcomes)s::text[], %(occurred)s::float8[],
-                   %(versions)s::bigint[], %(vectors)s::bytea[], %(indexed)s::bool[], %(terms)s::text[],
-                   %(n)s::int[], %(tsv)s::text[])
+       FROM unnest(%(ids)b::text[], %(documents)b::text[], %(metadata)b::text[], %(fingerprints)b::text[],
+                   %(digests)b::text[], %(signatures)b::text[], %(outcomes)b::text[], %(occurred)b::float8[],
+                   %(versions)b::bigint[], %(vectors)b::bytea[], %(indexed)b::bool[], %(terms)b::text[],
+                   %(n)b::int[], %(tsv)b::text[])
             AS r({_COLUMNS})
        ORDER BY r.id COLLATE "C"
        ON CONFLICT (id) DO UPDATE SET document = excluded.document, metadata = excluded.metadata,
@@ -76,7 +76,7 @@ up AS (INSERT INTO memory_records ({_COLUMNS})
        occurred_at = excluded.occurred_at, version = excluded.version, vector = excluded.vector,
        indexed = excluded.indexed, terms = excluded.terms, n = excluded.n, tsv = excluded.tsv),
 change AS (SELECT term, sum(docs)::bigint AS docs
-           FROM (SELECT term, docs FROM unnest(%(added)s::text[], %(added_docs)s::bigint[]) AS a(term, docs)
+           FROM (SELECT term, docs FROM unnest(%(added)b::text[], %(added_docs)b::bigint[]) AS a(term, docs)
                  UNION ALL
                  SELECT term, -count(*) FROM (SELECT DISTINCT old.id, term
                                               FROM old, unnest(string_to_array(old.terms, ' ')) AS term) AS o
@@ -84,8 +84,8 @@ change AS (SELECT term, sum(docs)::bigint AS docs
            GROUP BY term HAVING sum(docs) <> 0),
 counted AS (INSERT INTO memory_lexical_terms SELECT term, docs FROM change ORDER BY term COLLATE "C"
             ON CONFLICT (term) DO UPDATE SET docs = memory_lexical_terms.docs + excluded.docs)
-UPDATE memory_lexical_stats SET docs = docs + %(records)s - (SELECT count(*) FROM old),
-                                terms = terms + %(length)s - (SELECT coalesce(sum(n), 0) FROM old)
+UPDATE memory_lexical_stats SET docs = docs + %(records)b - (SELECT count(*) FROM old),
+                                terms = terms + %(length)b - (SELECT coalesce(sum(n), 0) FROM old)
 """
 _PENDING = "SELECT count(*) FROM memory_records WHERE NOT indexed"
 # FTS5's bm25() over the candidates the GIN index finds: IDF log((N - df + 0.5) / (df + 0.5)), at
@@ -125,7 +125,7 @@ _ENTRIES = 'SELECT id, document, metadata FROM memory_records WHERE id = ANY(%s)
 # Records indexed as of these versions, in one statement, their rows locked in id order (see _PUT)
 _MARK_INDEXED = (
     "WITH v AS (SELECT r.id FROM memory_records AS r"
-    " JOIN unnest(%s::text[], %s::bigint[]) AS v(id, version) ON r.id = v.id AND r.version = v.version"
+    " JOIN unnest(%b::text[], %b::bigint[]) AS v(id, version) ON r.id = v.id AND r.version = v.version"
     ' ORDER BY r.id COLLATE "C" FOR UPDATE OF r)'
     " UPDATE memory_records SET indexed = true, vector = NULL FROM v WHERE memory_records.id = v.id"
 )
