@@ -601,7 +601,7 @@ class Memory:
                 rank = (streak, history[-1]["occurred_at"])
                 if best is None or rank > best[0]:
                     best = (rank, history[-1])
-        return self._plan(best[1]["id"], "playbook") if best else None
+        return self._plan(best[1], "playbook") if best else None
 
     def remembered_plan(self, fingerprint: str, facts: list[str]) -> Plan | None:
         """A plan that healed this fingerprint at least once and has not failed since (source "memory").
@@ -617,12 +617,18 @@ class Memory:
             healed = [md for md in history if md["outcome"] == "healed"]
             if healed and (best is None or healed[-1]["occurred_at"] > best["occurred_at"]):
                 best = healed[-1]
-        return self._plan(best["id"], "memory") if best else None
+        return self._plan(best, "memory") if best else None
 
-    def _plan(self, record_id: str, source: Literal["playbook", "memory"]) -> Plan:
-        _, md = self._records.get([record_id])[record_id]
+    def _plan(self, record: dict[str, Any], source: Literal["playbook", "memory"]) -> Plan:
+        """The plan of a record of `_histories`: from its metadata when the history brought it."""
+        rid = record["id"]
+        md = (
+            json.loads(record["metadata"])
+            if record["metadata"] is not None
+            else self._records.get([rid])[rid][1]
+        )
         plan = Plan.model_validate_json(md["plan"])
-        return plan.model_copy(update={"source": source, "playbook": record_id})
+        return plan.model_copy(update={"source": source, "playbook": rid})
 
     def _histories(self, fingerprint: str, facts: list[str]) -> list[list[dict[str, Any]]]:
         """The records of each plan tried on this fingerprint under these same findings, oldest
@@ -633,11 +639,11 @@ class Memory:
         problem, and the personas' playbooks, or an LLM, judge it afresh.
         """
         by_plan: dict[str, list[dict[str, Any]]] = {}
-        for rid, signature, outcome, occurred_at in self._records.plan_history(
+        for rid, signature, outcome, occurred_at, md in self._records.plan_history(
             fingerprint, facts_digest(facts)
         ):
             by_plan.setdefault(signature, []).append(
-                {"id": rid, "outcome": outcome, "occurred_at": occurred_at}
+                {"id": rid, "outcome": outcome, "occurred_at": occurred_at, "metadata": md}
             )
         histories = []
         for history in by_plan.values():

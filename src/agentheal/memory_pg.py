@@ -444,16 +444,19 @@ class PgRecordStore:
     def indexed_ids(self) -> set[str]:
         return {r[0] for r in self._rows("SELECT id FROM memory_records WHERE indexed")}
 
-    def plan_history(self, fingerprint: str, digest: str) -> list[tuple[str, str, str, float]]:
-        """(id, plan signature, outcome, occurred_at) of every record of a fingerprint under one facts
-        digest that has a plan, oldest first."""
+    def plan_history(self, fingerprint: str, digest: str) -> list[tuple[str, str, str, float, str | None]]:
+        """(id, plan signature, outcome, occurred_at, metadata) of every record of a fingerprint under one
+        facts digest that has a plan, oldest first; the metadata (JSON text) of the latest record of
+        each plan only, the one a playbook or a remembered plan is read from, in the same round trip."""
         rows = self._rows(
-            "SELECT id, plan_signature, outcome, occurred_at FROM memory_records"
-            " WHERE fingerprint = %s AND facts_digest = %s AND plan_signature != ''"
-            " ORDER BY occurred_at, version",
+            "SELECT id, plan_signature, outcome, occurred_at, CASE WHEN row_number() OVER"
+            ' (PARTITION BY plan_signature ORDER BY occurred_at DESC, version DESC, id COLLATE "C" DESC) = 1'
+            " THEN metadata END"
+            " FROM memory_records WHERE fingerprint = %s AND facts_digest = %s AND plan_signature != ''"
+            ' ORDER BY occurred_at, version, id COLLATE "C"',
             (fingerprint, digest),
         )
-        return [(rid, sig, outcome, float(at)) for rid, sig, outcome, at in rows]
+        return [(rid, sig, outcome, float(at), md) for rid, sig, outcome, at, md in rows]
 
     def tally(self, signatures: list[str]) -> dict[tuple[str, str], int]:
         """(plan signature, outcome) → how many records."""

@@ -333,16 +333,18 @@ class RecordStore:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT id FROM records WHERE indexed = 1")}
 
-    def plan_history(self, fingerprint: str, digest: str) -> list[tuple[str, str, str, float]]:
-        """(id, plan signature, outcome, occurred_at) of every record of a fingerprint under one facts
-        digest that has a plan, oldest first: light rows, however long the fingerprint's history."""
+    def plan_history(self, fingerprint: str, digest: str) -> list[tuple[str, str, str, float, str | None]]:
+        """(id, plan signature, outcome, occurred_at, None) of every record of a fingerprint under one
+        facts digest that has a plan, oldest first: light rows, however long the fingerprint's history
+        (the PostgreSQL store gives the metadata of each plan's latest record in place of None)."""
         with self._lock:
-            return self._db.execute(
+            rows = self._db.execute(
                 "SELECT id, plan_signature, outcome, occurred_at FROM records"
                 " WHERE fingerprint = ? AND facts_digest = ? AND plan_signature != ''"
                 " ORDER BY occurred_at, version",
                 (fingerprint, digest),
             ).fetchall()
+        return [(*row, None) for row in rows]
 
     def tally(self, signatures: list[str]) -> dict[tuple[str, str], int]:
         """(plan signature, outcome) → how many records."""
