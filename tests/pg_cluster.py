@@ -81,6 +81,38 @@ class Cluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+_PREFIX = "agentheal-pg-"
+_OWNER = "owner.pid"  # the pid of the process that started the server, beside its data folder
+
+
+def reap(bindir: Path) -> list[Path]:
+    """Stop and remove the servers earlier test sessions started and left running when they were
+    killed (their `stop` never ran): those whose starting process is gone. Returns their folders."""
+    reaped = []
+    for folder in Path(tempfile.gettempdir()).glob(_PREFIX + "*"):
+        try:
+            pid = int((folder / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours, or one starting right now
+        if _alive(pid):
+            continue
+        if (folder / "data" / "postmaster.pid").exists():
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"])
+        shutil.rmtree(folder, ignore_errors=True)
+        reaped.append(folder)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _root() -> bool:
     return os.geteuid() == 0
 
@@ -117,7 +149,9 @@ def start() -> Cluster:
             raise Missing("running as root and there is no `postgres` user to run initdb as") from None
         if shutil.which("runuser") is None:
             raise Missing("running as root and there is no `runuser` to run initdb as postgres")
-    folder = Path(tempfile.mkdtemp(prefix="agentheal-pg-"))
+    reap(bindir)
+    folder = Path(tempfile.mkdtemp(prefix=_PREFIX))
+    (folder / _OWNER).write_text(f"{os.getpid()}\n")  # (before the chown: the folder is still ours)
     if _root():
         os.chown(folder, owner.pw_uid, owner.pw_gid)
     data, port = folder / "data", free_port()

@@ -9,11 +9,16 @@ without losing rows, a store made before Alembic upgraded on open, `db current` 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -449,3 +454,20 @@ def test_connections_postgresql_dropped_are_replaced_before_use(
     finally:
         checkpoints.close()
         store.close()
+
+
+def test_a_server_a_killed_test_session_left_running_is_reaped(postgres: pg_cluster.Cluster) -> None:
+    # a session killed with SIGKILL never stops its server: the next session's start stops it
+    script = "import os, pg_cluster; print(pg_cluster.start().folder, flush=True); os.kill(os.getpid(), 9)"
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )  # fmt: skip
+    folder = Path(child.stdout.strip())
+    assert child.returncode == -signal.SIGKILL and (folder / "data" / "postmaster.pid").exists(), child.stderr
+    assert postgres.bindir is not None  # (a server started here, not one given by URL)
+    assert folder in pg_cluster.reap(postgres.bindir)
+    assert not folder.exists()
+    # the session's own server, whose starting process lives, is left alone
+    assert postgres.folder is not None and postgres.folder.exists()
