@@ -14,10 +14,10 @@ PostgreSQL's own `ts_rank` is not BM25 and would pick other candidates.
 Several processes write at once: each write takes one transaction-level advisory lock, so the
 counts of terms (read, then changed) stay exact, and a re-index of the terms (a new `TERMS_VERSION`)
 takes the same lock and finds the work done when it was waiting on another process's re-index.
-Statements run in autocommit on a few connections per store, one per thread at a time (a worker's
-heals recall and learn at once); the statements of one read or one write go in one pipeline, one
-round trip, and a write's run as one transaction, so a killed process leaves either all of a batch
-or none of it, and the advisory lock is held only while PostgreSQL runs them.
+Statements run in autocommit on a few connections per store, each used by one thread at a time (a
+worker's heals recall and learn at once). The statements of one read, or of one write, go in one
+pipeline: one round trip. A write's statements run as one transaction, so a killed process leaves
+either all of a batch or none of it, and the advisory lock is held only while PostgreSQL runs them.
 """
 
 from __future__ import annotations
