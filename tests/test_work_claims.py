@@ -120,6 +120,29 @@ def test_a_gap_reported_again_after_its_heal_ended_is_queued_again(queue: WorkQu
     assert queue.counts() == {"queued": 1, "claimed": 0, "done": 1}
 
 
+def test_a_gap_whose_run_is_still_open_queues_that_runs_item_again(queue: WorkQueue) -> None:
+    from agentheal.events import EventStore
+
+    gap = _gap(2)
+    run_id, _ = queue.enqueue(gap)
+    store = EventStore(queue.engine.url.render_as_string(hide_password=False))
+    try:
+        assert store.begin_heal(gap, run_id) is None  # its run started, and waits (e.g. for approval)
+        claim = queue.claim("w1", 30)
+        assert claim is not None and claim.claims == 1 and queue.finish(run_id, "w1", "awaiting_approval")
+        # the same gap again: the open run's item is queued again, its claims going on
+        again, joined = queue.enqueue(gap)
+        assert (again, joined) == (run_id, True)
+        item = queue.item(run_id)
+        assert item is not None and (item.state, item.worker, item.outcome) == ("queued", None, None)
+        assert item.claims == 1
+        # and while it is queued, another report joins it
+        assert queue.enqueue(gap) == (run_id, True)
+        assert queue.counts() == {"queued": 1, "claimed": 0, "done": 0}
+    finally:
+        store.close()
+
+
 def test_the_registry_lists_live_workers_and_what_each_holds(queue: WorkQueue) -> None:
     registry = Registry(queue)
     assert registry.register("alpha", lease_s=30, max_heals=2) == []

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentheal.event_schema import OPEN_RUN, dumps_json
+from agentheal.event_schema import OPEN_RUN, OPEN_STATUSES, RUNS, dumps_json
 from agentheal.models import Gap
 from agentheal.storage.engines import event_store_engine
 from agentheal.storage.urls import sqlalchemy_url
@@ -94,7 +94,7 @@ class WorkQueue:
         # PostgreSQL: the statements a heal runs, made once (making one cost more than running it)
         self._claims: dict[tuple[str, float], Any] = {}
         self._finish: Any = None
-        self._intake: tuple[Any, Any] | None = None
+        self._pg_intake: Any = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -116,9 +116,9 @@ class WorkQueue:
         raise WorkError(f"cannot queue gap {gap.fingerprint}: its work item keeps changing")
 
     def _enqueue(self, gap: Gap, dry_run: bool, run_id: str | None) -> tuple[str, bool]:
+        if self.postgres:
+            return self._pg_enqueue(gap, dry_run, run_id)
         with self.engine.begin() as conn:
-            if self.postgres:
-                conn.execute(_FINGERPRINT_TURN, {"fingerprint": gap.fingerprint})
             found = conn.execute(_OPEN_ITEM, {"item_fingerprint": gap.fingerprint}).scalar()
             if found is not None:
                 return str(found), True
@@ -137,16 +137,85 @@ class WorkQueue:
                 "payload": None,
             }
             # the item of an earlier turn of this run (e.g. it waited for approval) is queued again
-            again_stmt, insert = self._intake or self._intake_statements()
+            again_stmt, insert = self._intake_statements()
             binds = {f"item_{k}": v for k, v in values.items()}
             again = conn.execute(again_stmt, binds).rowcount
             if not again:
                 conn.execute(insert, binds)
             return chosen, open_run is not None
 
+    def _pg_enqueue(self, gap: Gap, dry_run: bool, run_id: str | None) -> tuple[str, bool]:
+        """PostgreSQL: the fingerprint's turn, then one statement: the open item or else the open run,
+        and the item queued (new, or an earlier turn's queued again) when there is no open item."""
+        if self._pg_intake is None:
+            self._pg_intake = self._pg_intake_statement()
+        binds = {
+            "item_run_id": run_id or uuid.uuid4().hex,
+            "item_fingerprint": gap.fingerprint,
+            "item_key": component_key(gap.component, gap.fingerprint),
+            "item_component": gap.component,
+            "item_gap": gap.model_dump(mode="json"),
+            "item_dry_run": dry_run,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(_FINGERPRINT_TURN, {"fingerprint": gap.fingerprint})
+            row = conn.execute(self._pg_intake, binds).one()
+        if row.item is not None:
+            return str(row.item), True
+        if row.queued is None:  # the open run's item is not done, yet has another fingerprint
+            raise WorkError(
+                f"cannot queue gap {gap.fingerprint}: run {row.run} has an open item of another gap"
+            )
+        return str(row.queued), row.run is not None
+
+    def _pg_intake_statement(self) -> Any:
+        from sqlalchemy.dialects.postgresql import insert
+
+        fingerprint = sa.bindparam("item_fingerprint", type_=_W.fingerprint.type)
+        item = (
+            sa.select(_W.run_id).where(_W.fingerprint == fingerprint, _W.state != DONE).limit(1).cte("item")
+        )
+        run = (
+            sa.select(RUNS.c.run_id)
+            .where(RUNS.c.fingerprint == fingerprint, RUNS.c.status.in_(OPEN_STATUSES))
+            .order_by(RUNS.c.started_at.desc())
+            .limit(1)
+            .cte("run")
+        )
+        chosen = sa.func.coalesce(
+            sa.select(run.c.run_id).scalar_subquery(), sa.bindparam("item_run_id", type_=_W.run_id.type)
+        )
+        values = sa.select(
+            chosen,
+            fingerprint,
+            *(sa.bindparam(f"item_{c}", type_=_W[c].type) for c in ("key", "component", "gap", "dry_run")),
+            sa.literal(QUEUED),
+            sa.literal(0),
+            self.clock.now(),
+            sa.literal(HEAL),
+            sa.null(),
+        ).where(~sa.exists(sa.select(item.c.run_id)))
+        cols = ["run_id", "fingerprint", "key", "component", "gap", "dry_run", "state", "claims", "queued_at"]
+        stmt = insert(WORK_ITEMS).from_select([*cols, "kind", "payload"], values)
+        # the item of an earlier turn of this run (e.g. it waited for approval) is queued again; its
+        # claims go on (the claims' epoch never repeats, agentheal.work.fencing)
+        taken = ("fingerprint", "key", "component", "gap", "dry_run", "state", "kind", "payload", "queued_at")
+        again: dict[str, Any] = {c: stmt.excluded[c] for c in taken}
+        again.update(worker=None, lease_until=None, finished_at=None, outcome=None)
+        put = (
+            stmt.on_conflict_do_update(index_elements=[_W.run_id], set_=again, where=_W.state == DONE)
+            .returning(_W.run_id)
+            .cte("put")
+        )
+        return sa.select(
+            sa.select(item.c.run_id).scalar_subquery().label("item"),
+            sa.select(run.c.run_id).scalar_subquery().label("run"),
+            sa.select(put.c.run_id).scalar_subquery().label("queued"),
+        )
+
     def _intake_statements(self) -> tuple[Any, Any]:
-        """The UPDATE that queues a done item of a run again and the INSERT of a new item, every
-        value a parameter `item_<column>` (made once on PostgreSQL, whose clock is the server's)."""
+        """SQLite: the UPDATE that queues a done item of a run again and the INSERT of a new item,
+        every value a parameter `item_<column>`."""
         cols = ("run_id", "fingerprint", "key", "component", "gap", "dry_run", "state", "kind", "payload")
         binds = {c: sa.bindparam(f"item_{c}", type_=WORK_ITEMS.c[c].type) for c in cols}
         again = (
@@ -161,8 +230,6 @@ class WorkQueue:
             .values(binds)
             .values(claims=sa.bindparam("item_claims", type_=sa.Integer), queued_at=self.clock.now())
         )
-        if self.postgres:
-            self._intake = (again, insert)
         return again, insert
 
     # -- claims --
