@@ -146,6 +146,20 @@ def test_held_node_events_are_written_together_in_the_order_said(
         reader.close()
 
 
+def test_a_runs_held_events_are_written_before_its_end(store: EventStore, ready_home: Settings) -> None:
+    run_id = "3f4e" * 8
+    store.begin_heal(Gap(text="web answers 502", component="web"), run_id)
+    store.hold_nodes(run_id)
+    store.node(run_id, "plan", "restart web")
+    store.node(run_id, "guard", "policy refused the plan")
+    store.finish_run(run_id, RunStatus.escalated, persona=None, source="none", reason="refused", result={})
+    reader = EventStore(ready_home.events_url)
+    try:  # whoever sees the run ended reads every step it said before that end
+        assert [e.node for e in _timeline(reader, run_id)] == ["plan", "guard"]
+    finally:
+        reader.close()
+
+
 def test_the_llm_use_of_a_run_started_here_is_known_until_another_process_may_drive_it(
     store: EventStore, ready_home: Settings
 ) -> None:

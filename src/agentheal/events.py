@@ -349,6 +349,10 @@ class EventStore:
     def _write(
         self, stmt: Any, what: str, values: dict[str, Any] | None = None, run: str | None = None
     ) -> int:
+        if run is not None and self._held:
+            # what a run's steps said is in the store before its actions, status and end: a reader
+            # that sees the run ended reads every step before that end (the chat follower does)
+            self.write_held(run, release=False)
         try:
             if run is not None and self.fence is not None and self.fence.holds(run):
                 return int(self.fence.write(run, stmt, values, what, self._writer()))
