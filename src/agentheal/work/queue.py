@@ -191,7 +191,9 @@ class WorkQueue:
             *(sa.bindparam(f"item_{c}", type_=_W[c].type) for c in ("key", "component", "gap", "dry_run")),
             sa.literal(QUEUED),
             sa.literal(0),
-            self.clock.now(),
+            # this statement's time, not its transaction's: an item seen done by this statement
+            # ended before the new one is queued (the turn taken first may have waited)
+            sa.func.timezone("UTC", sa.func.statement_timestamp()),
             sa.literal(HEAL),
             sa.null(),
         ).where(~sa.exists(sa.select(item.c.run_id)))
