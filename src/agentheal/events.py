@@ -13,7 +13,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -260,8 +260,10 @@ class EventStore:
         # Runs this store started (begin_heal) for which it recorded no LLM call, while this
         # process drives them (until `forget`): their LLM use is known to be none without a read.
         self._no_llm_yet: set[str] = set()
-        # Node events held back per run (hold_nodes)
+        # Node events held back per run (hold_nodes), and who is told a run's were written: a watcher
+        # told of a step as it was said (HealContext.progress) finds it in the store only then
         self._held: dict[str, _Held] = {}
+        self.held_written: list[Callable[[str], None]] = []
         self._held_lock = threading.Lock()
         # PostgreSQL: the run's LLM use read made once: its SQL and its constants' parameters
         usage = LLM_USAGE.compile(dialect=self._engine.dialect)
@@ -544,6 +546,11 @@ class EventStore:
     def _write_nodes(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        self._insert_nodes(run_id, rows)
+        for told in self.held_written:
+            told(run_id)
+
+    def _insert_nodes(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         what = f"{len(rows)} node events of run {run_id!r} (is the run started?)"
         if self._postgres:
             import psycopg

@@ -75,6 +75,8 @@ class ChatOps:
             self.threads.wake()  # a run's thread posts the step now rather than at its next look
 
         self.ctx.progress = progress
+        # a new run's first steps reach the event store together, after they were said
+        self.ctx.events.held_written.append(lambda run_id: self.threads.wake())
 
     def role_of(self, user: ChatUser) -> str | None:
         """The user's role: as mapped in `chat_roles`, else `chat_default_role` (None: no role)."""
