@@ -377,11 +377,17 @@ class EventStore:
         # SQLite: the dialect's own SQL and the columns' own bind conversions (so the row is the
         # one SQLAlchemy would write), run on this thread's connection underneath SQLAlchemy.
         sql, columns = fast
-        row = tuple(convert(values[key]) if convert else values[key] for key, convert in columns)
+        self._sqlite_rows(sql, [tuple(c(values[k]) if c else values[k] for k, c in columns)], what)
+
+    def _sqlite_rows(self, sql: str, rows: list[tuple[Any, ...]], what: str) -> None:
+        """SQLite: rows of one INSERT on this thread's connection underneath SQLAlchemy, committed."""
         raw = self._writer().connection.dbapi_connection
         assert raw is not None
         try:
-            raw.execute(sql, row)
+            if len(rows) == 1:
+                raw.execute(sql, rows[0])
+            else:
+                raw.executemany(sql, rows)
             raw.commit()
         except sqlite3.IntegrityError as exc:
             raw.rollback()
@@ -564,17 +570,7 @@ class EventStore:
                 raise EventStoreError(f"cannot record {what}: {exc}") from exc
             return
         sql, columns = self._fast_inserts["node_events"]
-        raw = self._writer().connection.dbapi_connection
-        assert raw is not None
-        try:
-            raw.executemany(sql, [tuple(c(r[k]) if c else r[k] for k, c in columns) for r in rows])
-            raw.commit()
-        except sqlite3.IntegrityError as exc:
-            raw.rollback()
-            raise EventStoreError(f"cannot record {what}: {exc}") from exc
-        except BaseException:
-            raw.rollback()
-            raise
+        self._sqlite_rows(sql, [tuple(c(r[k]) if c else r[k] for k, c in columns) for r in rows], what)
 
     def node_data(self, run_id: str, node: str) -> list[dict[str, Any]]:
         """The data of a run's events of one node, oldest first (those held back too)."""
