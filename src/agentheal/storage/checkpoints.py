@@ -48,6 +48,10 @@ class NewThreads:
         """The next read of this thread's latest checkpoint finds none without asking."""
         self._new.add(thread_id)
 
+    def forget(self, thread_id: str) -> None:
+        """Reads of this thread's latest checkpoint ask the saver again."""
+        self._new.discard(thread_id)
+
     def get_tuple(self, config: Any) -> Any:
         conf = config.get("configurable", {})
         thread = conf.get("thread_id")
@@ -90,7 +94,7 @@ class Checkpoints:
     def forget_new(self, thread_id: str) -> None:
         """The run stopped (its first read done, or never made): later reads ask the saver."""
         if isinstance(self.saver, NewThreads):
-            self.saver._new.discard(thread_id)
+            self.saver.forget(thread_id)
 
     def close(self) -> None:
         self._close()
