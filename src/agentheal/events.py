@@ -260,6 +260,7 @@ class EventStore:
         # Runs this store started (begin_heal) for which it recorded no LLM call, while this
         # process drives them (until `forget`): their LLM use is known to be none without a read.
         self._no_llm_yet: set[str] = set()
+        self._ended: set[str] = set()  # runs whose end (with its answer) was recorded here
         # Node events held back per run (hold_nodes), and who is told a run's were written: a watcher
         # told of a step as it was said (HealContext.progress) finds it in the store only then
         self._held: dict[str, _Held] = {}
@@ -471,6 +472,11 @@ class EventStore:
         """This process stopped driving a run: its LLM use is read from the store from now on (another
         process may drive it next)."""
         self._no_llm_yet.discard(run_id)
+        self._ended.discard(run_id)
+
+    def ended_here(self, run_id: str) -> bool:
+        """Whether this process recorded the run's end with its answer (`finish_run`) while driving it."""
+        return run_id in self._ended
 
     def _pg_begin_heal(self, gap: Gap, run_id: str, sql: str, binds: list[tuple[str, Any]]) -> str | None:
         """begin_heal on PostgreSQL: its turn and its writes, two statements in one transaction (four
@@ -645,6 +651,7 @@ class EventStore:
             result=result,
             finished_at=utcnow(),
         )
+        self._ended.add(run_id)
 
     def set_status(self, run_id: str, status: RunStatus, reason: str | None = None) -> None:
         """Change a run's status (e.g. awaiting approval); a final status also stamps finished_at."""

@@ -110,7 +110,7 @@ def route(state: dict[str, Any], ctx: HealContext) -> dict[str, Any]:
     tags = list(ctx.estate.components[gap.component].tags)
     threshold = ctx.settings.match_threshold
     persona, score, candidates = ctx.registry.route(gap, facts_of(state), tags, threshold)
-    top = [(n, round(s, 3)) for n, s in candidates[:3]]
+    top = [[n, round(s, 3)] for n, s in candidates[:3]]  # (lists: as a checkpoint gives them back)
     routed = {"score": score, "candidates": top}
     if persona is None:
         return _capability_gap(state, ctx, gap, routed)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from agentheal.event_schema import OPEN_STATUSES
 from agentheal.graphs.context import HealContext
 from agentheal.graphs.heal import Durability, compile_heal_graph
 from agentheal.graphs.results import result_of, with_usage
@@ -56,6 +57,8 @@ class Healer:
             from agentheal.work.runlocks import RunLocks
 
             self._run_locks = RunLocks(ctx.settings.database_url.get_secret_value())
+        # a run whose end and answer the event store recorded here is not checkpointed again at its end
+        self._checkpoints.skip_ended(lambda run_id: self.ctx.events.ended_here(run_id))
         self.graph = compile_heal_graph(ctx, self._checkpoints.saver)
         # sync: each checkpoint is written before the next step, so a crash or an approval wait loses nothing
         self.durability: Durability = "sync"
@@ -217,11 +220,15 @@ class Healer:
         return result
 
     def result(self, run_id: str) -> dict[str, Any]:
-        """A run's heal JSON now, from its last checkpoint and its status (full run id)."""
+        """A run's heal JSON now (full run id): an ended run's answer as the event store recorded it,
+        an open one's from its last checkpoint and its status."""
+        detail = self.ctx.events.run(run_id)
+        if detail is not None and detail.result and detail.row.status.value not in OPEN_STATUSES:
+            # (its last checkpoint may be older than its end: see storage.checkpoints.KnownThreads)
+            return {**detail.result, "run_id": detail.row.run_id, "status": detail.row.status.value}
         snapshot = self.graph.get_state(_config(run_id))
         values = dict(snapshot.values) if snapshot and snapshot.values else {"run_id": run_id}
         result = result_of(with_usage(self.ctx, values))
-        detail = self.ctx.events.run(run_id)
         if detail is not None:
             result["status"] = detail.row.status.value
             if detail.row.status == RunStatus.awaiting_remote:
@@ -277,7 +284,7 @@ class Healer:
             values, waiting, _ = self._stream(payload, config, durability, ())
         finally:
             self.ctx.release(run_id)
-            self._checkpoints.forget_new(run_id)
+            self._checkpoints.forget(run_id)
         return self._ended(run_id, values, waiting)
 
     def _stream(

@@ -35,30 +35,86 @@ LOCK_WAIT_S = 300.0
 IDLE_CHECK_S = 5.0
 
 
-class NewThreads:
-    """A saver's reads of the latest checkpoint, skipped for a thread known to have none: a heal run
-    the event store has just started (`new_thread`) asks once, before its first step, and gets
-    nothing back; on PostgreSQL that read was a round trip of every heal."""
+class KnownThreads:
+    """What a saver's caller knows of the checkpoints of the runs it drives, which spares the saver
+    round trips. Each holds for a run until `forget` (this process stopped driving it); the run's
+    lock keeps every other process from writing its checkpoints meanwhile.
+
+    - A run the event store has just started (`new_thread`) has no checkpoint: its first read of the
+      latest one, before its first step, gets nothing back without asking. (On PostgreSQL that read
+      was a round trip of every heal.)
+    - The checkpoint written last for a run is its latest: the read that resumes the run right after
+      its breakpoint gets it back from memory, once, without asking or decoding its blobs.
+    - A run that has a checkpoint and whose end the event store recorded with its answer
+      (`skip_ended`) is not checkpointed again as the graph stops: whoever asks for the answer of an
+      ended run reads it from the event store (`Healer.result`, `services.runs.result_of_run`).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._new: set[str] = set()
+        self._last: dict[str, Any] = {}  # thread -> the CheckpointTuple written last, to be read once
+        self._checkpointed: set[str] = set()
+        self._ended: Callable[[str], bool] = lambda thread: False
 
     def new_thread(self, thread_id: str) -> None:
         """The next read of this thread's latest checkpoint finds none without asking."""
         self._new.add(thread_id)
 
+    def skip_ended(self, ended: Callable[[str], bool]) -> None:
+        """`ended(thread)`: the run's end and answer are recorded; its checkpoint at the end is skipped."""
+        self._ended = ended
+
     def forget(self, thread_id: str) -> None:
         """Reads of this thread's latest checkpoint ask the saver again."""
         self._new.discard(thread_id)
+        self._last.pop(thread_id, None)
+        self._checkpointed.discard(thread_id)
 
     def get_tuple(self, config: Any) -> Any:
         conf = config.get("configurable", {})
         thread = conf.get("thread_id")
-        if thread in self._new and not conf.get("checkpoint_id"):
+        latest = not conf.get("checkpoint_id") and not conf.get("checkpoint_ns")
+        if latest and thread in self._new:
             self._new.discard(thread)
             return None
-        return super().get_tuple(config)  # type: ignore[misc]
+        if latest and thread in self._last:
+            return self._last.pop(thread)  # (read once: the loop that gets it updates it in place)
+        found = super().get_tuple(config)  # type: ignore[misc]
+        if found is not None:
+            self._checkpointed.add(thread)
+        return found
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        from langgraph.checkpoint.base import CheckpointTuple, get_checkpoint_metadata
+
+        conf = config["configurable"]
+        thread, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
+        if not ns and thread in self._checkpointed and self._ended(thread):
+            skipped = {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}
+            return {"configurable": skipped}
+        saved = super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
+        self._checkpointed.add(thread)
+        self._last.pop(thread, None)
+        values = checkpoint["channel_values"].values()
+        if not ns and all(type(v).__name__ != "_DeltaSnapshot" for v in values):  # (those are read back)
+            parent = conf.get("checkpoint_id")
+            self._last[thread] = CheckpointTuple(
+                config=saved,
+                checkpoint=checkpoint,  # (the loop handed the saver a copy of its own)
+                metadata=get_checkpoint_metadata(config, metadata),
+                parent_config=(
+                    {"configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": parent}}
+                    if parent
+                    else None
+                ),
+                pending_writes=[],
+            )
+        return saved
+
+    def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        super().put_writes(config, writes, task_id, task_path)  # type: ignore[misc]
+        self._last.pop(config["configurable"]["thread_id"], None)  # its latest has writes now: read back
 
 
 class Checkpoints:
@@ -87,13 +143,18 @@ class Checkpoints:
             self._idle.idle_s = seconds
 
     def new_thread(self, thread_id: str) -> None:
-        """A run just started: its first read of the latest checkpoint is skipped (`NewThreads`)."""
-        if isinstance(self.saver, NewThreads):
+        """A run just started: its first read of the latest checkpoint is skipped (`KnownThreads`)."""
+        if isinstance(self.saver, KnownThreads):
             self.saver.new_thread(thread_id)
 
-    def forget_new(self, thread_id: str) -> None:
-        """The run stopped (its first read done, or never made): later reads ask the saver."""
-        if isinstance(self.saver, NewThreads):
+    def skip_ended(self, ended: Callable[[str], bool]) -> None:
+        """Runs for which `ended(run_id)` holds are not checkpointed again at their end (`KnownThreads`)."""
+        if isinstance(self.saver, KnownThreads):
+            self.saver.skip_ended(ended)
+
+    def forget(self, thread_id: str) -> None:
+        """The run stopped driving here: later reads ask the saver."""
+        if isinstance(self.saver, KnownThreads):
             self.saver.forget(thread_id)
 
     def close(self) -> None:
@@ -129,7 +190,7 @@ def _sqlite(path: Path) -> Checkpoints:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")
 
-    class Saver(NewThreads, SqliteSaver):
+    class Saver(KnownThreads, SqliteSaver):
         pass
 
     return Checkpoints(Saver(conn), conn.close, str(path))
@@ -217,7 +278,7 @@ def _postgres(url: str) -> Checkpoints:
         name="agentheal-checkpoints",
     )
 
-    class Saver(NewThreads, PostgresSaver):
+    class Saver(KnownThreads, PostgresSaver):
         pass
 
     return Checkpoints(Saver(pool), pool.close, shown(url), idle)
