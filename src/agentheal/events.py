@@ -81,7 +81,7 @@ _RUN_KEYS = ("run_id", "fingerprint", "component", "gap_text", "gap", "status", 
 _OPEN_LITERALS: list[Any] = [sa.literal_column(f"'{status}'") for status in OPEN_STATUSES]
 # PostgreSQL: a lock on a fingerprint until the transaction ends (see begin_heal; the work table's
 # enqueue takes the same)
-_PG_TURN = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_PG_TURN = "SELECT pg_advisory_xact_lock(hashtextextended(%(turn_fingerprint)s, 0))"
 
 
 def _pg_begin_heal(dialect: sa.Dialect) -> FastInsert:
@@ -479,9 +479,9 @@ class EventStore:
         return run_id in self._ended
 
     def _pg_begin_heal(self, gap: Gap, run_id: str, sql: str, binds: list[tuple[str, Any]]) -> str | None:
-        """begin_heal on PostgreSQL: its turn and its writes, two statements in one transaction (four
-        round trips, not six), underneath SQLAlchemy as `_pg_insert` writes. (A psycopg pipeline sends
-        them in one, but cost more CPU than the round trips it saved: measured.)"""
+        """begin_heal on PostgreSQL: its turn and its writes, two statements sent in one message (one
+        round trip, not four), underneath SQLAlchemy as `_pg_insert` writes. (A psycopg pipeline sends
+        them in one too, but cost more CPU than the round trips it saved: measured.)"""
         import psycopg
 
         values = {"g_" + k: v for k, v in self._gap_values(gap).items()}
@@ -490,13 +490,16 @@ class EventStore:
         values.update(r_gap_text=values["g_text"], r_gap=values["g_gap"], r_status=RunStatus.running.value)
         values["r_started_at"] = utcnow()
         params = {key: convert(values[key]) if convert else values[key] for key, convert in binds}
+        params["turn_fingerprint"] = gap.fingerprint
         try:
             # READ COMMITTED would let two processes each see no open run of a fingerprint: they take
-            # turns on it (a lock until the transaction ends), and the statement after it reads then.
-            with underneath(self._writer()) as raw, raw.transaction():
-                raw.execute(_PG_TURN, (gap.fingerprint,))
-                cur = raw.execute(sql, params)
-            found = cur.fetchone()
+            # turns on it (a lock until the transaction ends), and the statement after it reads then
+            # (each statement its own snapshot). Two statements in one query message (the values
+            # bound here, by psycopg) are one transaction, which ends after the second.
+            with underneath(self._writer()) as raw, psycopg.ClientCursor(raw) as cur:
+                cur.execute(f"{_PG_TURN}; {sql}", params)
+                cur.nextset()
+                found = cur.fetchone()
         except psycopg.IntegrityError as exc:
             raise EventStoreError(f"cannot record gap {gap.fingerprint} and its run: {exc}") from exc
         return str(found[0]) if found is not None else None
