@@ -3,13 +3,15 @@
 Each worker is a process running a real heal pool (4 heals at once, one per component) on a real
 HealContext (event store, checkpoints, chromadb memory in its own home, personas, policy) whose
 estate backend sleeps 50 ms per action to stand for real work, and answers its questions at once.
-Every gap is new (its own fingerprint) over 12 components; the availability persona's playbook
+Every gap is new (its own fingerprint) over 24 components; the availability persona's playbook
 restarts the component; no rate limit, so every gap is healed.
 
 - Baseline: one worker on SQLite submits the gaps to its own pool and waits for every heal.
 - Ours: the workers are started and warm; the gaps are queued in the shared work table at once;
   the time is from the first gap queued to the last item done (the work table's times, on the
   server's clock). Workers' start-up is not timed in either.
+- Each figure is the median of REPEATS runs, the configurations measured in turn; every run's
+  figure is kept in the row (`runs`).
 
 Goal (the issue's): 3 workers at least 2x one worker on SQLite. A throwaway PostgreSQL is started
 (tests/pg_cluster.py) unless AGENTHEAL_TEST_POSTGRES_URL names one.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,9 +35,17 @@ BENCH = Path(__file__).resolve().parent
 # measured 1.75-2.09x in three runs; at 300, 2.05x in each of three.
 GAPS = 300
 POLL_S = 0.1
-COMPONENTS = 12
+# More components than the 12 heals 3 workers run at once, as an estate has. With 12, as many as
+# heal slots, each component's heals were one chain (one heal of a component at a time) and the
+# slowest of 12 chains set the time, not the workers: the other components sat idle for the last
+# 0.3-0.7 s of a 6.5 s run. One SQLite worker's 4 slots always find a free component either way.
+COMPONENTS = 24
 MAX_HEALS = 4
 GOAL = "3 workers >= 2x one worker on SQLite"
+# Each figure is the median of this many runs. One run of 3 workers read from 0.9x to 1.1x of
+# another's on this host, the code unchanged: the figure of one run told more of the host's moment
+# than of the workers.
+REPEATS = 3
 
 
 def _estate(root: Path) -> tuple[Path, Path]:
@@ -128,25 +139,32 @@ def run() -> list[dict[str, Any]]:
     import pg_cluster
 
     cluster = pg_cluster.start()
-    rows: list[dict[str, Any]] = []
+    runs: dict[int, list[float]] = {workers: [] for workers in (0, 1, 2, 3)}  # 0: one SQLite worker
     try:
         with tempfile.TemporaryDirectory(prefix="agentheal-bench-workers-") as tmp:
-            root = Path(tmp)
-            estate, policy = _estate(root)
-            baseline = _sqlite(root, estate, policy)
-            rows.append({"name": "workers_sqlite_1_gaps_per_s", "value": baseline, "unit": "gaps/s",
-                         "baseline": None, "ratio": None, "goal": "baseline", "met": True})  # fmt: skip
-            for workers in (1, 2, 3):
-                url = cluster.new_database(upgraded=True)
-                value = _postgres(root, url, workers, estate, policy)
-                ratio = value / baseline
-                met = ratio >= 2.0 if workers == 3 else True
-                goal = GOAL if workers == 3 else "reported"
-                name = f"workers_postgres_{workers}_gaps_per_s"
-                rows.append({"name": name, "value": value, "unit": "gaps/s", "baseline": baseline,
-                             "ratio": ratio, "goal": goal, "met": met})  # fmt: skip
+            estate, policy = _estate(Path(tmp))
+            # the configurations in turn, each time in new homes and a new database: what slows
+            # this host for a while slows each of them
+            for rep in range(REPEATS):
+                root = Path(tmp) / f"rep{rep}"
+                root.mkdir()
+                runs[0].append(_sqlite(root, estate, policy))
+                for workers in (1, 2, 3):
+                    url = cluster.new_database(upgraded=True)
+                    runs[workers].append(_postgres(root, url, workers, estate, policy))
     finally:
         cluster.stop()
+    baseline = statistics.median(runs[0])
+    rows: list[dict[str, Any]] = [
+        {"name": "workers_sqlite_1_gaps_per_s", "value": baseline, "unit": "gaps/s", "baseline": None,
+         "ratio": None, "goal": "baseline", "met": True, "runs": runs[0]}
+    ]  # fmt: skip
+    for workers in (1, 2, 3):
+        value = statistics.median(runs[workers])
+        ratio = value / baseline
+        rows.append({"name": f"workers_postgres_{workers}_gaps_per_s", "value": value, "unit": "gaps/s",
+                     "baseline": baseline, "ratio": ratio, "goal": GOAL if workers == 3 else "reported",
+                     "met": ratio >= 2.0 if workers == 3 else True, "runs": runs[workers]})  # fmt: skip
     return rows
 
 
