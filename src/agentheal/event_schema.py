@@ -172,6 +172,11 @@ LLM_USAGE = sa.select(
 ).where(LLM_CALLS.c.run_id == sa.bindparam("run_id"))
 # The SET clause comes from the keys passed with it.
 UPDATE_RUN = RUNS.update().where(RUNS.c.run_id == sa.bindparam("which_run"))
+# PostgreSQL: a fingerprint's turn, a lock until the transaction ends. Starting its run
+# (EventStore.begin_heal), queuing its gap (work.queue) and queuing its run's resume (work.resumes)
+# take it, so they never interleave. (psycopg's parameter style: run it as driver SQL.)
+FINGERPRINT_TURN = "SELECT pg_advisory_xact_lock(hashtextextended(%(turn_fingerprint)s, 0))"
+
 OPEN_RUN = (
     sa.select(RUNS.c.run_id)
     .where(RUNS.c.fingerprint == sa.bindparam("fingerprint"), RUNS.c.status.in_(OPEN_STATUSES))

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from agentheal.event_schema import (
     AUDIT,
     COUNT_ACTIONS,
+    FINGERPRINT_TURN,
     GAPS,
     INSERTS,
     LLM_USAGE,
@@ -79,9 +80,6 @@ _GAP_KEYS = ("fingerprint", "kind", "component", "severity", "text", "gap", "cre
 _RUN_KEYS = ("run_id", "fingerprint", "component", "gap_text", "gap", "status", "started_at")
 # (the open statuses are constants with no quote in them: written into the statement)
 _OPEN_LITERALS: list[Any] = [sa.literal_column(f"'{status}'") for status in OPEN_STATUSES]
-# PostgreSQL: a lock on a fingerprint until the transaction ends (see begin_heal; the work table's
-# enqueue takes the same)
-_PG_TURN = "SELECT pg_advisory_xact_lock(hashtextextended(%(turn_fingerprint)s, 0))"
 
 
 def _pg_begin_heal(dialect: sa.Dialect) -> FastInsert:
@@ -497,7 +495,7 @@ class EventStore:
             # (each statement its own snapshot). Two statements in one query message (the values
             # bound here, by psycopg) are one transaction, which ends after the second.
             with underneath(self._writer()) as raw, psycopg.ClientCursor(raw) as cur:
-                cur.execute(f"{_PG_TURN}; {sql}", params)
+                cur.execute(f"{FINGERPRINT_TURN}; {sql}", params)
                 cur.nextset()
                 found = cur.fetchone()
         except psycopg.IntegrityError as exc:

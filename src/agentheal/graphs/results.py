@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentheal.graphs.context import HealContext
 from agentheal.graphs.state import gap_of
 from agentheal.models import ActionResult, Diagnosis, LLMUsage, Plan, Resolution, RunStatus, Validation
+
+if TYPE_CHECKING:
+    from agentheal.events import RunDetail
 
 
 def resolution_of(
@@ -44,6 +47,11 @@ def finish(ctx: HealContext, state: dict[str, Any], status: str, usage: LLMUsage
 def with_usage(ctx: HealContext, state: dict[str, Any]) -> dict[str, Any]:
     """The state with the run's LLM use as the event store recorded it, call by call."""
     return {**state, "llm": ctx.events.llm_usage(state["run_id"]).model_dump()}
+
+
+def recorded_result(detail: RunDetail) -> dict[str, Any]:
+    """A run's answer as the event store recorded it at its end, with its status now."""
+    return {**(detail.result or {}), "run_id": detail.row.run_id, "status": detail.row.status.value}
 
 
 def result_of(state: dict[str, Any]) -> dict[str, Any]:

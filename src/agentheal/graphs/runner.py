@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from agentheal.event_schema import OPEN_STATUSES
 from agentheal.graphs.context import HealContext
 from agentheal.graphs.heal import Durability, compile_heal_graph
-from agentheal.graphs.results import result_of, with_usage
+from agentheal.graphs.results import recorded_result, result_of, with_usage
 from agentheal.models import Gap, RunStatus
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ class Healer:
         detail = self.ctx.events.run(run_id)
         if detail is not None and detail.result and detail.row.status.value not in OPEN_STATUSES:
             # (its last checkpoint may be older than its end: see storage.checkpoints.KnownThreads)
-            return {**detail.result, "run_id": detail.row.run_id, "status": detail.row.status.value}
+            return recorded_result(detail)
         snapshot = self.graph.get_state(_config(run_id))
         values = dict(snapshot.values) if snapshot and snapshot.values else {"run_id": run_id}
         result = result_of(with_usage(self.ctx, values))

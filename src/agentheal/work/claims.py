@@ -35,7 +35,9 @@ def heal_claim(healer: Healer, claim: Claim, fences: Fences, worker: str) -> dic
         if claim.resumed:  # its last worker may have died after the run ended, before marking it done
             detail = healer.ctx.events.run(claim.run_id)
             if detail is not None and detail.row.status.value not in OPEN_STATUSES:
-                return {**(detail.result or {}), "run_id": claim.run_id, "status": detail.row.status.value}
+                from agentheal.graphs.results import recorded_result
+
+                return recorded_result(detail)
         return healer.heal(claim.gap, dry_run=claim.dry_run, run_id=claim.run_id)
     except LeaseLost as exc:
         _log.warning("%s", exc)

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentheal.event_schema import OPEN_RUN, OPEN_STATUSES, RUNS, dumps_json
+from agentheal.event_schema import FINGERPRINT_TURN, OPEN_RUN, OPEN_STATUSES, RUNS, dumps_json
 from agentheal.models import Gap
 from agentheal.storage.engines import event_store_engine
 from agentheal.storage.urls import sqlalchemy_url
@@ -26,8 +26,6 @@ from agentheal.work.tables import CLAIMED, DONE, HEAL, QUEUED, WORK_ITEMS, Clock
 
 # Looks a claim takes when other claimers take the components it finds meanwhile.
 _CANDIDATES = 8
-# The key begin_heal takes turns on: enqueueing a gap and starting its run never interleave.
-_FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
 _W = WORK_ITEMS.c
 # The open item (queued or claimed) of a fingerprint
 _OPEN_ITEM = sa.select(_W.run_id).where(_W.fingerprint == sa.bindparam("item_fingerprint"), _W.state != DONE)
@@ -158,7 +156,7 @@ class WorkQueue:
             "item_dry_run": dry_run,
         }
         with self.engine.begin() as conn:
-            conn.execute(_FINGERPRINT_TURN, {"fingerprint": gap.fingerprint})
+            conn.exec_driver_sql(FINGERPRINT_TURN, {"turn_fingerprint": gap.fingerprint})
             row = conn.execute(self._pg_intake, binds).one()
         if row.item is not None:
             return str(row.item), True

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from agentheal.event_schema import OPEN_STATUSES
+from agentheal.event_schema import FINGERPRINT_TURN, OPEN_STATUSES
 from agentheal.models import RunStatus
 from agentheal.work.queue import Claim, WorkQueue, component_key
 from agentheal.work.tables import APPROVAL, CLAIMED, DONE, QUEUED, REMOTE, WORK_ITEMS
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from agentheal.graphs.runner import Healer
 
 _W = WORK_ITEMS.c
-_FINGERPRINT_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:fingerprint, 0))")
 
 
 class ResumeBusy(Exception):
@@ -55,7 +54,7 @@ def enqueue(queue: WorkQueue, detail: RunDetail, kind: str, payload: dict[str, A
     try:
         with queue.engine.begin() as conn:
             if queue.postgres:  # the same turn as a gap's enqueue: the two never interleave
-                conn.execute(_FINGERPRINT_TURN, {"fingerprint": row.fingerprint})
+                conn.exec_driver_sql(FINGERPRINT_TURN, {"turn_fingerprint": row.fingerprint})
             found = conn.execute(
                 sa.select(_W.state, _W.kind).where(_W.run_id == row.run_id).with_for_update()
             ).first()
@@ -101,7 +100,9 @@ def carry_on(healer: Healer, claim: Claim) -> dict[str, Any]:
         raise RunNotFound(f"no run {run_id!r} to resume")
     status = detail.row.status
     if status.value not in OPEN_STATUSES:  # resumed and ended before its last worker marked it done
-        return {**(detail.result or {}), "run_id": run_id, "status": status.value}
+        from agentheal.graphs.results import recorded_result
+
+        return recorded_result(detail)
     if claim.kind == APPROVAL and claim.payload is not None:
         if status == RunStatus.running and _waits_for_approval(healer, run_id):
             # its last worker died between marking it running and the checkpoint past its approval
