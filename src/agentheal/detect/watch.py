@@ -11,6 +11,7 @@ checkpoints are kept, so the next start resumes it).
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 import time
@@ -57,6 +58,7 @@ class Watch:
             settings, self.config, self.ctx.backend, logs, persist=True, events=self.ctx.events
         )
         self.stop = threading.Event()
+        self._signals: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # from the signal handler
         self.lock = threading.Lock()  # the gap book is read by other threads (the server's intake)
         self.pool = ThreadPoolExecutor(max_workers=self.config.max_heals, thread_name_prefix="heal")
         self.in_flight: dict[str, tuple[Gap, Future[dict[str, Any]]]] = {}
@@ -83,13 +85,22 @@ class Watch:
     # -- signals ---------------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.stop.is_set():
-            self.say("stopping now; open heal runs resume from their checkpoints at the next start")
-            os._exit(0)
-        self.say(
-            f"{signal.Signals(signum).name}: stopping; {len(self.in_flight)} running heal(s) finish first"
-        )
-        self.stop.set()
+        # A handler runs in the main thread between two of its steps, which may hold a lock: the stop
+        # event's own (inside `Event.wait`), a thread pool's, stdout's. Setting the event here then
+        # waited for ever on the thread it had interrupted (a CI run hung so), and printing fails.
+        # `SimpleQueue.put` is reentrant (documented so); the stopper thread does the rest.
+        self._signals.put(signum)
+
+    def _stopper(self) -> None:
+        """The signals' other half, in its own thread: the first stops detection, a second exits."""
+        while (signum := self._signals.get()) is not None:
+            if self.stop.is_set():
+                self.say("stopping now; open heal runs resume from their checkpoints at the next start")
+                os._exit(0)
+            self.say(
+                f"{signal.Signals(signum).name}: stopping; {len(self.in_flight)} running heal(s) finish first"
+            )
+            self.stop.set()
 
     # -- heals -----------------------------------------------------------------------------------------
 
@@ -258,7 +269,10 @@ class Watch:
     def run(self) -> int:
         """Detect and heal until stopped; returns the exit code (0 after a clean stop)."""
         handlers = {}
+        stopper = None
         if threading.current_thread() is threading.main_thread():
+            stopper = threading.Thread(target=self._stopper, name="stopper", daemon=True)
+            stopper.start()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 handlers[sig] = signal.signal(sig, self._on_signal)
         live = None
@@ -294,6 +308,8 @@ class Watch:
                 live.stop()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
+            if stopper is not None:
+                self._signals.put(None)
         self.say(f"stopped after {self.detector.rounds} round(s), {len(self.heals)} heal(s)")
         return 0
 
