@@ -88,6 +88,7 @@ def test_watch_heals_the_root_and_stops_cleanly_on_sigterm(
         lines.wait_for("gap closed: api")  # api recovered with web; it was never healed on its own
         watch.send_signal(signal.SIGTERM)
         assert watch.wait(60) == 0
+        lines.wait_for("SIGTERM: stopping; 0 running heal(s) finish first")
         lines.wait_for("stopped after")
     finally:
         _stop(watch)
@@ -101,8 +102,9 @@ def test_watch_heals_the_root_and_stops_cleanly_on_sigterm(
 
 
 SLOW_SERVER = """\
-import http.server, sys, time
-time.sleep(float(sys.argv[2]))
+import http.server, pathlib, sys, time
+delay = sys.argv[2]
+time.sleep(float(delay) if delay[0].isdigit() else float(pathlib.Path(delay).read_text()))
 handler = http.server.SimpleHTTPRequestHandler
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
 """
@@ -159,4 +161,51 @@ components:
         if watch is not None:
             _stop(watch)
         _cli("estate", "down", str(estate), env=env).wait(60)
+        stop_processes_under(root)
+
+
+def test_a_second_sigterm_stops_watch_at_once_and_keeps_the_running_heal_open(tmp_path: Path) -> None:
+    from conftest import stop_processes_under
+
+    root = tmp_path / "estate"
+    root.mkdir()
+    (root / "slow.py").write_text(SLOW_SERVER)
+    (root / "delay").write_text("0")
+    estate = root / "estate.yaml"
+    port = free_port()
+    estate.write_text(
+        f"""name: stuck
+components:
+  web:
+    command: [python3, slow.py, "{port}", delay]
+    probes:
+      - http: http://127.0.0.1:{port}/
+    start_timeout_s: 120
+"""
+    )
+    env = _env(tmp_path)
+    watch = None
+    try:
+        assert _cli("estate", "up", str(estate), env=env).wait(60) == 0
+        (root / "delay").write_text("600")  # its restart never answers while the test runs
+        watch = _cli("watch", "--estate", str(estate), "--interval", "0.5", "--plain", env=env)
+        lines = Lines(watch)
+        lines.wait_for("watching stuck: 1 component(s)")
+        os.kill(_pid(estate, "web", env), signal.SIGKILL)
+        lines.wait_for("heal started: web")
+        store = EventStore(f"sqlite:///{tmp_path / 'home' / 'events.sqlite'}")
+        deadline = time.monotonic() + 60
+        while not store.runs() and time.monotonic() < deadline:  # the heal's thread started its run
+            time.sleep(0.1)
+        watch.send_signal(signal.SIGTERM)
+        lines.wait_for("SIGTERM: stopping; 1 running heal(s) finish first")
+        watch.send_signal(signal.SIGTERM)
+        lines.wait_for("stopping now; open heal runs resume from their checkpoints at the next start")
+        assert watch.wait(30) == 0
+        assert not any("stopped after" in line for line in lines.seen)
+        [row] = store.runs()
+        assert row.status.value == "running"  # open, for the next start to resume
+    finally:
+        if watch is not None:
+            _stop(watch)
         stop_processes_under(root)
