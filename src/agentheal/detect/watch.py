@@ -269,10 +269,8 @@ class Watch:
     def run(self) -> int:
         """Detect and heal until stopped; returns the exit code (0 after a clean stop)."""
         handlers = {}
-        stopper = None
         if threading.current_thread() is threading.main_thread():
-            stopper = threading.Thread(target=self._stopper, name="stopper", daemon=True)
-            stopper.start()
+            threading.Thread(target=self._stopper, name="stopper", daemon=True).start()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 handlers[sig] = signal.signal(sig, self._on_signal)
         live = None
@@ -308,7 +306,7 @@ class Watch:
                 live.stop()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
-            if stopper is not None:
+            if handlers:  # the stopper ends
                 self._signals.put(None)
         self.say(f"stopped after {self.detector.rounds} round(s), {len(self.heals)} heal(s)")
         return 0
